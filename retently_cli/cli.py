@@ -1,0 +1,221 @@
+"""The command line: click commands only; the work is done in the library modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from retently_cli import __version__
+from retently_cli.config import Config, ConfigError, find_config, load_config
+from retently_cli.matching import Matcher
+from retently_cli.readers import BadInput, ReadStats, expand_paths, read_source
+from retently_cli.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+EXIT_CODES = """\b
+Exit codes:
+  0    all good
+  1    the run finished, but some input was malformed or some events failed
+  2    usage or config error (nothing was sent)
+  130  interrupted (Ctrl-C)"""
+
+
+def _stderr_console() -> Console:
+    width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
+    return Console(stderr=True, highlight=False, width=width)
+
+
+def _fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
+    for line in lines:
+        console.print(Text(f"retently: {line}"), style="red" if console.is_terminal else "")
+    sys.exit(code)
+
+
+def _load(console: Console, config_path: str | None, verbose: int) -> Config:
+    path = find_config(config_path)
+    if verbose:
+        origin = (
+            "--config"
+            if config_path
+            else "$RETENTLY_CONFIG"
+            if os.environ.get("RETENTLY_CONFIG")
+            else "default"
+        )
+        console.print(Text(f"config: {path} ({origin})", style="dim"))
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if not path.exists() and not config_path:
+            _fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
+        _fail(console, exc.problems)
+
+
+def config_option(f):
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        metavar="PATH",
+        help="Config file [default: $RETENTLY_CONFIG, else ./retently.yaml].",
+    )(f)
+
+
+def verbosity_options(f):
+    f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
+    return click.option(
+        "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."
+    )(f)
+
+
+@click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
+@click.version_option(__version__, "--version", prog_name="retently")
+def cli():
+    """Replay Segment Track events into Retently transactional surveys.
+
+    \b
+    Examples:
+      retently check -c retently.yaml
+      retently send --dry-run -c retently.yaml segment-logs/
+      zcat export.gz | retently send -n --output ndjson -c retently.yaml -
+    """
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  retently send --dry-run -c config.example.yaml examples/
+  retently send -n --output ndjson examples/batch.json | jq -c 'select(.outcome=="dry_run")'
+  aws s3 cp s3://bucket/segment-logs/SRC/1764201600000/x.gz - | retently send -n -
+
+"""
+    + EXIT_CODES
+)
+@config_option
+@click.option(
+    "-n", "--dry-run", is_flag=True, help="Decide and report everything, but send nothing."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "ndjson"]),
+    default="table",
+    show_default=True,
+    help="table: a Rich report on stderr; ndjson: one JSON record per decision on stdout.",
+)
+@click.option(
+    "--all-rows", is_flag=True, help="Show a table row for every event, not only matched ones."
+)
+@verbosity_options
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
+def send(config_path, dry_run, output, all_rows, verbose, quiet, paths):
+    """Survey the customers that Segment Track events in PATHS map to.
+
+    PATHS are files or folders (walked recursively, in name order) of Segment messages: NDJSON,
+    gzipped S3 exports, a JSON object, array or Tracking API batch; the format is read from the
+    bytes. No PATH, or -, reads stdin.
+    """
+    console = _stderr_console()
+    config = _load(console, config_path, verbose)
+    if not dry_run:
+        try:
+            if config.api_key is None:
+                raise ConfigError(
+                    [f"{config.path}: api_key: is required to send (or use --dry-run)"]
+                )
+            config.api_key.resolve()
+        except ConfigError as exc:
+            _fail(console, exc.problems)
+        _fail(console, ["sending is not available in this version yet; use --dry-run"])
+
+    stdout = sys.stdout.buffer if output == "ndjson" else None
+    report = Report(console, stdout, output=output, all_rows=all_rows, quiet=quiet)
+    sources = expand_paths(paths, sys.stdin.buffer)
+    if verbose:
+        console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
+    matcher = Matcher(config)
+    stats = ReadStats()
+    interrupted = False
+    try:
+        for source in sources:
+            if verbose > 1:
+                console.print(Text(f"reading {source.name}", style="dim"))
+            name = source.name
+            for line, item in read_source(source, stats, report.flush):
+                if type(item) is BadInput:
+                    report.bad_input(name, line, item)
+                    continue
+                for decision in matcher.decide(item):
+                    if decision.reason is None:
+                        report.dry_run(name, line, decision)
+                    else:
+                        report.decision(name, line, decision, "skipped")
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    try:
+        report.summary(stats, interrupted)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(EXIT_INTERRUPTED if interrupted else report.exit_code())
+
+
+def _quiet_broken_pipe():
+    """The reader of stdout went away (``| head``): stop without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  retently check -c config.example.yaml
+  RETENTLY_CONFIG=prod.yaml retently check
+
+"""
+    + EXIT_CODES
+)
+@config_option
+@verbosity_options
+def check(config_path, verbose, quiet):
+    """Validate the config offline and show the mapping as understood."""
+    console = _stderr_console()
+    config = _load(console, config_path, verbose)
+    if quiet:
+        sys.exit(0)
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    out.print(Text(f"{config.path}: OK", style="green"))
+    campaigns = Table(title="campaign -> events", title_justify="left", box=None, pad_edge=False)
+    campaigns.add_column("campaign", style="bold")
+    campaigns.add_column("delay")
+    campaigns.add_column("events")
+    for campaign in config.campaigns:
+        delay = "campaign's own" if campaign.delay is None else f"{campaign.delay} d"
+        campaigns.add_row(
+            Text(campaign.id), delay, Text(", ".join(repr(e) for e in campaign.events))
+        )
+    out.print(campaigns)
+    events = Table(title="event -> campaigns", title_justify="left", box=None, pad_edge=False)
+    events.add_column("event", style="bold")
+    events.add_column("campaigns")
+    for name, mapped in sorted(config.campaigns_by_event().items()):
+        events.add_row(Text(repr(name)), Text(", ".join(c.id for c in mapped)))
+    out.print(events)
+    paths = ", ".join(config.email_paths)
+    out.print(Text(f"email looked up at: {paths}"))
+    if config.exclude:
+        out.print(Text(f"properties excluded: {', '.join(sorted(config.exclude))}"))
+    if config.types:
+        forced = ", ".join(f"{k}: {v}" for k, v in sorted(config.types.items()))
+        out.print(Text(f"property types forced: {forced}"))
+
+
+def main():
+    cli(prog_name="retently")

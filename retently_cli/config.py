@@ -1,0 +1,328 @@
+"""The YAML config: loading, validation with key paths and line numbers, and the result.
+
+Validation walks PyYAML's node tree rather than the constructed Python objects, so every
+problem can name the line it sits on, unquoted campaign ids such as ``5e10`` stay strings, and
+a key written twice is caught instead of silently overwritten.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PROPERTY_TYPES = ("string", "date", "integer", "boolean", "collection")
+DEFAULT_EMAIL_PATHS = ("properties.email",)
+DEFAULT_CONFIG_NAME = "retently.yaml"
+CONFIG_ENV = "RETENTLY_CONFIG"
+
+_TOP_KEYS = ("api_key", "campaigns", "email_paths", "properties")
+_CAMPAIGN_KEYS = ("events", "delay")
+_PROPERTIES_KEYS = ("exclude", "types")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_NULL = "tag:yaml.org,2002:null"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. ``problems`` holds one line per problem found."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    events: tuple[str, ...]
+    delay: int | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ApiKeySetting:
+    """The ``api_key`` value as written, resolved only when a key is really needed."""
+
+    template: str = field(repr=False)
+    source: str  # "config.yaml:3", for messages
+    key_path: str = "api_key"
+
+    def resolve(self, environ: os._Environ | dict | None = None) -> str:
+        env = os.environ if environ is None else environ
+        missing = [m.group(1) for m in _ENV_REF.finditer(self.template) if not env.get(m.group(1))]
+        if missing:
+            raise ConfigError(
+                [f"{self.source}: {self.key_path}: environment variable {missing[0]} is not set"]
+            )
+        value = _ENV_REF.sub(lambda m: env[m.group(1)], self.template).strip()
+        if not value:
+            raise ConfigError([f"{self.source}: {self.key_path}: is empty"])
+        return value
+
+    @property
+    def is_literal(self) -> bool:
+        return not _ENV_REF.search(self.template)
+
+
+@dataclass(frozen=True)
+class Config:
+    campaigns: tuple[Campaign, ...]
+    email_paths: tuple[str, ...] = DEFAULT_EMAIL_PATHS
+    exclude: frozenset[str] = frozenset()
+    types: dict[str, str] = field(default_factory=dict)
+    api_key: ApiKeySetting | None = None
+    path: Path | None = None
+
+    def campaigns_by_event(self) -> dict[str, list[Campaign]]:
+        mapping: dict[str, list[Campaign]] = {}
+        for campaign in self.campaigns:
+            for name in campaign.events:
+                mapping.setdefault(name, []).append(campaign)
+        return mapping
+
+
+def find_config(explicit: str | None, environ: dict | None = None) -> Path:
+    """The config in use: ``--config``, else ``$RETENTLY_CONFIG``, else ``./retently.yaml``."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc}"]) from None
+    return parse_config(text, str(path), path=path)
+
+
+def parse_config(text: str, name: str = "<config>", path: Path | None = None) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark else name
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
+    return _Validator(name).config(root, path)
+
+
+class _Validator:
+    def __init__(self, name: str):
+        self.name = name
+        self.problems: list[str] = []
+
+    def fail(self, node: yaml.Node, key_path: str, message: str) -> None:
+        self.problems.append(f"{self.name}:{node.start_mark.line + 1}: {key_path}: {message}")
+
+    def config(self, root: yaml.Node | None, path: Path | None) -> Config:
+        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
+            raise ConfigError([f"{self.name}: the config is empty; it needs at least 'campaigns'"])
+        if not isinstance(root, yaml.MappingNode):
+            raise ConfigError(
+                [f"{self.name}:{root.start_mark.line + 1}: the config must be a mapping"]
+            )
+        top = self.mapping(root, "", _TOP_KEYS)
+
+        api_key = None
+        if "api_key" in top:
+            node = top["api_key"][1]
+            if self.string(node, "api_key") is not None:
+                api_key = ApiKeySetting(node.value, f"{self.name}:{node.start_mark.line + 1}")
+
+        campaigns: list[Campaign] = []
+        if "campaigns" not in top:
+            self.problems.append(f"{self.name}:1: campaigns: is required")
+        else:
+            campaigns = self.campaigns(top["campaigns"][1])
+
+        email_paths = DEFAULT_EMAIL_PATHS
+        if "email_paths" in top:
+            email_paths = self.string_list(top["email_paths"][1], "email_paths", non_empty=True)
+
+        exclude: frozenset[str] = frozenset()
+        types: dict[str, str] = {}
+        if "properties" in top:
+            exclude, types = self.properties(top["properties"][1])
+
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Config(
+            campaigns=tuple(campaigns),
+            email_paths=tuple(email_paths),
+            exclude=exclude,
+            types=types,
+            api_key=api_key,
+            path=path,
+        )
+
+    def mapping(
+        self, node: yaml.MappingNode, key_path: str, allowed: tuple[str, ...] | None
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """Keys (as written) to (key node, value node); reports unknown and repeated keys."""
+        seen: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            where = f"{key_path}.{key_node.value}" if key_path else str(key_node.value)
+            if not isinstance(key_node, yaml.ScalarNode) or not str(key_node.value).strip():
+                self.fail(key_node, key_path or "(top level)", "keys must be non-empty strings")
+                continue
+            key = key_node.value
+            if key in seen:
+                first = seen[key][0].start_mark.line + 1
+                self.fail(key_node, where, f"written twice (first on line {first})")
+                continue
+            if allowed is not None and key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+                self.fail(key_node, where, f"unknown key{suggestion} (known: {', '.join(allowed)})")
+                continue
+            seen[key] = (key_node, value_node)
+        return seen
+
+    def string(self, node: yaml.Node, key_path: str) -> str | None:
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL:
+            self.fail(node, key_path, f"must be a string, got {_describe(node)}")
+            return None
+        return node.value
+
+    def string_list(self, node: yaml.Node, key_path: str, non_empty: bool) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, key_path, f"must be a list of strings, got {_describe(node)}")
+            return ()
+        items = []
+        for i, item in enumerate(node.value):
+            value = self.string(item, f"{key_path}[{i}]")
+            if value is not None and not value.strip():
+                self.fail(item, f"{key_path}[{i}]", "must not be empty")
+            elif value is not None:
+                items.append(value)
+        if non_empty and not node.value:
+            self.fail(node, key_path, "must list at least one entry")
+        return tuple(items)
+
+    def campaigns(self, node: yaml.Node) -> list[Campaign]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(
+                node, "campaigns", f"must map campaign ids to event names, got {_describe(node)}"
+            )
+            return []
+        if not node.value:
+            self.fail(node, "campaigns", "must map at least one campaign id to event names")
+            return []
+        result = []
+        for campaign_id, (key_node, value_node) in self.mapping(node, "campaigns", None).items():
+            campaign = self.campaign(campaign_id.strip(), key_node, value_node)
+            if campaign is not None:
+                result.append(campaign)
+        return result
+
+    def campaign(self, cid: str, key_node: yaml.Node, node: yaml.Node) -> Campaign | None:
+        where = f"campaigns.{cid}"
+        delay = None
+        if isinstance(node, yaml.MappingNode):
+            keys = self.mapping(node, where, _CAMPAIGN_KEYS)
+            if "events" not in keys:
+                self.fail(node, where, "needs 'events': the Track event names for this campaign")
+                return None
+            events_node = keys["events"][1]
+            where_events = f"{where}.events"
+            if "delay" in keys:
+                delay = self.delay(keys["delay"][1], f"{where}.delay")
+        else:
+            events_node, where_events = node, where
+        names = self.event_names(events_node, where_events)
+        if not names:
+            return None
+        return Campaign(cid, names, delay, key_node.start_mark.line + 1)
+
+    def event_names(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        """A comma-separated string (as in Segment's settings) or a list of exact names."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            parts = [part.strip() for part in node.value.split(",")]
+            if not any(parts):
+                self.fail(node, where, "lists no event names")
+                return ()
+            if not all(parts):
+                self.fail(node, where, "has an empty event name (a stray comma?)")
+                return ()
+            names = parts
+        elif isinstance(node, yaml.SequenceNode):
+            if not node.value:
+                self.fail(node, where, "lists no event names")
+                return ()
+            names = []
+            for i, item in enumerate(node.value):
+                value = self.string(item, f"{where}[{i}]")
+                if value is not None and not value.strip():
+                    self.fail(item, f"{where}[{i}]", "event name is empty")
+                elif value is not None:
+                    names.append(value)
+        else:
+            self.fail(
+                node,
+                where,
+                f"must be event names: a comma-separated string or a list, got {_describe(node)}",
+            )
+            return ()
+        seen = set()
+        for name in names:
+            if name in seen:
+                self.fail(node, where, f"lists '{name}' twice")
+                return ()
+            seen.add(name)
+        return tuple(names)
+
+    def delay(self, node: yaml.Node, where: str) -> int | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _INT:
+            value = int(node.value.replace("_", ""), 0)
+            if value >= 0:
+                return value
+        self.fail(node, where, f"must be a whole number of days (0 or more), got {_describe(node)}")
+        return None
+
+    def properties(self, node: yaml.Node) -> tuple[frozenset[str], dict[str, str]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, "properties", f"must be a mapping, got {_describe(node)}")
+            return frozenset(), {}
+        keys = self.mapping(node, "properties", _PROPERTIES_KEYS)
+        exclude: frozenset[str] = frozenset()
+        types: dict[str, str] = {}
+        if "exclude" in keys:
+            exclude = frozenset(
+                self.string_list(keys["exclude"][1], "properties.exclude", non_empty=False)
+            )
+        if "types" in keys:
+            types_node = keys["types"][1]
+            if not isinstance(types_node, yaml.MappingNode):
+                self.fail(types_node, "properties.types", "must map property names to types")
+            else:
+                for name, (_, value) in self.mapping(types_node, "properties.types", None).items():
+                    where = f"properties.types.{name}"
+                    kind = self.string(value, where)
+                    if kind is not None and kind not in PROPERTY_TYPES:
+                        self.fail(value, where, f"must be one of {', '.join(PROPERTY_TYPES)}")
+                    elif kind is not None:
+                        types[name] = kind
+        return exclude, types
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag == _NULL:
+        return "nothing"
+    return repr(node.value)

@@ -1,0 +1,182 @@
+"""The matching engine: which campaigns an event triggers, and the customer it becomes.
+
+Pure: it takes parsed events and returns decisions; it reads nothing, prints nothing and knows
+nothing of the command line. It does keep the run's memory of messageIds already surveyed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from retently_cli.config import Campaign, Config
+from retently_cli.subscriber import build_subscriber
+
+# Reasons an event is not surveyed.
+NOT_TRACK = "not_track"
+MISSING_EVENT = "missing_event"
+NO_CAMPAIGN = "no_campaign"
+DUPLICATE = "duplicate"
+MISSING_EMAIL = "missing_email"
+INVALID_EMAIL = "invalid_email"
+
+# Where else an email commonly sits on a Track call (segment-inputs.md).
+OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HINT_CACHE_LIMIT = 100_000
+
+
+@dataclass(slots=True)
+class Decision:
+    """One (event, campaign) outcome; ``reason`` is None when the customer is to be surveyed."""
+
+    event: str | None
+    message_id: str | None
+    campaign: Campaign | None
+    email: str | None
+    reason: str | None
+    detail: str | None = None
+    subscriber: dict | None = None
+    hint: str | None = None  # the mapped name a near-miss event name probably meant
+
+
+class Matcher:
+    def __init__(self, config: Config):
+        self._by_event = config.campaigns_by_event()
+        self._email_paths = [tuple(path.split(".")) for path in config.email_paths]
+        self._other_paths = [
+            (path, tuple(path.split(".")))
+            for path in OTHER_EMAIL_PATHS
+            if path not in config.email_paths
+        ]
+        self._exclude = config.exclude
+        self._types = config.types
+        self._near = NearMisses(self._by_event)
+        self._surveyed_ids: set[str] = set()
+
+    def decide(self, event: dict) -> list[Decision]:
+        """The decisions for one event: one per campaign it triggers, else exactly one."""
+        name = event.get("event")
+        message_id = event.get("messageId")
+        if message_id is not None and not isinstance(message_id, str):
+            message_id = str(message_id)
+        kind = event.get("type")
+        if not (kind == "track" or (kind is None and "event" in event)):
+            label = name if isinstance(name, str) else None
+            detail = f"{kind} call" if isinstance(kind, str) else "no type and no event name"
+            return [Decision(label, message_id, None, None, NOT_TRACK, detail)]
+        if not isinstance(name, str) or not name:
+            return [
+                Decision(None, message_id, None, None, MISSING_EVENT, "a track with no event name")
+            ]
+
+        campaigns = self._by_event.get(name)
+        if campaigns is None:
+            hint = self._near.hint(name)
+            detail = f"did you mean {hint!r}?" if hint else None
+            return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
+
+        email, reason, detail = self._email(event)
+        if message_id is not None:
+            if message_id in self._surveyed_ids:
+                reason, detail = DUPLICATE, "messageId seen earlier in this run"
+            else:
+                self._surveyed_ids.add(message_id)
+        if reason is not None:
+            return [Decision(name, message_id, c, email, reason, detail) for c in campaigns]
+
+        properties = event.get("properties")
+        subscriber, notes = build_subscriber(
+            email, properties if isinstance(properties, dict) else {}, self._exclude, self._types
+        )
+        detail = "; ".join(notes) if notes else None
+        return [Decision(name, message_id, c, email, None, detail, subscriber) for c in campaigns]
+
+    def _email(self, event: dict) -> tuple[str | None, str | None, str | None]:
+        for path in self._email_paths:
+            value = _lookup(event, path)
+            if isinstance(value, str) and value.strip():
+                email = value.strip()
+                if _EMAIL.match(email):
+                    return email, None, None
+                return email, INVALID_EMAIL, f"{'.'.join(path)} is not an email address"
+        for dotted, path in self._other_paths:
+            value = _lookup(event, path)
+            if isinstance(value, str) and value.strip():
+                return None, MISSING_EMAIL, f"email is at {dotted}, which email_paths does not list"
+        return (
+            None,
+            MISSING_EMAIL,
+            f"no email at {', '.join('.'.join(p) for p in self._email_paths)}",
+        )
+
+
+def _lookup(event: dict, path: tuple[str, ...]):
+    value = event
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+class NearMisses:
+    """Suggests the mapped event name an unmatched one was probably meant to be.
+
+    A near miss differs only by case, surrounding or repeated whitespace, or a small edit
+    distance. Each distinct name is judged once and remembered.
+    """
+
+    def __init__(self, mapped_names):
+        self._mapped = [(name, _normalise(name)) for name in mapped_names]
+        self._cache: dict[str, str | None] = {}
+
+    def hint(self, name: str) -> str | None:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        found = self._closest(name)
+        if len(self._cache) < _HINT_CACHE_LIMIT:
+            self._cache[name] = found
+        return found
+
+    def _closest(self, name: str) -> str | None:
+        normal = _normalise(name)
+        best, best_distance = None, None
+        for mapped, mapped_normal in self._mapped:
+            if normal == mapped_normal:
+                return mapped
+            limit = 2 if len(mapped_normal) >= 8 else 1 if len(mapped_normal) >= 4 else 0
+            distance = bounded_levenshtein(normal, mapped_normal, limit)
+            if distance is not None and (best_distance is None or distance < best_distance):
+                best, best_distance = mapped, distance
+        return best
+
+
+def _normalise(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def bounded_levenshtein(a: str, b: str, limit: int) -> int | None:
+    """Edit distance between ``a`` and ``b`` if it is at most ``limit``, else None."""
+    if abs(len(a) - len(b)) > limit:
+        return None
+    if a == b:
+        return 0
+    if limit == 0:
+        return None
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        row_min = i
+        for j, char_b in enumerate(b, 1):
+            cost = previous[j - 1] + (char_a != char_b)
+            value = min(previous[j] + 1, current[j - 1] + 1, cost)
+            current.append(value)
+            row_min = min(row_min, value)
+        if row_min > limit:
+            return None
+        previous = current
+    return previous[-1] if previous[-1] <= limit else None

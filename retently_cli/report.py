@@ -1,0 +1,278 @@
+"""The per-event report: NDJSON records on stdout, or a Rich table on stderr, then a summary.
+
+``Report`` receives every decision, counts it, writes it where it belongs and computes the exit
+code. The table is printed in chunks with fixed column widths, so it streams and its rows line
+up; on large inputs only the rows worth reading are printed (the rest are counted).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from retently_cli.matching import DUPLICATE, INVALID_EMAIL, MISSING_EMAIL, Decision
+from retently_cli.readers import BadInput, ReadStats
+
+DRY_RUN = "dry_run"
+SENT = "sent"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+SURVEY_PATH = "/api/v2/survey"
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# Skips that concern an event a campaign did match: worth a row in the table.
+_MATCHED_SKIPS = frozenset({MISSING_EMAIL, INVALID_EMAIL, DUPLICATE})
+_STYLES = {DRY_RUN: "cyan", SENT: "green", FAILED: "bold red", SKIPPED: "dim"}
+_TABLE_CHUNK = 50
+
+
+def survey_body(decision: Decision) -> dict:
+    """The JSON body of ``POST /api/v2/survey`` for one decision's subscriber."""
+    body = {"campaign": decision.campaign.id, "subscribers": [decision.subscriber]}
+    if decision.campaign.delay is not None:
+        body["delay"] = decision.campaign.delay
+    return body
+
+
+@dataclass
+class Counts:
+    outcomes: Counter
+    reasons: Counter
+    surveys_per_campaign: Counter
+    skips_per_campaign: Counter
+    near_misses: Counter
+    hints: dict
+
+
+class Report:
+    def __init__(
+        self,
+        console: Console,
+        stdout=None,
+        output: str = "table",
+        all_rows: bool = False,
+        quiet: bool = False,
+    ):
+        self.console = console
+        self.stdout = stdout
+        self.ndjson = output == "ndjson"
+        self.all_rows = all_rows
+        self.quiet = quiet
+        self.counts = Counts(Counter(), Counter(), Counter(), Counter(), Counter(), {})
+        self.rows_hidden = 0
+        self._rows: list[tuple] = []
+        self._header_shown = False
+        self._widths = _column_widths(console.width)
+        self._dumps = orjson.dumps
+        self._newline = orjson.OPT_APPEND_NEWLINE
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def bad_input(self, source: str, line: int, bad: BadInput) -> None:
+        self.counts.outcomes[FAILED] += 1
+        self.counts.reasons[(FAILED, bad.reason)] += 1
+        if self.ndjson:
+            self.stdout.write(
+                self._dumps(
+                    {
+                        "source": source,
+                        "line": line,
+                        "message_id": None,
+                        "event": None,
+                        "campaign": None,
+                        "email": None,
+                        "outcome": FAILED,
+                        "reason": bad.reason,
+                        "detail": bad.message,
+                    },
+                    option=self._newline,
+                )
+            )
+        else:
+            self._row(source, line, None, None, None, None, FAILED, bad.reason, bad.message)
+
+    def decision(self, source: str, line: int, d: Decision, outcome: str, extra=None) -> None:
+        """One decision's record. ``extra`` adds fields (a request, HTTP status, attempts)."""
+        counts = self.counts
+        counts.outcomes[outcome] += 1
+        reason = d.reason
+        campaign = d.campaign.id if d.campaign is not None else None
+        if reason is not None:
+            counts.reasons[(outcome, reason)] += 1
+            if campaign is not None:
+                counts.skips_per_campaign[campaign] += 1
+            elif d.hint is not None:
+                counts.near_misses[d.event] += 1
+                counts.hints[d.event] = d.hint
+        elif outcome != FAILED:
+            counts.surveys_per_campaign[campaign] += 1
+        if self.ndjson:
+            record = {
+                "source": source,
+                "line": line,
+                "message_id": d.message_id,
+                "event": d.event,
+                "campaign": campaign,
+                "email": d.email,
+                "outcome": outcome,
+                "reason": reason,
+                "detail": d.detail,
+            }
+            if extra:
+                record.update(extra)
+            self.stdout.write(self._dumps(record, option=self._newline))
+        elif self.all_rows or campaign is not None or outcome == FAILED:
+            self._row(
+                source, line, d.message_id, d.event, d.email, campaign, outcome, reason, d.detail
+            )
+        else:
+            self.rows_hidden += 1
+
+    def dry_run(self, source: str, line: int, d: Decision) -> None:
+        if self.ndjson:
+            request = {"method": "POST", "path": SURVEY_PATH, "body": survey_body(d)}
+            self.decision(source, line, d, DRY_RUN, {"request": request})
+        else:
+            self.decision(source, line, d, DRY_RUN)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write out what is buffered; called before the reader may wait for input."""
+        if self._rows:
+            self._print_rows()
+        if self.stdout is not None:
+            self.stdout.flush()
+
+    def _row(self, source, line, message_id, event, email, campaign, outcome, reason, detail):
+        if self.quiet:
+            return
+        self._rows.append(
+            (source, line, message_id, event, email, campaign, outcome, reason, detail)
+        )
+        if len(self._rows) >= _TABLE_CHUNK:
+            self._print_rows()
+
+    def _print_rows(self) -> None:
+        widths = self._widths
+        table = Table(
+            show_header=not self._header_shown,
+            box=None,
+            padding=(0, 1, 0, 0),
+            header_style="bold",
+        )
+        for title, width in zip(
+            ("source", "messageId", "event", "email", "campaign", "outcome", "reason"),
+            widths,
+            strict=True,
+        ):
+            table.add_column(title, width=width, no_wrap=True, overflow="ellipsis")
+        for source, line, message_id, event, email, campaign, outcome, reason, detail in self._rows:
+            why = reason or ""
+            if detail:
+                why = f"{why}: {detail}" if why else detail
+            table.add_row(
+                Text(_tail(f"{source}:{line}", widths[0])),
+                Text(message_id or ""),
+                Text(repr(event) if event is not None and event != event.strip() else event or ""),
+                Text(email or ""),
+                Text(_tail(campaign or "", widths[4])),
+                Text(outcome, style=_STYLES.get(outcome, "")),
+                Text(why),
+            )
+        self._rows.clear()
+        self._header_shown = True
+        self.console.print(table)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def exit_code(self) -> int:
+        return EXIT_PROBLEMS if self.counts.outcomes[FAILED] else EXIT_OK
+
+    def summary(self, stats: ReadStats, interrupted: bool = False) -> None:
+        self.flush()
+        if self.quiet:
+            return
+        c = self.counts
+        console = self.console
+        total = sum(c.outcomes.values())
+        console.print()
+        head = Text("Summary", style="bold")
+        head.append(
+            f": {stats.lines:,} lines read from {stats.sources:,} source"
+            f"{'s' if stats.sources != 1 else ''}"
+            + (f" ({stats.blank_lines:,} blank)" if stats.blank_lines else "")
+            + f", {total:,} records",
+            style="",
+        )
+        if interrupted:
+            head.append("  (interrupted: input not read to the end)", style="bold yellow")
+        console.print(head)
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        table.add_column("outcome")
+        table.add_column("reason")
+        table.add_column("count", justify="right")
+        for outcome in (SENT, DRY_RUN, FAILED, SKIPPED):
+            if not c.outcomes[outcome]:
+                continue
+            reasons = sorted(
+                ((r, n) for (o, r), n in c.reasons.items() if o == outcome), key=lambda x: -x[1]
+            )
+            plain = c.outcomes[outcome] - sum(n for _, n in reasons)
+            if plain:
+                table.add_row(Text(outcome, style=_STYLES[outcome]), "", f"{plain:,}")
+            for reason, count in reasons:
+                table.add_row(Text(outcome, style=_STYLES[outcome]), Text(reason), f"{count:,}")
+        console.print(table)
+
+        campaigns = sorted(set(c.surveys_per_campaign) | set(c.skips_per_campaign))
+        if campaigns:
+            per = Table(box=None, pad_edge=False, header_style="bold")
+            per.add_column("campaign")
+            per.add_column("surveys", justify="right")
+            per.add_column("matched, not surveyed", justify="right")
+            for campaign in campaigns:
+                per.add_row(
+                    Text(campaign),
+                    f"{c.surveys_per_campaign[campaign]:,}",
+                    f"{c.skips_per_campaign[campaign]:,}",
+                )
+            console.print(per)
+
+        if c.near_misses:
+            console.print(Text("Near misses (unmapped names close to a mapped one):", style="bold"))
+            for name, count in c.near_misses.most_common(20):
+                console.print(Text(f"  {name!r} ×{count:,}: did you mean {c.hints[name]!r}?"))
+        if self.rows_hidden and not self.ndjson:
+            console.print(
+                Text(
+                    f"{self.rows_hidden:,} rows for unmatched events not shown "
+                    "(--all-rows shows them, --output ndjson lists every record)",
+                    style="dim",
+                )
+            )
+
+
+def _column_widths(total: int) -> tuple[int, ...]:
+    """Fixed widths for source, messageId, event, email, campaign, outcome and reason."""
+    flexible = max(total - 7 - 12 - 10 - 7, 40)  # messageId, campaign, outcome, separators
+    if flexible >= 92:
+        source, event, email = 24, 22, 26
+    else:
+        source, event, email = (int(flexible * share) for share in (0.24, 0.22, 0.28))
+    return source, 12, event, email, 10, 7, flexible - source - event - email
+
+
+def _tail(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
