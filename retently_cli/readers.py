@@ -72,7 +72,7 @@ def expand_paths(paths: Iterable[str], stdin) -> list[Source]:
     sources: list[Source] = []
     for raw in paths or [STDIN_NAME]:
         if raw == STDIN_NAME:
-            sources.append(Source(STDIN_NAME, lambda: stdin))
+            sources.append(Source(STDIN_NAME, lambda: _unlocked(stdin)))
             continue
         path = Path(raw)
         if path.is_dir():
@@ -84,6 +84,24 @@ def expand_paths(paths: Iterable[str], stdin) -> list[Source]:
         else:
             sources.append(_file_source(path))
     return sources
+
+
+class _FdReader:
+    """Reads a file descriptor directly: a reader thread blocked here holds no lock that the
+    interpreter needs at exit (a blocked ``sys.stdin.buffer.read`` does, and aborts the exit)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def read1(self, size: int) -> bytes:
+        return os.read(self.fd, size)
+
+
+def _unlocked(stream):
+    try:
+        return _FdReader(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return stream  # an in-memory stream (tests)
 
 
 def _file_source(path: Path) -> Source:
@@ -405,7 +423,7 @@ def _read_document(head: list[bytes], lines, number: int, stats: ReadStats):
     def line_of(pos: int) -> int:
         return number + bisect_left(newlines, pos)
 
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     pos = _WHITESPACE.match(text, 0).end()
     while pos < len(text):
         try:
@@ -421,7 +439,9 @@ def _read_document(head: list[bytes], lines, number: int, stats: ReadStats):
                 else:
                     yield line_of(pos), _as_message(value)
             pos = end
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or a constant refused above
+            if not isinstance(exc, json.JSONDecodeError):
+                exc = json.JSONDecodeError(str(exc), text, pos)
             last = number + len(newlines)
             yield (
                 line_of(exc.pos),
@@ -433,6 +453,19 @@ def _read_document(head: list[bytes], lines, number: int, stats: ReadStats):
             )
             return
         pos = _WHITESPACE.match(text, pos).end()
+
+
+def _int_as_orjson_does(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(value)
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+# Parses documents as orjson parses lines: no NaN or Infinity, huge integers become floats.
+_DECODER = json.JSONDecoder(parse_int=_int_as_orjson_does, parse_constant=_no_constants)
 
 
 def _array_items(decoder: json.JSONDecoder, text: str, pos: int):

@@ -1,0 +1,151 @@
+"""retently send --dry-run through click's CliRunner: stdout and stderr asserted apart."""
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from conftest import CES, CSAT, EXAMPLE_CONFIG, NPS, ndjson, records, track, write_gz
+
+from retently_cli.cli import cli
+
+
+def send(*args, input=None, config=EXAMPLE_CONFIG):
+    return CliRunner().invoke(cli, ["send", "-n", "-c", str(config), *args], input=input)
+
+
+MIXED = (
+    ndjson(
+        track(message_id="a", firstName="Ann"),  # NPS and CSAT
+        {"type": "identify", "messageId": "i", "traits": {"email": "x@example.com"}},
+        {
+            **track(event="Onboarding Finished", message_id="b", email=None),
+            "context": {"traits": {"email": "bob@example.com"}},
+        },
+        track(event="order completed", message_id="c"),
+        track(message_id="a"),  # a repeated delivery
+        track(event="Support Ticket Closed", message_id="d", email="nope"),
+    )
+    + b"{broken\n"
+)
+
+
+def test_ndjson_gives_one_record_per_decision_and_the_exact_request():
+    result = send("-o", "ndjson", "-", input=MIXED)
+    assert result.exit_code == 1  # a malformed line
+    got = records(result.stdout)
+    assert [(r["line"], r["campaign"], r["outcome"], r["reason"]) for r in got] == [
+        (1, NPS, "dry_run", None),
+        (1, CSAT, "dry_run", None),
+        (2, None, "skipped", "not_track"),
+        (3, CES, "skipped", "missing_email"),
+        (4, None, "skipped", "no_campaign"),
+        (5, NPS, "skipped", "duplicate"),
+        (5, CSAT, "skipped", "duplicate"),
+        (6, CSAT, "skipped", "invalid_email"),
+        (7, None, "failed", "invalid_json"),
+    ]
+    first, second = got[0], got[1]
+    assert first["source"] == "-" and first["message_id"] == "a"
+    assert first["email"] == "ann@example.com" and first["event"] == "Order Completed"
+    assert first["request"] == {
+        "method": "POST",
+        "path": "/api/v2/survey",
+        "body": {
+            "campaign": NPS,
+            "subscribers": [{"email": "ann@example.com", "first_name": "Ann"}],
+        },
+    }
+    assert second["request"]["body"]["delay"] == 3  # CSAT has delay: 3 in the example
+    assert got[3]["detail"] == "email is at context.traits.email, which email_paths does not list"
+    assert got[4]["detail"] == "did you mean 'Order Completed'?"
+    assert "request" not in got[2]
+
+
+def test_ndjson_keeps_stderr_for_the_summary():
+    result = send("-o", "ndjson", "-", input=MIXED)
+    assert "Summary: 7 lines read from 1 source, 9 records" in result.stderr
+    assert "{" not in result.stderr.splitlines()[0]
+    quiet = send("-o", "ndjson", "-q", "-", input=MIXED)
+    assert quiet.stderr == "" and quiet.stdout == result.stdout
+
+
+def test_summary_counts_add_up_to_what_was_read():
+    result = send("-", input=MIXED)
+    err = result.stderr
+    assert result.stdout == ""
+    assert "dry_run" in err and "not_track" in err
+    assert "'order completed' ×1: did you mean 'Order Completed'?" in err
+    for campaign, surveys, skipped in ((NPS, 1, 1), (CSAT, 1, 2), (CES, 0, 1)):
+        assert any(
+            line.split() == [campaign, str(surveys), str(skipped)] for line in err.splitlines()
+        ), campaign
+
+
+def test_table_shows_matched_and_failed_rows_and_counts_the_rest():
+    result = send("-", input=MIXED)
+    rows = [line for line in result.stderr.splitlines() if line.startswith("-:")]
+    assert [row.split()[0] for row in rows] == ["-:1", "-:1", "-:3", "-:5", "-:5", "-:6", "-:7"]
+    assert "2 rows for unmatched events not shown" in result.stderr
+    everything = send("--all-rows", "-", input=MIXED)
+    rows = [line for line in everything.stderr.splitlines() if line.startswith("-:")]
+    assert len(rows) == 9 and "not shown" not in everything.stderr
+
+
+def test_no_colour_or_cursor_codes_when_not_a_terminal():
+    result = send("-", input=MIXED)
+    assert "\x1b" not in result.stderr
+
+
+def test_exit_0_when_everything_is_fine_and_1_on_malformed_input():
+    assert send("-", input=ndjson(track())).exit_code == 0
+    assert send("-", input=ndjson(track()) + b"nope\n").exit_code == 1
+
+
+def test_files_folders_and_stdin_together(tmp_path):
+    write_gz(tmp_path / "logs" / "1" / "a.gz", ndjson(track(message_id="g")))
+    (tmp_path / "one.json").write_bytes(
+        orjson.dumps(track(message_id="j"), option=orjson.OPT_INDENT_2)
+    )
+    result = send(
+        "-o",
+        "ndjson",
+        str(tmp_path / "logs"),
+        str(tmp_path / "one.json"),
+        "-",
+        input=ndjson(track(message_id="s")),
+    )
+    got = [(r["source"], r["line"], r["message_id"]) for r in records(result.stdout)]
+    assert got == [
+        (str(tmp_path / "logs" / "1" / "a.gz"), 1, "g"),
+        (str(tmp_path / "logs" / "1" / "a.gz"), 1, "g"),
+        (str(tmp_path / "one.json"), 1, "j"),
+        (str(tmp_path / "one.json"), 1, "j"),
+        ("-", 1, "s"),
+        ("-", 1, "s"),
+    ]
+
+
+def test_a_missing_path_is_a_usage_error_before_anything_is_read(tmp_path):
+    result = send("-o", "ndjson", str(tmp_path / "nope.gz"))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "does not exist" in result.stderr
+
+
+def test_event_names_are_shown_exactly(tmp_path):
+    result = send("--all-rows", "-", input=ndjson(track(event="Order Completed ", message_id="t")))
+    row = next(line for line in result.stderr.splitlines() if line.startswith("-:1"))
+    assert "'Order Completed '" in row  # the trailing space is made visible
+
+
+def test_rich_markup_in_event_data_is_printed_literally():
+    result = send("--all-rows", "-", input=ndjson(track(event="[bold]Hi[/bold]", message_id="t")))
+    assert "[bold]Hi[/bold]" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_lists_examples_and_exit_codes(flag):
+    result = CliRunner().invoke(cli, ["send", flag])
+    assert result.exit_code == 0
+    assert "retently send --dry-run -c config.example.yaml examples/" in result.stdout
+    assert "130  interrupted" in result.stdout
+    top = CliRunner().invoke(cli, [flag])
+    assert "Exit codes" in top.stdout and "send" in top.stdout and "check" in top.stdout
