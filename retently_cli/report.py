@@ -212,7 +212,7 @@ class Report:
             f": {stats.lines:,} lines read from {stats.sources:,} source"
             f"{'s' if stats.sources != 1 else ''}"
             + (f" ({stats.blank_lines:,} blank)" if stats.blank_lines else "")
-            + f", {total:,} records",
+            + f", {total:,} record{'s' if total != 1 else ''}",
             style="",
         )
         if interrupted:

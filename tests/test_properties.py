@@ -13,7 +13,7 @@ from retently_cli.cli import cli
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUMMARY = re.compile(
-    r"Summary: ([\d,]+) lines read from 1 source(?: \(([\d,]+) blank\))?, ([\d,]+) records"
+    r"Summary: ([\d,]+) lines read from 1 source(?: \(([\d,]+) blank\))?, ([\d,]+) records?"
 )
 
 
