@@ -78,7 +78,7 @@ class Matcher:
             return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
 
         email, reason, detail = self._email(event)
-        if message_id is not None:
+        if message_id:  # an empty messageId identifies nothing: never a duplicate
             if message_id in self._surveyed_ids:
                 reason, detail = DUPLICATE, "messageId seen earlier in this run"
             else:
@@ -148,7 +148,8 @@ class NearMisses:
         for mapped, mapped_normal in self._mapped:
             if normal == mapped_normal:
                 return mapped
-            limit = 2 if len(mapped_normal) >= 8 else 1 if len(mapped_normal) >= 4 else 0
+            # Two edits only on long names: "Signed In" is not a typo of "Signed Up".
+            limit = 2 if len(mapped_normal) >= 12 else 1 if len(mapped_normal) >= 4 else 0
             distance = bounded_levenshtein(normal, mapped_normal, limit)
             if distance is not None and (best_distance is None or distance < best_distance):
                 best, best_distance = mapped, distance

@@ -25,9 +25,10 @@ _SKIPPED = frozenset({"email", "tags"})
 # one-digit months and days are accepted because Segment's own data has them.
 _ISO_DATE = re.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$",
+    re.ASCII,  # \d alone would take other scripts' digits and send them on unchanged
 )
-_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.ASCII)
 
 
 def build_subscriber(
@@ -69,7 +70,11 @@ def parse_tags(value) -> list[str]:
     if isinstance(value, str):
         parts = value.split(",")
     elif isinstance(value, list):
-        parts = [item for item in value if isinstance(item, (str, int, float)) and item is not True]
+        parts = [
+            _scalar_text(item)
+            for item in value
+            if isinstance(item, (str, int, float)) and not isinstance(item, bool)
+        ]
     else:
         return []
     tags = []
@@ -94,7 +99,8 @@ def _add_property(custom: list, notes: list, label: str, value, forced: str | No
     if forced is not None and forced != kind:
         coerced = coerce(value, forced)
         if coerced is None:
-            notes.append(f"property {label!r}: {value!r} is not a {forced}; sent as {kind}")
+            article = "an" if forced == "integer" else "a"
+            notes.append(f"property {label!r}: {value!r} is not {article} {forced}; sent as {kind}")
         else:
             kind, converted = forced, coerced
     custom.append({"label": label, "type": kind, "value": converted})
@@ -129,7 +135,7 @@ def coerce(value, kind: str):
     if kind == "integer":
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
             return int(value)
         return None
     if kind == "boolean":
@@ -148,7 +154,9 @@ def coerce(value, kind: str):
         return None
     if kind == "collection":
         if isinstance(value, list):
-            return ",".join(_scalar_text(item) for item in value if not isinstance(item, dict))
+            return ",".join(
+                _scalar_text(item) for item in value if isinstance(item, (str, int, float, bool))
+            )
         if isinstance(value, str):
             return ",".join(part.strip() for part in value.split(",") if part.strip())
         return None
@@ -174,6 +182,10 @@ def iso_date(text: str) -> str | None:
     day_part = f"{year}-{int(month):02d}-{int(day):02d}"
     if hour is None:
         return f"{day_part}T00:00:00Z"
+    if zone is not None and zone != "Z":
+        if int(zone[1:3]) > 23 or int(zone[-2:]) > 59:
+            return None
+        zone = f"{zone[:3]}:{zone[-2:]}"  # +0530 -> +05:30: one ISO-8601 format, not two mixed
     return f"{day_part}T{hour}:{minute}:{second or '00'}{fraction or ''}{zone or 'Z'}"
 
 
