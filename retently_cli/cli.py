@@ -33,7 +33,9 @@ def _stderr_console() -> Console:
 
 def _fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
     for line in lines:
-        console.print(Text(f"retently: {line}"), style="red" if console.is_terminal else "")
+        console.print(
+            Text(f"retently: {line}"), style="red" if console.is_terminal else "", soft_wrap=True
+        )
     sys.exit(code)
 
 
@@ -51,7 +53,7 @@ def _load(console: Console, config_path: str | None, verbose: int) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
-        if not path.exists() and not config_path:
+        if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
             _fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
         _fail(console, exc.problems)
 
@@ -192,7 +194,8 @@ def check(config_path, verbose, quiet):
         sys.exit(0)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     out.print(Text(f"{config.path}: OK", style="green"))
-    campaigns = Table(title="campaign -> events", title_justify="left", box=None, pad_edge=False)
+    out.print(Text("campaign -> events", style="bold"))
+    campaigns = Table(box=None, pad_edge=False)
     campaigns.add_column("campaign", style="bold")
     campaigns.add_column("delay")
     campaigns.add_column("events")
@@ -202,7 +205,8 @@ def check(config_path, verbose, quiet):
             Text(campaign.id), delay, Text(", ".join(repr(e) for e in campaign.events))
         )
     out.print(campaigns)
-    events = Table(title="event -> campaigns", title_justify="left", box=None, pad_edge=False)
+    out.print(Text("event -> campaigns", style="bold"))
+    events = Table(box=None, pad_edge=False)
     events.add_column("event", style="bold")
     events.add_column("campaigns")
     for name, mapped in sorted(config.campaigns_by_event().items()):

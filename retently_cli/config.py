@@ -56,11 +56,15 @@ class ApiKeySetting:
 
     def resolve(self, environ: os._Environ | dict | None = None) -> str:
         env = os.environ if environ is None else environ
-        missing = [m.group(1) for m in _ENV_REF.finditer(self.template) if not env.get(m.group(1))]
-        if missing:
-            raise ConfigError(
-                [f"{self.source}: {self.key_path}: environment variable {missing[0]} is not set"]
-            )
+        problems = []
+        for var in dict.fromkeys(m.group(1) for m in _ENV_REF.finditer(self.template)):
+            if not env.get(var):
+                state = "is empty" if var in env else "is not set"
+                problems.append(
+                    f"{self.source}: {self.key_path}: environment variable {var} {state}"
+                )
+        if problems:
+            raise ConfigError(problems)
         value = _ENV_REF.sub(lambda m: env[m.group(1)], self.template).strip()
         if not value:
             raise ConfigError([f"{self.source}: {self.key_path}: is empty"])
@@ -113,19 +117,34 @@ def parse_config(text: str, name: str = "<config>", path: Path | None = None) ->
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark else name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
+        if isinstance(exc, yaml.reader.ReaderError):
+            line = text.count("\n", 0, exc.position) + 1
+            where, problem = f"{name}:{line}", f"unacceptable character #x{exc.character:04x}"
+        else:
+            where = f"{name}:{mark.line + 1}" if mark else name
+            parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
+            problem = ", ".join(p for p in parts if p) or str(exc)
+        raise ConfigError([f"{where}: not valid YAML: {_redact_key(problem, text)}"]) from None
     return _Validator(name).config(root, path)
+
+
+def _redact_key(message: str, text: str) -> str:
+    """PyYAML quotes pieces of the text in its errors; never let that be the API key."""
+    for match in re.finditer(r"^\s*api_key\s*:\s*(\S.*?)\s*$", text, re.MULTILINE):
+        value = match.group(1).strip("'\"*&!")
+        if len(value) >= 4 and value in message:
+            message = message.replace(value, "<api_key>")
+    return message
 
 
 class _Validator:
     def __init__(self, name: str):
         self.name = name
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, str]] = []  # (line, message), sorted when raised
 
     def fail(self, node: yaml.Node, key_path: str, message: str) -> None:
-        self.problems.append(f"{self.name}:{node.start_mark.line + 1}: {key_path}: {message}")
+        line = node.start_mark.line + 1
+        self.problems.append((line, f"{self.name}:{line}: {key_path}: {message}"))
 
     def config(self, root: yaml.Node | None, path: Path | None) -> Config:
         if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
@@ -144,7 +163,7 @@ class _Validator:
 
         campaigns: list[Campaign] = []
         if "campaigns" not in top:
-            self.problems.append(f"{self.name}:1: campaigns: is required")
+            self.problems.append((1, f"{self.name}:1: campaigns: is required"))
         else:
             campaigns = self.campaigns(top["campaigns"][1])
 
@@ -158,7 +177,7 @@ class _Validator:
             exclude, types = self.properties(top["properties"][1])
 
         if self.problems:
-            raise ConfigError(self.problems)
+            raise ConfigError([text for _, text in sorted(self.problems, key=lambda p: p[0])])
         return Config(
             campaigns=tuple(campaigns),
             email_paths=tuple(email_paths),
@@ -171,14 +190,18 @@ class _Validator:
     def mapping(
         self, node: yaml.MappingNode, key_path: str, allowed: tuple[str, ...] | None
     ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        """Keys (as written) to (key node, value node); reports unknown and repeated keys."""
+        """Keys (trimmed) to (key node, value node); reports unknown and repeated keys."""
         seen: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
-            where = f"{key_path}.{key_node.value}" if key_path else str(key_node.value)
-            if not isinstance(key_node, yaml.ScalarNode) or not str(key_node.value).strip():
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == _NULL
+                or not key_node.value.strip()
+            ):
                 self.fail(key_node, key_path or "(top level)", "keys must be non-empty strings")
                 continue
-            key = key_node.value
+            key = key_node.value.strip()
+            where = f"{key_path}.{key}" if key_path else key
             if key in seen:
                 first = seen[key][0].start_mark.line + 1
                 self.fail(key_node, where, f"written twice (first on line {first})")
@@ -223,7 +246,7 @@ class _Validator:
             return []
         result = []
         for campaign_id, (key_node, value_node) in self.mapping(node, "campaigns", None).items():
-            campaign = self.campaign(campaign_id.strip(), key_node, value_node)
+            campaign = self.campaign(campaign_id, key_node, value_node)
             if campaign is not None:
                 result.append(campaign)
         return result
@@ -257,7 +280,7 @@ class _Validator:
             if not all(parts):
                 self.fail(node, where, "has an empty event name (a stray comma?)")
                 return ()
-            names = parts
+            names = [(part, node) for part in parts]
         elif isinstance(node, yaml.SequenceNode):
             if not node.value:
                 self.fail(node, where, "lists no event names")
@@ -268,7 +291,7 @@ class _Validator:
                 if value is not None and not value.strip():
                     self.fail(item, f"{where}[{i}]", "event name is empty")
                 elif value is not None:
-                    names.append(value)
+                    names.append((value, item))
         else:
             self.fail(
                 node,
@@ -277,18 +300,16 @@ class _Validator:
             )
             return ()
         seen = set()
-        for name in names:
+        for name, name_node in names:
             if name in seen:
-                self.fail(node, where, f"lists '{name}' twice")
+                self.fail(name_node, where, f"lists '{name}' twice")
                 return ()
             seen.add(name)
-        return tuple(names)
+        return tuple(name for name, _ in names)
 
     def delay(self, node: yaml.Node, where: str) -> int | None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _INT:
-            value = int(node.value.replace("_", ""), 0)
-            if value >= 0:
-                return value
+        if isinstance(node, yaml.ScalarNode) and node.tag == _INT and node.value.isdigit():
+            return int(node.value)
         self.fail(node, where, f"must be a whole number of days (0 or more), got {_describe(node)}")
         return None
 
@@ -306,7 +327,11 @@ class _Validator:
         if "types" in keys:
             types_node = keys["types"][1]
             if not isinstance(types_node, yaml.MappingNode):
-                self.fail(types_node, "properties.types", "must map property names to types")
+                self.fail(
+                    types_node,
+                    "properties.types",
+                    f"must map property names to types, got {_describe(types_node)}",
+                )
             else:
                 for name, (_, value) in self.mapping(types_node, "properties.types", None).items():
                     where = f"properties.types.{name}"
