@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import click
 from rich.console import Console
@@ -11,10 +12,22 @@ from rich.table import Table
 from rich.text import Text
 
 from retently_cli import __version__
-from retently_cli.config import Config, ConfigError, find_config, load_config
+from retently_cli.apikey import literal_key_warning, resolve_api_key
+from retently_cli.client import RetentlyClient
+from retently_cli.config import (
+    BASE_URL_ENV,
+    Config,
+    ConfigError,
+    check_base_url,
+    find_config,
+    load_config,
+)
+from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender
 from retently_cli.matching import Matcher
-from retently_cli.readers import BadInput, ReadStats, expand_paths, read_source
-from retently_cli.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
+from retently_cli.progress import SendProgress
+from retently_cli.readers import STDIN_NAME, expand_paths
+from retently_cli.report import EXIT_INTERRUPTED, EXIT_UNAUTHORIZED, EXIT_USAGE, Report
+from retently_cli.run import SendJob
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -23,6 +36,7 @@ Exit codes:
   0    all good
   1    the run finished, but some input was malformed or some events failed
   2    usage or config error (nothing was sent)
+  3    Retently refused the API key (401/403): the run stopped, nothing more was sent
   130  interrupted (Ctrl-C)"""
 
 
@@ -94,6 +108,7 @@ Examples:
   retently send --dry-run -c config.example.yaml examples/
   retently send -n --output ndjson examples/batch.json | jq -c 'select(.outcome=="dry_run")'
   aws s3 cp s3://bucket/segment-logs/SRC/1764201600000/x.gz - | retently send -n -
+  RETENTLY_API_KEY=... retently send -c retently.yaml segment-logs/
 
 """
     + EXIT_CODES
@@ -113,59 +128,128 @@ Examples:
 @click.option(
     "--all-rows", is_flag=True, help="Show a table row for every event, not only matched ones."
 )
+@click.option(
+    "--api-key-file",
+    metavar="PATH",
+    help="Read the API key from this file (- for stdin, when the events come from files). "
+    "Default: api_key in the config, else $RETENTLY_API_KEY.",
+)
 @verbosity_options
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
-def send(config_path, dry_run, output, all_rows, verbose, quiet, paths):
+def send(config_path, dry_run, output, all_rows, api_key_file, verbose, quiet, paths):
     """Survey the customers that Segment Track events in PATHS map to.
 
     PATHS are files or folders (walked recursively, in name order) of Segment messages: NDJSON,
     gzipped S3 exports, a JSON object, array or Tracking API batch; the format is read from the
     bytes. No PATH, or -, reads stdin.
+
+    Surveys for the same campaign go out in batches of up to batch_size subscribers, at most
+    rate_limit requests a minute; failures are retried with backoff (see the README).
     """
     console = _stderr_console()
     config = _load(console, config_path, verbose)
-    if not dry_run:
-        try:
-            if config.api_key is None:
-                raise ConfigError(
-                    [f"{config.path}: api_key: is required to send (or use --dry-run)"]
-                )
-            config.api_key.resolve()
-        except ConfigError as exc:
-            _fail(console, exc.problems)
-        _fail(console, ["sending is not available in this version yet; use --dry-run"])
-
     stdout = sys.stdout.buffer if output == "ndjson" else None
     report = Report(console, stdout, output=output, all_rows=all_rows, quiet=quiet)
     sources = expand_paths(paths, sys.stdin.buffer)
     if verbose:
         console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
-    matcher = Matcher(config)
-    stats = ReadStats()
+    dispatcher = None
+    if not dry_run:
+        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose, quiet)
+    job = SendJob(Matcher(config), report, dispatcher, config.delivery.batch_size)
+
+    def on_source(source):
+        if verbose > 1:
+            console.print(Text(f"reading {source.name}", style="dim"))
+
     interrupted = False
+    with _progress(console, job, report, sources, dry_run, quiet) as progress:
+        job._on_progress = progress.update
+        try:
+            job.read(sources, on_source)
+            job.finish()
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop_after_interrupt(console, job)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
     try:
-        for source in sources:
-            if verbose > 1:
-                console.print(Text(f"reading {source.name}", style="dim"))
-            name = source.name
-            for line, item in read_source(source, stats, report.flush):
-                if type(item) is BadInput:
-                    report.bad_input(name, line, item)
-                    continue
-                for decision in matcher.decide(item):
-                    if decision.reason is None:
-                        report.dry_run(name, line, decision)
-                    else:
-                        report.decision(name, line, decision, "skipped")
-    except KeyboardInterrupt:
-        interrupted = True
+        report.summary(job.stats, interrupted)
     except BrokenPipeError:
         _quiet_broken_pipe()
-    try:
-        report.summary(stats, interrupted)
-    except BrokenPipeError:
-        _quiet_broken_pipe()
+    if dispatcher is not None and dispatcher.sender.unauthorized:
+        _fail(
+            console,
+            ["Retently refused the API key (401/403): nothing more was sent. Check the key."],
+            EXIT_UNAUTHORIZED,
+        )
     sys.exit(EXIT_INTERRUPTED if interrupted else report.exit_code())
+
+
+def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispatcher:
+    """Everything delivery needs, checked before the first event is read."""
+    delivery = config.delivery
+    base_url = delivery.base_url
+    try:
+        events_from_stdin = any(s.name == STDIN_NAME for s in sources)
+        key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
+        if os.environ.get(BASE_URL_ENV):
+            try:
+                base_url = check_base_url(os.environ[BASE_URL_ENV])
+            except ValueError as exc:
+                raise ConfigError([f"${BASE_URL_ENV}: {exc}"]) from None
+    except ConfigError as exc:
+        _fail(console, exc.problems)
+    warning = literal_key_warning(config)
+    if warning and not quiet:
+        console.print(Text(warning, style="yellow"))
+    if verbose:
+        console.print(Text(f"API key from {origin}; sending to {base_url}", style="dim"))
+
+    def log(line: str) -> None:
+        console.print(Text(line, style="dim"), soft_wrap=True)
+
+    client = RetentlyClient(base_url, key, timeout=delivery.timeout)
+    sender = Sender(
+        client,
+        RateLimiter(delivery.rate_limit),
+        RetryPolicy(max_attempts=delivery.max_attempts),
+        threading.Event(),
+        log=log if verbose else None,
+        log_bodies=verbose > 1,
+    )
+    return Dispatcher(sender, delivery.concurrency)
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def update(self):
+        return None
+
+
+def _progress(console, job, report, sources, dry_run, quiet):
+    if dry_run or quiet or not console.is_terminal:
+        return _NoProgress()
+    sizes = [s.size for s in sources]
+    total = sum(sizes) if all(size is not None for size in sizes) else None
+    return SendProgress(console, job.stats, report, total)
+
+
+def _stop_after_interrupt(console: Console, job: SendJob) -> None:
+    """Ctrl-C: stop reading; give requests already queued a short grace to finish."""
+    if job.dispatcher is None:
+        return
+    console.print(Text("interrupted: finishing requests in flight (Ctrl-C again to quit)"))
+    job.dispatcher.sender.stop.set()
+    try:
+        job.finish()
+    except KeyboardInterrupt:
+        pass
 
 
 def _quiet_broken_pipe():

@@ -8,10 +8,12 @@ a key written twice is caught instead of silently overwritten.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -20,13 +22,25 @@ DEFAULT_EMAIL_PATHS = ("properties.email",)
 DEFAULT_CONFIG_NAME = "retently.yaml"
 CONFIG_ENV = "RETENTLY_CONFIG"
 
-_TOP_KEYS = ("api_key", "campaigns", "email_paths", "properties")
+DEFAULT_BASE_URL = "https://app.retently.com"
+BASE_URL_ENV = "RETENTLY_BASE_URL"
+
+# Delivery settings: key -> (default, smallest, largest, whole numbers only).
+_DELIVERY_KEYS = {
+    "batch_size": (100, 1, 1000, True),
+    "rate_limit": (150, 1, 100_000, True),
+    "concurrency": (4, 1, 32, True),
+    "timeout": (30.0, 0.1, 600, False),
+    "max_attempts": (6, 1, 20, True),
+}
+_TOP_KEYS = ("api_key", "campaigns", "email_paths", "properties", "base_url", *_DELIVERY_KEYS)
 _CAMPAIGN_KEYS = ("events", "delay")
 _PROPERTIES_KEYS = ("exclude", "types")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 
 
@@ -76,6 +90,18 @@ class ApiKeySetting:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How requests are made: where to, how many subscribers each, how fast."""
+
+    base_url: str = DEFAULT_BASE_URL
+    batch_size: int = 100
+    rate_limit: int = 150  # requests per minute, the account's limit
+    concurrency: int = 4
+    timeout: float = 30.0
+    max_attempts: int = 6
+
+
+@dataclass(frozen=True)
 class Config:
     campaigns: tuple[Campaign, ...]
     email_paths: tuple[str, ...] = DEFAULT_EMAIL_PATHS
@@ -83,6 +109,7 @@ class Config:
     types: dict[str, str] = field(default_factory=dict)
     api_key: ApiKeySetting | None = None
     path: Path | None = None
+    delivery: Delivery = field(default_factory=Delivery)
 
     def campaigns_by_event(self) -> dict[str, list[Campaign]]:
         mapping: dict[str, list[Campaign]] = {}
@@ -90,6 +117,30 @@ class Config:
             for name in campaign.events:
                 mapping.setdefault(name, []).append(campaign)
         return mapping
+
+
+def check_base_url(url: str) -> str:
+    """The URL without a trailing slash; plain http is allowed only to this machine."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if parts.username or parts.password or parts.query:
+        raise ValueError("must not carry credentials or a query string")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"{url!r} uses plain http to another machine; use https "
+            "(the API key would cross the network in clear text)"
+        )
+    return url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def find_config(explicit: str | None, environ: dict | None = None) -> Path:
@@ -176,6 +227,21 @@ class _Validator:
         if "properties" in top:
             exclude, types = self.properties(top["properties"][1])
 
+        settings = {}
+        if "base_url" in top:
+            node = top["base_url"][1]
+            url = self.string(node, "base_url")
+            if url is not None:
+                try:
+                    settings["base_url"] = check_base_url(url)
+                except ValueError as exc:
+                    self.fail(node, "base_url", str(exc))
+        for key, (_, low, high, whole) in _DELIVERY_KEYS.items():
+            if key in top:
+                value = self.number(top[key][1], key, low, high, whole)
+                if value is not None:
+                    settings[key] = value
+
         if self.problems:
             raise ConfigError([text for _, text in sorted(self.problems, key=lambda p: p[0])])
         return Config(
@@ -185,6 +251,7 @@ class _Validator:
             types=types,
             api_key=api_key,
             path=path,
+            delivery=Delivery(**settings),
         )
 
     def mapping(
@@ -306,6 +373,19 @@ class _Validator:
                 return ()
             seen.add(name)
         return tuple(name for name, _ in names)
+
+    def number(self, node: yaml.Node, where: str, low, high, whole: bool):
+        allowed = (_INT,) if whole else (_INT, _FLOAT)
+        if isinstance(node, yaml.ScalarNode) and node.tag in allowed:
+            try:
+                value = int(node.value) if node.tag == _INT else float(node.value)
+            except ValueError:
+                value = None
+            if value is not None and low <= value <= high:
+                return value
+        kind = "a whole number" if whole else "a number"
+        self.fail(node, where, f"must be {kind} from {low} to {high}, got {_describe(node)}")
+        return None
 
     def delay(self, node: yaml.Node, where: str) -> int | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == _INT and node.value.isdigit():

@@ -24,6 +24,7 @@ import orjson
 
 CHUNK = 1 << 20
 _PREFETCH = 8
+_IDLE_TICK = 0.2
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN_NAME = "-"
 
@@ -61,6 +62,7 @@ class ReadStats:
     lines: int = 0
     blank_lines: int = 0
     sources: int = 0
+    bytes_read: int = 0  # as stored (compressed), for progress against the files' sizes
     per_source: dict[str, int] = field(default_factory=dict)
 
 
@@ -128,7 +130,7 @@ def read_source(
         yield 0, BadInput(UNREADABLE, f"cannot open: {exc.strerror or exc}")
         return
     try:
-        chunks = _prefetched(_decompressed(_chunks(stream)), before_wait)
+        chunks = _prefetched(_decompressed(_chunks(stream, stats)), before_wait)
         yield from _read_lines(_lines(chunks), stats)
     except _ReadFailure as failure:
         yield stats.lines - start_lines + 1, BadInput(failure.reason, failure.message)
@@ -144,7 +146,7 @@ class _ReadFailure(Exception):
         self.reason, self.message = reason, message
 
 
-def _chunks(stream) -> Iterator[bytes]:
+def _chunks(stream, stats: ReadStats) -> Iterator[bytes]:
     read = getattr(stream, "read1", None) or stream.read
     while True:
         try:
@@ -153,6 +155,7 @@ def _chunks(stream) -> Iterator[bytes]:
             raise _ReadFailure(UNREADABLE, f"read failed: {exc.strerror or exc}") from None
         if not chunk:
             return
+        stats.bytes_read += len(chunk)
         yield chunk
 
 
@@ -161,7 +164,7 @@ def _prefetched(chunks: Iterator[bytes], before_wait: Callable[[], None]) -> Ite
 
     zlib and file reads release the GIL, so on two cores the reading is nearly free. At most
     ``_PREFETCH`` chunks wait in the queue, which bounds memory. ``before_wait`` runs whenever the
-    consumer would otherwise block for the next chunk.
+    consumer would otherwise block for the next chunk, and again while the wait lasts.
     """
     box: queue.Queue = queue.Queue(_PREFETCH)
     stop = threading.Event()
@@ -188,8 +191,7 @@ def _prefetched(chunks: Iterator[bytes], before_wait: Callable[[], None]) -> Ite
             try:
                 chunk, failure = box.get_nowait()
             except queue.Empty:
-                before_wait()
-                chunk, failure = box.get()
+                chunk, failure = _wait(box, before_wait)
             if failure is not None:
                 raise failure
             if chunk is None:
@@ -197,6 +199,16 @@ def _prefetched(chunks: Iterator[bytes], before_wait: Callable[[], None]) -> Ite
             yield chunk
     finally:
         stop.set()
+
+
+def _wait(box: queue.Queue, before_wait: Callable[[], None]):
+    """The next item, calling ``before_wait`` first and again every ``_IDLE_TICK`` s of waiting."""
+    while True:
+        before_wait()
+        try:
+            return box.get(timeout=_IDLE_TICK)
+        except queue.Empty:
+            continue
 
 
 def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -28,6 +28,7 @@ SURVEY_PATH = "/api/v2/survey"
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+EXIT_UNAUTHORIZED = 3
 EXIT_INTERRUPTED = 130
 
 # Skips that concern an event a campaign did match: worth a row in the table.
@@ -101,11 +102,22 @@ class Report:
         else:
             self._row(source, line, None, None, None, None, FAILED, bad.reason, bad.message)
 
-    def decision(self, source: str, line: int, d: Decision, outcome: str, extra=None) -> None:
-        """One decision's record. ``extra`` adds fields (a request, HTTP status, attempts)."""
+    def decision(
+        self,
+        source: str,
+        line: int,
+        d: Decision,
+        outcome: str,
+        extra: dict | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """One decision's record. ``extra`` adds fields (a request, HTTP status, attempts);
+        ``reason`` and ``detail`` say why a delivery failed."""
         counts = self.counts
         counts.outcomes[outcome] += 1
-        reason = d.reason
+        reason = reason or d.reason
+        detail = detail or d.detail
         campaign = d.campaign.id if d.campaign is not None else None
         if reason is not None:
             counts.reasons[(outcome, reason)] += 1
@@ -126,14 +138,14 @@ class Report:
                 "email": d.email,
                 "outcome": outcome,
                 "reason": reason,
-                "detail": d.detail,
+                "detail": detail,
             }
             if extra:
                 record.update(extra)
             self.stdout.write(self._dumps(record, option=self._newline))
         elif self.all_rows or campaign is not None or outcome == FAILED:
             self._row(
-                source, line, d.message_id, d.event, d.email, campaign, outcome, reason, d.detail
+                source, line, d.message_id, d.event, d.email, campaign, outcome, reason, detail
             )
         else:
             self.rows_hidden += 1
@@ -144,6 +156,28 @@ class Report:
             self.decision(source, line, d, DRY_RUN, {"request": request})
         else:
             self.decision(source, line, d, DRY_RUN)
+
+    def delivered(self, outcome) -> None:
+        """The record of a delivery attempt's end (a ``delivery.Outcome``)."""
+        survey = outcome.survey
+        extra = {"status": outcome.status, "attempts": outcome.attempts}
+        detail = outcome.detail
+        if outcome.sent and not self.ndjson:  # the table has no status and attempts columns
+            tries = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
+            detail = (
+                f"HTTP {outcome.status}{', ' + outcome.result if outcome.result else ''}{tries}"
+            )
+        if outcome.result is not None:
+            extra["result"] = outcome.result
+        self.decision(
+            survey.source,
+            survey.line,
+            survey.decision,
+            SENT if outcome.sent else FAILED,
+            extra,
+            reason=outcome.reason,
+            detail=detail,
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -198,6 +232,14 @@ class Report:
 
     def exit_code(self) -> int:
         return EXIT_PROBLEMS if self.counts.outcomes[FAILED] else EXIT_OK
+
+    @property
+    def sent(self) -> int:
+        return self.counts.outcomes[SENT]
+
+    @property
+    def failed(self) -> int:
+        return self.counts.outcomes[FAILED]
 
     def summary(self, stats: ReadStats, interrupted: bool = False) -> None:
         self.flush()

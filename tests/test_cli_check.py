@@ -8,6 +8,8 @@ from importlib.metadata import version
 from textwrap import dedent
 
 import pytest
+
+from retently_cli.fake_server import FakeRetently
 from click.testing import CliRunner
 
 from retently_cli import __version__
@@ -134,7 +136,7 @@ BAD = [
         email_path: [properties.email]
         """,
         "bad.yaml:3: email_path: unknown key; did you mean 'email_paths'? "
-        "(known: api_key, campaigns, email_paths, properties)",
+        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, rate_limit, concurrency, timeout, max_attempts)",
     ),
     (
         "key written twice",
@@ -207,7 +209,7 @@ def test_check_lists_every_problem():
         run("check", "-c", "bad.yaml"),
         "retently: bad.yaml:2: campaigns.a: lists no event names",
         "retently: bad.yaml:3: colour: unknown key "
-        "(known: api_key, campaigns, email_paths, properties)",
+        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, rate_limit, concurrency, timeout, max_attempts)",
     )
 
 
@@ -331,7 +333,8 @@ def test_send_needs_an_api_key():
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines()[0] == (
-        "retently: c.yaml: api_key: is required to send (or use --dry-run)"
+        "retently: no API key: set api_key in the config, or $RETENTLY_API_KEY, or pass "
+        "--api-key-file PATH (a dry-run, -n, needs none)"
     )
 
 
@@ -351,14 +354,31 @@ KEY_RUNS = [
 @pytest.mark.parametrize("args", KEY_RUNS, ids=" ".join)
 @pytest.mark.parametrize("where", ["literal", "environment"])
 def test_the_key_never_appears_in_any_output(monkeypatch, args, where):
+    key = SECRET if where == "literal" else ENV_SECRET
     if where == "literal":
         write("c.yaml", GOOD.replace("${RETENTLY_API_KEY}", SECRET))
     else:
         write("c.yaml", GOOD)
         monkeypatch.setenv("RETENTLY_API_KEY", ENV_SECRET)
-    result = run(*args, "-c", "c.yaml", input=EVENT + "\n")
+    campaigns = [
+        {
+            "id": cid,
+            "name": cid,
+            "isActive": True,
+            "templateId": "t",
+            "metric": "NPS",
+            "type": "transactional",
+            "channel": "email",
+        }
+        for cid in ("5e1f9a", "61ab2c")
+    ]
+    with FakeRetently(api_key=key, campaigns=campaigns) as server:
+        monkeypatch.setenv("RETENTLY_BASE_URL", server.url)
+        result = run(*args, "-c", "c.yaml", input=EVENT + "\n")
+        delivered = server.survey_count()
     assert "Traceback" not in result.stderr
-    assert result.exit_code in (0, 2), result.output  # 2: sending is not available yet
+    assert result.exit_code == 0, result.output
+    assert delivered == (2 if args[0] == "send" and "-n" not in args else 0)
     for secret in (SECRET, ENV_SECRET, "SECRET"):
         assert secret not in result.stdout
         assert secret not in result.stderr

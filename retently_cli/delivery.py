@@ -1,0 +1,361 @@
+"""Delivering surveys: batches, a client-side rate limit, retries, and per-event outcomes.
+
+The policy (see the README): retry what provably did not take effect (connection failures,
+408, 429, 5xx but 501) with capped exponential backoff and full jitter, honouring Retry-After;
+fail other 4xx at once, bisecting a rejected batch to find the bad subscriber; stop the whole
+run on 401/403. A connection that breaks after the request was written may have delivered it:
+that batch is reported ``uncertain`` and not resent, since a second survey annoys a customer
+more than a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from retently_cli.client import Answer, RetentlyClient
+from retently_cli.matching import Decision
+from retently_cli.report import survey_body
+
+# Failure reasons, as they appear in the report.
+REJECTED = "rejected"  # a 4xx (or 501), or a per-email "failed" result
+UNAUTHORIZED = "unauthorized"
+UNCERTAIN = "uncertain"
+GAVE_UP = "retries_exhausted"
+NOT_SENT = "not_sent"  # the run stopped before this was sent
+
+_BISECT_STATUSES = frozenset({400, 413, 422})
+# Keeps requests a little under the limit, so that jitter between sending here and arriving
+# there never puts one request too many into the server's window.
+_RATE_MARGIN = 1.02
+
+
+@dataclass(slots=True)
+class Survey:
+    """One surveyable decision waiting to be delivered, with where it came from."""
+
+    source: str
+    line: int
+    decision: Decision
+
+    @property
+    def email_key(self) -> str:
+        return self.decision.email.lower()
+
+
+@dataclass(slots=True)
+class Outcome:
+    survey: Survey
+    sent: bool
+    status: int | None
+    attempts: int
+    reason: str | None = None
+    detail: str | None = None
+    result: str | None = None  # the per-email status Retently answered (created, updated)
+
+
+@dataclass
+class Batch:
+    campaign: str
+    delay: int | None
+    surveys: list[Survey] = field(default_factory=list)
+
+    def body(self) -> dict:
+        body = survey_body(self.surveys[0].decision)
+        body["subscribers"] = [s.decision.subscriber for s in self.surveys]
+        return body
+
+
+class Batcher:
+    """Groups surveys for the same campaign and delay into batches of up to ``size``.
+
+    Two surveys for the same email never share a batch: the later one waits for the next.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._open: dict[tuple, tuple[Batch, set[str], list[Survey]]] = {}
+
+    def add(self, survey: Survey) -> list[Batch]:
+        campaign = survey.decision.campaign
+        key = (campaign.id, campaign.delay)
+        entry = self._open.get(key)
+        if entry is None:
+            entry = self._open[key] = (Batch(campaign.id, campaign.delay), set(), [])
+        batch, emails, waiting = entry
+        if survey.email_key in emails:
+            waiting.append(survey)
+            return []
+        batch.surveys.append(survey)
+        emails.add(survey.email_key)
+        if len(batch.surveys) < self.size:
+            return []
+        return self._seal(key)
+
+    def seal_all(self) -> list[Batch]:
+        sealed = []
+        for key in list(self._open):
+            sealed.extend(self._seal(key, everything=True))
+        return sealed
+
+    def _seal(self, key, everything: bool = False) -> list[Batch]:
+        batch, _, waiting = self._open.pop(key)
+        sealed = [batch]
+        for survey in waiting:
+            sealed.extend(self.add(survey))
+        if everything and key in self._open:
+            sealed.extend(self._seal(key, everything=True))
+        return sealed
+
+
+class RateLimiter:
+    """Spaces requests evenly so that no 60-second window holds more than ``per_minute``."""
+
+    def __init__(self, per_minute: float | None, clock=time.monotonic):
+        self.interval = 60.0 / per_minute * _RATE_MARGIN if per_minute else 0.0
+        self._clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Wait for this request's slot; False if the run is stopping."""
+        if not self.interval and not self._next:
+            return not stop.is_set()
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        wait = slot - self._clock()
+        if wait > 0:
+            stop.wait(wait)
+        return not stop.is_set()
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request back for ``seconds`` (the server said so)."""
+        with self._lock:
+            self._next = max(self._next, self._clock() + seconds)
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    base: float = 0.5
+    cap: float = 30.0
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        jitter = random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        told = parse_retry_after(retry_after)
+        if told is None:
+            return jitter
+        return min(max(told, jitter), self.max_retry_after)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def is_retryable(answer: Answer) -> bool:
+    if answer.status is None:
+        return not answer.sent
+    return answer.status in (408, 429) or (500 <= answer.status < 600 and answer.status != 501)
+
+
+class Sender:
+    """Delivers one batch, retrying and bisecting as the policy says. Thread-safe."""
+
+    def __init__(
+        self,
+        client: RetentlyClient,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        stop: threading.Event,
+        log: Callable[[str], None] | None = None,
+        log_bodies: bool = False,
+        sleep: Callable[[float], None] | None = None,
+    ):
+        self.client = client
+        self.limiter = limiter
+        self.policy = policy
+        self.stop = stop
+        self.unauthorized = False
+        self._log = log
+        self._log_bodies = log_bodies
+        self._sleep = sleep or stop.wait
+
+    def deliver(self, batch: Batch) -> list[Outcome]:
+        body = batch.body()
+        attempts = 0
+        while True:
+            if not self.limiter.acquire(self.stop):
+                return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
+            attempts += 1
+            answer = self.client.post_survey(body)
+            self._trace(body, answer, len(batch.surveys))
+            if answer.status is not None and 200 <= answer.status < 300:
+                return _attribute(batch, answer, attempts)
+            if answer.status in (401, 403):
+                self.unauthorized = True
+                self.stop.set()
+                return _all(batch, False, answer.status, attempts, UNAUTHORIZED, _message(answer))
+            if is_retryable(answer):
+                if attempts >= self.policy.max_attempts:
+                    detail = f"{_describe(answer)} on each of {attempts} attempts"
+                    return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
+                wait = self.policy.backoff(attempts, answer.retry_after)
+                if answer.status == 429:
+                    self.limiter.pause(wait)
+                self._sleep(wait)
+                continue
+            if answer.status is None:
+                detail = f"{answer.error} after the request was sent: it may have been delivered"
+                return _all(batch, False, None, attempts, UNCERTAIN, detail)
+            if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
+                return self._bisect(batch)
+            return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
+
+    def _bisect(self, batch: Batch) -> list[Outcome]:
+        middle = len(batch.surveys) // 2
+        outcomes = []
+        for part in (batch.surveys[:middle], batch.surveys[middle:]):
+            outcomes.extend(self.deliver(Batch(batch.campaign, batch.delay, part)))
+        return outcomes
+
+    def _trace(self, body: dict, answer: Answer, subscribers: int) -> None:
+        if self._log is None:
+            return
+        status = answer.status if answer.status is not None else answer.error
+        line = (
+            f"POST /api/v2/survey {status} {answer.latency * 1000:.0f} ms "
+            f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
+        )
+        if self._log_bodies:
+            line += f"\n  request: {json.dumps(body)}\n  response: {json.dumps(answer.body)}"
+        self._log(line)
+
+
+def _all(batch, sent, status, attempts, reason=None, detail=None) -> list[Outcome]:
+    return [Outcome(s, sent, status, attempts, reason, detail) for s in batch.surveys]
+
+
+def _attribute(batch: Batch, answer: Answer, attempts: int) -> list[Outcome]:
+    """Per-event outcomes of a 2xx: from the per-email result map when there is one."""
+    data = answer.body.get("data") if isinstance(answer.body, dict) else None
+    results = {k.lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
+    outcomes = []
+    for survey in batch.surveys:
+        result = results.get(survey.email_key)
+        status = result.get("status") if isinstance(result, dict) else None
+        if status == "failed":
+            reason = result.get("reason") or "failed"
+            outcomes.append(Outcome(survey, False, answer.status, attempts, REJECTED, str(reason)))
+        else:
+            outcomes.append(Outcome(survey, True, answer.status, attempts, result=status))
+    return outcomes
+
+
+def _message(answer: Answer) -> str:
+    if isinstance(answer.body, dict) and answer.body.get("message"):
+        return f"HTTP {answer.status}: {answer.body['message']}"
+    return f"HTTP {answer.status}"
+
+
+def _describe(answer: Answer) -> str:
+    return f"HTTP {answer.status}" if answer.status is not None else str(answer.error)
+
+
+class Dispatcher:
+    """Worker threads delivering batches; outcomes are collected for the main thread."""
+
+    def __init__(self, sender: Sender, concurrency: int):
+        self.sender = sender
+        self._todo: queue.Queue = queue.Queue(maxsize=concurrency * 2)
+        self._done: queue.Queue = queue.Queue()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"retently-send-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, batch: Batch) -> None:
+        with self._lock:
+            self._in_flight += len(batch.surveys)
+        while True:
+            try:
+                self._todo.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def outcomes(self) -> list[Outcome]:
+        """Whatever outcomes are ready now, without waiting."""
+        ready = []
+        while True:
+            try:
+                ready.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if ready:
+            with self._lock:
+                self._in_flight -= len(ready)
+        return ready
+
+    def finish(self, timeout: float | None = None) -> None:
+        """No more batches: let the workers deliver what is queued, then stop them."""
+        for _ in self._workers:
+            self._todo.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            worker.join(left)
+
+    def wait_for_outcome(self, timeout: float) -> Outcome | None:
+        try:
+            outcome = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        with self._lock:
+            self._in_flight -= 1
+        return outcome
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def _work(self) -> None:
+        while True:
+            batch = self._todo.get()
+            if batch is None:
+                return
+            try:
+                results = self.sender.deliver(batch)
+            except Exception as exc:  # a bug must not lose the batch's events silently
+                results = _all(batch, False, None, 0, "internal_error", repr(exc))
+            for outcome in results:
+                self._done.put(outcome)
