@@ -8,12 +8,11 @@ from importlib.metadata import version
 from textwrap import dedent
 
 import pytest
-
-from retently_cli.fake_server import FakeRetently
 from click.testing import CliRunner
 
 from retently_cli import __version__
 from retently_cli.cli import cli
+from retently_cli.fake_server import FakeRetently
 
 SECRET = "sk_live_SECRET123"
 ENV_SECRET = "sk_env_SECRET456"
@@ -136,7 +135,8 @@ BAD = [
         email_path: [properties.email]
         """,
         "bad.yaml:3: email_path: unknown key; did you mean 'email_paths'? "
-        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, rate_limit, concurrency, timeout, max_attempts)",
+        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, "
+        "rate_limit, concurrency, timeout, max_attempts)",
     ),
     (
         "key written twice",
@@ -209,7 +209,8 @@ def test_check_lists_every_problem():
         run("check", "-c", "bad.yaml"),
         "retently: bad.yaml:2: campaigns.a: lists no event names",
         "retently: bad.yaml:3: colour: unknown key "
-        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, rate_limit, concurrency, timeout, max_attempts)",
+        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, "
+        "rate_limit, concurrency, timeout, max_attempts)",
     )
 
 

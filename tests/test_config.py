@@ -18,7 +18,10 @@ from retently_cli.config import (
 
 SECRET = "sk_live_SECRET123"
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
-TOP_KEYS = "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, rate_limit, concurrency, timeout, max_attempts)"
+TOP_KEYS = (
+    "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, "
+    "rate_limit, concurrency, timeout, max_attempts)"
+)
 EVENT_NAMES = "must be event names: a comma-separated string or a list"
 WHOLE_DAYS = "must be a whole number of days (0 or more)"
 
