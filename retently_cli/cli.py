@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -12,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from retently_cli import __version__
+from retently_cli.account import campaigns_from, check_campaigns
 from retently_cli.apikey import literal_key_warning, resolve_api_key
 from retently_cli.client import RetentlyClient
 from retently_cli.config import (
@@ -22,11 +24,17 @@ from retently_cli.config import (
     find_config,
     load_config,
 )
-from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender
+from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender, call_with_retries
 from retently_cli.matching import Matcher
 from retently_cli.progress import SendProgress
 from retently_cli.readers import STDIN_NAME, expand_paths
-from retently_cli.report import EXIT_INTERRUPTED, EXIT_UNAUTHORIZED, EXIT_USAGE, Report
+from retently_cli.report import (
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEMS,
+    EXIT_UNAUTHORIZED,
+    EXIT_USAGE,
+    Report,
+)
 from retently_cli.run import SendJob
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -186,10 +194,9 @@ def send(config_path, dry_run, output, all_rows, api_key_file, verbose, quiet, p
     sys.exit(EXIT_INTERRUPTED if interrupted else report.exit_code())
 
 
-def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispatcher:
-    """Everything delivery needs, checked before the first event is read."""
-    delivery = config.delivery
-    base_url = delivery.base_url
+def _client(console, config, api_key_file, sources=(), verbose=0, quiet=False):
+    """An API client with the key and base URL, all checked before anything is read."""
+    base_url = config.delivery.base_url
     try:
         events_from_stdin = any(s.name == STDIN_NAME for s in sources)
         key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
@@ -202,14 +209,19 @@ def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispa
         _fail(console, exc.problems)
     warning = literal_key_warning(config)
     if warning and not quiet:
-        console.print(Text(warning, style="yellow"))
+        console.print(Text(warning, style="yellow"), soft_wrap=True)
     if verbose:
-        console.print(Text(f"API key from {origin}; sending to {base_url}", style="dim"))
+        console.print(Text(f"API key from {origin}; API at {base_url}", style="dim"))
+    return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
+
+
+def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispatcher:
+    delivery = config.delivery
+    client = _client(console, config, api_key_file, sources, verbose, quiet)
 
     def log(line: str) -> None:
         console.print(Text(line, style="dim"), soft_wrap=True)
 
-    client = RetentlyClient(base_url, key, timeout=delivery.timeout)
     sender = Sender(
         client,
         RateLimiter(delivery.rate_limit),
@@ -264,18 +276,31 @@ def _quiet_broken_pipe():
 Examples:
   retently check -c config.example.yaml
   RETENTLY_CONFIG=prod.yaml retently check
+  RETENTLY_API_KEY=... retently check --online -c retently.yaml
 
 """
     + EXIT_CODES
 )
 @config_option
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also ask Retently: is the key accepted, does every mapped campaign exist and can it "
+    "send transactional email surveys.",
+)
+@click.option("--api-key-file", metavar="PATH", help="Read the API key from this file.")
 @verbosity_options
-def check(config_path, verbose, quiet):
-    """Validate the config offline and show the mapping as understood."""
+def check(config_path, online, api_key_file, verbose, quiet):
+    """Validate the config offline and show the mapping as understood.
+
+    With --online, also check the key and the campaigns against the account: exit 1 when a
+    mapped campaign does not exist, 3 when the key is refused.
+    """
     console = _stderr_console()
     config = _load(console, config_path, verbose)
+    code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
-        sys.exit(0)
+        sys.exit(code)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     out.print(Text(f"{config.path}: OK", style="green"))
     out.print(Text("campaign -> events", style="bold"))
@@ -303,6 +328,98 @@ def check(config_path, verbose, quiet):
     if config.types:
         forced = ", ".join(f"{k}: {v}" for k, v in sorted(config.types.items()))
         out.print(Text(f"property types forced: {forced}"))
+    sys.exit(code)
+
+
+def _check_online(console: Console, config: Config, api_key_file, verbose) -> int:
+    with _client(console, config, api_key_file, verbose=verbose) as client:
+        policy = RetryPolicy(max_attempts=3)
+        ping = call_with_retries(client.ping, policy)
+        _refused_key(console, ping)
+        if ping.status != 200:
+            _fail(console, [f"cannot reach Retently: {_answer_text(ping)}"], EXIT_PROBLEMS)
+        answer = call_with_retries(client.campaigns, policy)
+        _refused_key(console, answer)
+        campaigns = campaigns_from(answer)
+        if campaigns is None:
+            _fail(console, [f"cannot list campaigns: {_answer_text(answer)}"], EXIT_PROBLEMS)
+    code = 0
+    for result in check_campaigns(config, campaigns):
+        for problem in result.problems:
+            console.print(Text(f"retently: campaigns.{result.campaign}: {problem}"), soft_wrap=True)
+            code = EXIT_PROBLEMS
+        for warning in result.warnings:
+            console.print(
+                Text(f"warning: campaigns.{result.campaign}: {warning}", style="yellow"),
+                soft_wrap=True,
+            )
+    if code == 0:
+        console.print(Text(f"online: key accepted, {len(config.campaigns)} campaigns found"))
+    return code
+
+
+def _refused_key(console: Console, answer) -> None:
+    if answer.status in (401, 403):
+        _fail(
+            console, ["Retently refused the API key (401/403). Check the key."], EXIT_UNAUTHORIZED
+        )
+
+
+def _answer_text(answer) -> str:
+    if answer.status is None:
+        return str(answer.error)
+    message = answer.body.get("message") if isinstance(answer.body, dict) else None
+    return f"HTTP {answer.status}" + (f": {message}" if message else "")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  RETENTLY_API_KEY=... retently campaigns
+  retently campaigns --api-key-file ~/.retently-key --output json | jq -r '.[].id'
+
+"""
+    + EXIT_CODES
+)
+@config_option
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option("--api-key-file", metavar="PATH", help="Read the API key from this file.")
+@verbosity_options
+def campaigns(config_path, output, api_key_file, verbose, quiet):
+    """List the account's campaigns, with the ids to map in the config.
+
+    The config is optional here: without one, the key comes from $RETENTLY_API_KEY or
+    --api-key-file.
+    """
+    console = _stderr_console()
+    path = find_config(config_path)
+    config = _load(console, config_path, verbose) if config_path or path.exists() else Config(())
+    with _client(console, config, api_key_file, verbose=verbose, quiet=quiet) as client:
+        answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
+    _refused_key(console, answer)
+    found = campaigns_from(answer)
+    if found is None:
+        _fail(console, [f"cannot list campaigns: {_answer_text(answer)}"], EXIT_PROBLEMS)
+    if output == "json":
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("id", "name", "metric", "type", "channel", "active"):
+        table.add_column(column)
+    mapped = {c.id for c in config.campaigns}
+    for c in found:
+        table.add_row(
+            Text(str(c.get("id")), style="bold" if str(c.get("id")) in mapped else ""),
+            Text(str(c.get("name", ""))),
+            Text(str(c.get("metric", ""))),
+            Text(str(c.get("type", ""))),
+            Text(str(c.get("channel", ""))),
+            "yes" if c.get("isActive") else "no",
+        )
+    out.print(table)
 
 
 def main():

@@ -183,6 +183,18 @@ def is_retryable(answer: Answer) -> bool:
     return answer.status in (408, 429) or (500 <= answer.status < 600 and answer.status != 501)
 
 
+def call_with_retries(call: Callable[[], Answer], policy: RetryPolicy, sleep=time.sleep) -> Answer:
+    """A read-only call (ping, campaigns), retried as the policy says."""
+    attempt = 0
+    while True:
+        attempt += 1
+        answer = call()
+        retry = is_retryable(answer) or (answer.status is None and answer.sent)  # a GET is safe
+        if not retry or attempt >= policy.max_attempts:
+            return answer
+        sleep(policy.backoff(attempt, answer.retry_after))
+
+
 class Sender:
     """Delivers one batch, retrying and bisecting as the policy says. Thread-safe."""
 

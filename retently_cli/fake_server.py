@@ -243,8 +243,12 @@ class FakeRetently:
         fault_choices=None,
         seed: int | None = None,
         verbose: bool = False,
+        refused_emails=(),
     ):
         self.api_key = api_key
+        # Customers the account will not survey (unsubscribed, say): a 400, or a per-email
+        # failure in per_email_failures mode. Tests use it to plant one bad subscriber.
+        self.refused_emails = {e.lower() for e in refused_emails}
         self.campaigns = copy.deepcopy(list(DEFAULT_CAMPAIGNS if campaigns is None else campaigns))
         self.port = port
         self.per_email_failures = per_email_failures
@@ -399,6 +403,12 @@ class FakeRetently:
             self._hits.append(now)
         return None
 
+    def _problem(self, sub) -> str | None:
+        problem = subscriber_problem(sub)
+        if problem is None and str(sub.get("email", "")).lower() in self.refused_emails:
+            return f"{sub['email']} has unsubscribed"
+        return problem
+
     def _survey(self, raw: bytes, started: float) -> tuple[int, dict, dict]:
         def bad(message):
             return 400, envelope(400, message), {}
@@ -431,7 +441,7 @@ class FakeRetently:
                 if email.lower() in seen:
                     return bad(f"duplicate email in subscribers: {email}")
                 seen.add(email.lower())
-        problems = [subscriber_problem(sub) for sub in subs]
+        problems = [self._problem(sub) for sub in subs]
         if not self.per_email_failures:
             for i, problem in enumerate(problems):
                 if problem:
