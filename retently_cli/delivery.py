@@ -317,12 +317,17 @@ class Dispatcher:
     def submit(self, batch: Batch) -> None:
         with self._lock:
             self._in_flight += len(batch.surveys)
-        while True:
-            try:
-                self._todo.put(batch, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        try:
+            while True:
+                try:
+                    self._todo.put(batch, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+        except BaseException:  # Ctrl-C while waiting for room: the batch still gets outcomes
+            for outcome in _all(batch, False, None, 0, NOT_SENT, "the run stopped first"):
+                self._done.put(outcome)
+            raise
 
     def outcomes(self) -> list[Outcome]:
         """Whatever outcomes are ready now, without waiting."""

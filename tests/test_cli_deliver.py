@@ -3,6 +3,7 @@
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -225,3 +226,49 @@ def _drain(fd, proc) -> bytes:
             break
     proc.wait(timeout=5)
     return out
+
+
+def test_ctrl_c_during_a_send_reports_every_event_and_exits_130(fake, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f'campaigns: {{"{NPS}": "Order Completed"}}\nbatch_size: 1\nrate_limit: 120\n'
+    )
+    events = tmp_path / "e.ndjson"
+    events.write_bytes(
+        ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(200)))
+    )
+    env = {
+        **os.environ,
+        "NO_COLOR": "1",
+        "RETENTLY_BASE_URL": fake.url,
+        "RETENTLY_API_KEY": TEST_KEY,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retently_cli",
+            "send",
+            "-o",
+            "ndjson",
+            "-c",
+            str(config),
+            str(events),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 20
+    while fake.survey_count() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    got = records(out)
+    sent = [r for r in got if r["outcome"] == "sent"]
+    assert len(sent) == fake.survey_count() >= 3
+    assert all(r["reason"] == "not_sent" for r in got if r["outcome"] == "failed")
+    assert len({r["line"] for r in got}) == len(got)  # each event read once, reported once
+    assert b"interrupted" in err and b"Traceback" not in err
