@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import sys
 import threading
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -24,8 +27,11 @@ from retently_cli.config import (
     find_config,
     load_config,
 )
+from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender, call_with_retries
+from retently_cli.ledger import Ledger, default_ledger_path
 from retently_cli.matching import Matcher
+from retently_cli.planning import Filters, Planner
 from retently_cli.progress import SendProgress
 from retently_cli.readers import STDIN_NAME, expand_paths
 from retently_cli.report import (
@@ -36,6 +42,7 @@ from retently_cli.report import (
     Report,
 )
 from retently_cli.run import SendJob
+from retently_cli.timeparse import parse_time
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -78,6 +85,19 @@ def _load(console: Console, config_path: str | None, verbose: int) -> Config:
         if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
             _fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
         _fail(console, exc.problems)
+
+
+class _TimeParam(click.ParamType):
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        when = parse_time(value)
+        if when is None:
+            self.fail(f"{value!r} is not an ISO-8601 date or date-time", param, ctx)
+        return when
+
+
+TIME = _TimeParam()
 
 
 def config_option(f):
@@ -142,9 +162,77 @@ Examples:
     help="Read the API key from this file (- for stdin, when the events come from files). "
     "Default: api_key in the config, else $RETENTLY_API_KEY.",
 )
+@click.option(
+    "--ledger",
+    "ledger_path",
+    metavar="PATH",
+    help="The delivery ledger (SQLite) that makes re-runs safe "
+    "[default: $RETENTLY_LEDGER, else one in the user's data directory; -v names it].",
+)
+@click.option("--no-ledger", is_flag=True, help="Keep no ledger: a re-run may survey again.")
+@click.option(
+    "--retry-uncertain",
+    is_flag=True,
+    help="Resend surveys whose delivery is unknown (a run died or a connection broke after "
+    "sending). Without it they are reported, never resent.",
+)
+@click.option(
+    "--failed",
+    "failed_path",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=False),
+    help="Write each failed or uncertain event there, as read plus a _retently field, to be "
+    "fed back to retently send after a fix.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write every record as NDJSON to FILE (- is stdout).",
+)
+@click.option("--since", type=TIME, metavar="TIME", help="Only events at or after TIME (ISO-8601).")
+@click.option("--until", type=TIME, metavar="TIME", help="Only events before TIME (ISO-8601).")
+@click.option(
+    "--event", "events", multiple=True, metavar="NAME", help="Only this event (repeatable)."
+)
+@click.option(
+    "--campaign", "campaigns", multiple=True, metavar="ID", help="Only this campaign (repeatable)."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=0), metavar="N", help="Survey at most N (then skip)."
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After Ctrl-C, how long requests in flight may take to finish.",
+)
 @verbosity_options
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
-def send(config_path, dry_run, output, all_rows, api_key_file, verbose, quiet, paths):
+def send(
+    config_path,
+    dry_run,
+    output,
+    all_rows,
+    api_key_file,
+    ledger_path,
+    no_ledger,
+    retry_uncertain,
+    failed_path,
+    report_path,
+    since,
+    until,
+    events,
+    campaigns,
+    limit,
+    grace,
+    verbose,
+    quiet,
+    paths,
+):
     """Survey the customers that Segment Track events in PATHS map to.
 
     PATHS are files or folders (walked recursively, in name order) of Segment messages: NDJSON,
@@ -152,59 +240,131 @@ def send(config_path, dry_run, output, all_rows, api_key_file, verbose, quiet, p
     bytes. No PATH, or -, reads stdin.
 
     Surveys for the same campaign go out in batches of up to batch_size subscribers, at most
-    rate_limit requests a minute; failures are retried with backoff (see the README).
+    rate_limit requests a minute; failures are retried with backoff. The ledger remembers
+    every (messageId, campaign) delivered, so re-running a backfill surveys nobody twice.
+    Filtered events are reported as skipped, never dropped. See the README.
     """
     console = _stderr_console()
     config = _load(console, config_path, verbose)
-    stdout = sys.stdout.buffer if output == "ndjson" else None
-    report = Report(console, stdout, output=output, all_rows=all_rows, quiet=quiet)
+    unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
+    if unknown:
+        _fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
     sources = expand_paths(paths, sys.stdin.buffer)
     if verbose:
         console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
+    base_url = _base_url(console, config)
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose, quiet)
-    job = SendJob(Matcher(config), report, dispatcher, config.delivery.batch_size)
+    ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
+    if dispatcher is not None:
+        dispatcher.sender.ledger = ledger
+    streams = [sys.stdout.buffer] if output == "ndjson" else []
+    report_file = _open_output(console, report_path)
+    if report_file is not None:
+        streams.append(report_file)
+    report = Report(console, streams, table=output == "table", all_rows=all_rows, quiet=quiet)
+    failed_file = _open_output(console, failed_path)
+    dead_letters = DeadLetters(failed_file) if failed_file is not None else None
+    planner = Planner(
+        Filters(since, until, frozenset(events), frozenset(campaigns), limit),
+        ledger,
+        retry_uncertain,
+    )
+    job = SendJob(
+        Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
+    )
 
     def on_source(source):
         if verbose > 1:
             console.print(Text(f"reading {source.name}", style="dim"))
 
-    interrupted = False
+    interrupted, clean = False, True
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     with _progress(console, job, report, sources, dry_run, quiet) as progress:
-        job._on_progress = progress.update
+        job.on_progress = progress.update
         try:
             job.read(sources, on_source)
             job.finish()
         except KeyboardInterrupt:
             interrupted = True
-            _stop_after_interrupt(console, job)
+            clean = _stop_after_interrupt(console, job, grace, streams)
         except BrokenPipeError:
             _quiet_broken_pipe()
+    signal.signal(signal.SIGTERM, previous)
     try:
         report.summary(job.stats, interrupted)
     except BrokenPipeError:
         _quiet_broken_pipe()
+    if dead_letters is not None and dead_letters.count and not quiet:
+        console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
+    code = EXIT_INTERRUPTED if interrupted else report.exit_code()
     if dispatcher is not None and dispatcher.sender.unauthorized:
-        _fail(
-            console,
-            ["Retently refused the API key (401/403): nothing more was sent. Check the key."],
-            EXIT_UNAUTHORIZED,
-        )
-    sys.exit(EXIT_INTERRUPTED if interrupted else report.exit_code())
+        code = EXIT_UNAUTHORIZED
+        console.print(
+            Text("retently: Retently refused the API key (401/403): nothing more was sent. "
+                 "Check the key."),
+            soft_wrap=True,
+        )  # fmt: skip
+    if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
+        _flush_all(streams)
+        os._exit(code)
+    for opened in (report_file, failed_file):
+        if opened is not None and opened is not sys.stdout.buffer:
+            opened.close()
+    if ledger is not None:
+        ledger.close()
+    sys.exit(code)
+
+
+def _interrupt(signum, frame):
+    """SIGTERM stops a run the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _open_output(console, path):
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        _fail(console, [f"{path}: cannot write it ({exc.strerror})"])
+
+
+def _base_url(console, config) -> str:
+    """The API address in use: $RETENTLY_BASE_URL, else the config's base_url."""
+    if not os.environ.get(BASE_URL_ENV):
+        return config.delivery.base_url
+    try:
+        return check_base_url(os.environ[BASE_URL_ENV])
+    except ValueError as exc:
+        _fail(console, [f"${BASE_URL_ENV}: {exc}"])
+
+
+def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | None:
+    if no_ledger:
+        if verbose:
+            console.print(Text("ledger: none (--no-ledger)", style="dim"))
+        return None
+    where = Path(path) if path else default_ledger_path(base_url)
+    try:
+        ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
+    except (OSError, sqlite3.Error) as exc:
+        _fail(console, [f"ledger {where}: cannot open it ({exc})"])
+    if verbose:
+        state = "" if ledger is not None else " (none yet: nothing recorded)"
+        console.print(Text(f"ledger: {where}{state}", style="dim"))
+    return ledger
 
 
 def _client(console, config, api_key_file, sources=(), verbose=0, quiet=False):
     """An API client with the key and base URL, all checked before anything is read."""
-    base_url = config.delivery.base_url
+    base_url = _base_url(console, config)
     try:
         events_from_stdin = any(s.name == STDIN_NAME for s in sources)
         key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
-        if os.environ.get(BASE_URL_ENV):
-            try:
-                base_url = check_base_url(os.environ[BASE_URL_ENV])
-            except ValueError as exc:
-                raise ConfigError([f"${BASE_URL_ENV}: {exc}"]) from None
     except ConfigError as exc:
         _fail(console, exc.problems)
     warning = literal_key_warning(config)
@@ -252,16 +412,32 @@ def _progress(console, job, report, sources, dry_run, quiet):
     return SendProgress(console, job.stats, report, total)
 
 
-def _stop_after_interrupt(console: Console, job: SendJob) -> None:
-    """Ctrl-C: stop reading; give requests already queued a short grace to finish."""
+def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams) -> bool:
+    """First Ctrl-C: stop reading, give requests in flight ``grace`` seconds, account for
+    every survey read. A second Ctrl-C leaves at once: the ledger stays consistent (SQLite),
+    and what was in flight is reported as uncertain by the next run."""
     if job.dispatcher is None:
-        return
-    console.print(Text("interrupted: finishing requests in flight (Ctrl-C again to quit)"))
-    job.dispatcher.sender.stop.set()
+        return True
+    console.print(
+        Text(
+            f"interrupted: finishing requests in flight, at most {grace:g} s (Ctrl-C again to quit)"
+        )
+    )
     try:
-        job.finish()
+        return job.stop(grace)
     except KeyboardInterrupt:
-        pass
+        console.print(Text("interrupted again: quitting now"))
+        _flush_all(streams)
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _flush_all(streams) -> None:
+    for stream in streams:
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    sys.stderr.flush()
 
 
 def _quiet_broken_pipe():

@@ -34,7 +34,7 @@ _DELIVERY_KEYS = {
     "max_attempts": (6, 1, 20, True),
 }
 _TOP_KEYS = ("api_key", "campaigns", "email_paths", "properties", "base_url", *_DELIVERY_KEYS)
-_CAMPAIGN_KEYS = ("events", "delay")
+_CAMPAIGN_KEYS = ("events", "delay", "once_per_email")
 _PROPERTIES_KEYS = ("exclude", "types")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -58,6 +58,7 @@ class Campaign:
     events: tuple[str, ...]
     delay: int | None = None
     line: int = 0
+    once_per_email: int | None = None  # days: at most one survey per email in this window
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,7 @@ class _Validator:
 
     def campaign(self, cid: str, key_node: yaml.Node, node: yaml.Node) -> Campaign | None:
         where = f"campaigns.{cid}"
-        delay = None
+        delay = once = None
         if isinstance(node, yaml.MappingNode):
             keys = self.mapping(node, where, _CAMPAIGN_KEYS)
             if "events" not in keys:
@@ -330,12 +331,16 @@ class _Validator:
             where_events = f"{where}.events"
             if "delay" in keys:
                 delay = self.delay(keys["delay"][1], f"{where}.delay")
+            if "once_per_email" in keys:
+                once = self.number(
+                    keys["once_per_email"][1], f"{where}.once_per_email", 1, 3650, True
+                )
         else:
             events_node, where_events = node, where
         names = self.event_names(events_node, where_events)
         if not names:
             return None
-        return Campaign(cid, names, delay, key_node.start_mark.line + 1)
+        return Campaign(cid, names, delay, key_node.start_mark.line + 1, once)
 
     def event_names(self, node: yaml.Node, where: str) -> tuple[str, ...]:
         """A comma-separated string (as in Segment's settings) or a list of exact names."""

@@ -21,13 +21,15 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from retently_cli.client import Answer, RetentlyClient
+from retently_cli.ledger import Ledger
 from retently_cli.matching import Decision
 from retently_cli.report import survey_body
 
 # Failure reasons, as they appear in the report.
 REJECTED = "rejected"  # a 4xx (or 501), or a per-email "failed" result
 UNAUTHORIZED = "unauthorized"
-UNCERTAIN = "uncertain"
+CONNECTION_LOST = "connection_lost"  # outcome 'uncertain': it may have been delivered
+IN_FLIGHT = "in_flight"  # outcome 'uncertain': still unanswered when the run stopped
 GAVE_UP = "retries_exhausted"
 NOT_SENT = "not_sent"  # the run stopped before this was sent
 
@@ -44,6 +46,10 @@ class Survey:
     source: str
     line: int
     decision: Decision
+    message: dict | None = None  # the event as read, for the dead-letter file
+    key: str = ""  # the ledger's identity of the event
+    when: float | None = None  # when the event happened (epoch seconds)
+    reported: bool = False  # its outcome has been written (set by the reporting thread)
 
     @property
     def email_key(self) -> str:
@@ -59,6 +65,10 @@ class Outcome:
     reason: str | None = None
     detail: str | None = None
     result: str | None = None  # the per-email status Retently answered (created, updated)
+
+    @property
+    def uncertain(self) -> bool:
+        return self.reason in (CONNECTION_LOST, IN_FLIGHT)
 
 
 @dataclass
@@ -207,8 +217,10 @@ class Sender:
         log: Callable[[str], None] | None = None,
         log_bodies: bool = False,
         sleep: Callable[[float], None] | None = None,
+        ledger: Ledger | None = None,
     ):
         self.client = client
+        self.ledger = ledger
         self.limiter = limiter
         self.policy = policy
         self.stop = stop
@@ -217,12 +229,31 @@ class Sender:
         self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
 
-    def deliver(self, batch: Batch) -> list[Outcome]:
+    def deliver_recorded(self, batch: Batch) -> list[Outcome]:
+        """``deliver``, with the ledger told before the first request and after the last."""
+        outcomes = self.deliver(batch, recorded=self.ledger is None)
+        if self.ledger is not None:
+            campaign = batch.campaign
+            self.ledger.settle(
+                sent=[(o.survey.key, campaign, o.status) for o in outcomes if o.sent],
+                uncertain=[(o.survey.key, campaign) for o in outcomes if o.uncertain],
+                not_sent=[
+                    (o.survey.key, campaign) for o in outcomes if not o.sent and not o.uncertain
+                ],
+            )
+        return outcomes
+
+    def deliver(self, batch: Batch, recorded: bool = True) -> list[Outcome]:
         body = batch.body()
         attempts = 0
         while True:
             if not self.limiter.acquire(self.stop):
                 return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
+            if not recorded:
+                self.ledger.begin(
+                    (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
+                )
+                recorded = True
             attempts += 1
             answer = self.client.post_survey(body)
             self._trace(body, answer, len(batch.surveys))
@@ -243,7 +274,7 @@ class Sender:
                 continue
             if answer.status is None:
                 detail = f"{answer.error} after the request was sent: it may have been delivered"
-                return _all(batch, False, None, attempts, UNCERTAIN, detail)
+                return _all(batch, False, None, attempts, CONNECTION_LOST, detail)
             if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
                 return self._bisect(batch)
             return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
@@ -306,6 +337,7 @@ class Dispatcher:
         self._todo: queue.Queue = queue.Queue(maxsize=concurrency * 2)
         self._done: queue.Queue = queue.Queue()
         self._in_flight = 0
+        self._active: dict[int, Batch] = {}  # worker thread -> the batch it is delivering
         self._lock = threading.Lock()
         self._workers = [
             threading.Thread(target=self._work, name=f"retently-send-{i}", daemon=True)
@@ -365,14 +397,38 @@ class Dispatcher:
         with self._lock:
             return self._in_flight
 
+    def abandon(self) -> list[Outcome]:
+        """Outcomes for whatever is left when the run cannot wait any longer: batches still
+        queued were not sent; batches being delivered are uncertain (the ledger has them
+        pending, so a later run will not resend them blindly)."""
+        left = self.outcomes()
+        while True:
+            try:
+                batch = self._todo.get_nowait()
+            except queue.Empty:
+                break
+            if batch is not None:
+                left += _all(batch, False, None, 0, NOT_SENT, "the run stopped first")
+        with self._lock:
+            active = list(self._active.values())
+        for batch in active:
+            detail = "still unanswered when the run stopped: it may have been delivered"
+            left += _all(batch, False, None, 0, IN_FLIGHT, detail)
+        return left
+
     def _work(self) -> None:
+        me = threading.get_ident()
         while True:
             batch = self._todo.get()
             if batch is None:
                 return
+            with self._lock:
+                self._active[me] = batch
             try:
-                results = self.sender.deliver(batch)
+                results = self.sender.deliver_recorded(batch)
             except Exception as exc:  # a bug must not lose the batch's events silently
                 results = _all(batch, False, None, 0, "internal_error", repr(exc))
+            with self._lock:
+                del self._active[me]
             for outcome in results:
                 self._done.put(outcome)

@@ -20,6 +20,7 @@ from retently_cli.readers import BadInput, ReadStats
 
 DRY_RUN = "dry_run"
 SENT = "sent"
+UNCERTAIN = "uncertain"  # sent, but whether it arrived is unknown: never resent blindly
 FAILED = "failed"
 SKIPPED = "skipped"
 
@@ -33,7 +34,13 @@ EXIT_INTERRUPTED = 130
 
 # Skips that concern an event a campaign did match: worth a row in the table.
 _MATCHED_SKIPS = frozenset({MISSING_EMAIL, INVALID_EMAIL, DUPLICATE})
-_STYLES = {DRY_RUN: "cyan", SENT: "green", FAILED: "bold red", SKIPPED: "dim"}
+_STYLES = {
+    DRY_RUN: "cyan",
+    SENT: "green",
+    UNCERTAIN: "bold yellow",
+    FAILED: "bold red",
+    SKIPPED: "dim",
+}
 _TABLE_CHUNK = 50
 
 
@@ -56,17 +63,20 @@ class Counts:
 
 
 class Report:
+    """``streams`` receive every record as NDJSON (stdout for ``--output ndjson``, the
+    ``--report`` file); ``table`` prints the Rich table on the console."""
+
     def __init__(
         self,
         console: Console,
-        stdout=None,
-        output: str = "table",
+        streams=(),
+        table: bool = True,
         all_rows: bool = False,
         quiet: bool = False,
     ):
         self.console = console
-        self.stdout = stdout
-        self.ndjson = output == "ndjson"
+        self.streams = list(streams)
+        self.table = table
         self.all_rows = all_rows
         self.quiet = quiet
         self.counts = Counts(Counter(), Counter(), Counter(), Counter(), Counter(), {})
@@ -82,24 +92,21 @@ class Report:
     def bad_input(self, source: str, line: int, bad: BadInput) -> None:
         self.counts.outcomes[FAILED] += 1
         self.counts.reasons[(FAILED, bad.reason)] += 1
-        if self.ndjson:
-            self.stdout.write(
-                self._dumps(
-                    {
-                        "source": source,
-                        "line": line,
-                        "message_id": None,
-                        "event": None,
-                        "campaign": None,
-                        "email": None,
-                        "outcome": FAILED,
-                        "reason": bad.reason,
-                        "detail": bad.message,
-                    },
-                    option=self._newline,
-                )
+        if self.streams:
+            self._emit(
+                {
+                    "source": source,
+                    "line": line,
+                    "message_id": None,
+                    "event": None,
+                    "campaign": None,
+                    "email": None,
+                    "outcome": FAILED,
+                    "reason": bad.reason,
+                    "detail": bad.message,
+                }
             )
-        else:
+        if self.table:
             self._row(source, line, None, None, None, None, FAILED, bad.reason, bad.message)
 
     def decision(
@@ -126,9 +133,9 @@ class Report:
             elif d.hint is not None:
                 counts.near_misses[d.event] += 1
                 counts.hints[d.event] = d.hint
-        elif outcome != FAILED:
+        elif outcome in (SENT, DRY_RUN):
             counts.surveys_per_campaign[campaign] += 1
-        if self.ndjson:
+        if self.streams:
             record = {
                 "source": source,
                 "line": line,
@@ -142,16 +149,27 @@ class Report:
             }
             if extra:
                 record.update(extra)
-            self.stdout.write(self._dumps(record, option=self._newline))
-        elif self.all_rows or campaign is not None or outcome == FAILED:
+            self._emit(record)
+        if not self.table:
+            return
+        if self.all_rows or campaign is not None or outcome in (FAILED, UNCERTAIN):
+            if outcome == SENT and extra:  # the table has no status and attempts columns
+                tries = f", {extra['attempts']} attempts" if extra["attempts"] > 1 else ""
+                result = f", {extra['result']}" if extra.get("result") else ""
+                detail = f"HTTP {extra['status']}{result}{tries}"
             self._row(
                 source, line, d.message_id, d.event, d.email, campaign, outcome, reason, detail
             )
         else:
             self.rows_hidden += 1
 
+    def _emit(self, record: dict) -> None:
+        line = self._dumps(record, option=self._newline)
+        for stream in self.streams:
+            stream.write(line)
+
     def dry_run(self, source: str, line: int, d: Decision) -> None:
-        if self.ndjson:
+        if self.streams:
             request = {"method": "POST", "path": SURVEY_PATH, "body": survey_body(d)}
             self.decision(source, line, d, DRY_RUN, {"request": request})
         else:
@@ -161,22 +179,17 @@ class Report:
         """The record of a delivery attempt's end (a ``delivery.Outcome``)."""
         survey = outcome.survey
         extra = {"status": outcome.status, "attempts": outcome.attempts}
-        detail = outcome.detail
-        if outcome.sent and not self.ndjson:  # the table has no status and attempts columns
-            tries = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
-            detail = (
-                f"HTTP {outcome.status}{', ' + outcome.result if outcome.result else ''}{tries}"
-            )
         if outcome.result is not None:
             extra["result"] = outcome.result
+        kind = SENT if outcome.sent else UNCERTAIN if outcome.uncertain else FAILED
         self.decision(
             survey.source,
             survey.line,
             survey.decision,
-            SENT if outcome.sent else FAILED,
+            kind,
             extra,
             reason=outcome.reason,
-            detail=detail,
+            detail=outcome.detail,
         )
 
     # -- writing ----------------------------------------------------------------------------
@@ -185,8 +198,8 @@ class Report:
         """Write out what is buffered; called before the reader may wait for input."""
         if self._rows:
             self._print_rows()
-        if self.stdout is not None:
-            self.stdout.flush()
+        for stream in self.streams:
+            stream.flush()
 
     def _row(self, source, line, message_id, event, email, campaign, outcome, reason, detail):
         if self.quiet:
@@ -231,7 +244,8 @@ class Report:
     # -- the end ----------------------------------------------------------------------------
 
     def exit_code(self) -> int:
-        return EXIT_PROBLEMS if self.counts.outcomes[FAILED] else EXIT_OK
+        troubled = self.counts.outcomes[FAILED] or self.counts.outcomes[UNCERTAIN]
+        return EXIT_PROBLEMS if troubled else EXIT_OK
 
     @property
     def sent(self) -> int:
@@ -265,7 +279,7 @@ class Report:
         table.add_column("outcome")
         table.add_column("reason")
         table.add_column("count", justify="right")
-        for outcome in (SENT, DRY_RUN, FAILED, SKIPPED):
+        for outcome in (SENT, DRY_RUN, UNCERTAIN, FAILED, SKIPPED):
             if not c.outcomes[outcome]:
                 continue
             reasons = sorted(
@@ -296,7 +310,7 @@ class Report:
             console.print(Text("Near misses (unmapped names close to a mapped one):", style="bold"))
             for name, count in c.near_misses.most_common(20):
                 console.print(Text(f"  {name!r} ×{count:,}: did you mean {c.hints[name]!r}?"))
-        if self.rows_hidden and not self.ndjson:
+        if self.rows_hidden:
             console.print(
                 Text(
                     f"{self.rows_hidden:,} rows for unmatched events not shown "

@@ -1,8 +1,8 @@
-"""One ``retently send`` run: read, decide, deliver (or dry-run), report.
+"""One ``retently send`` run: read, decide, plan, deliver (or dry-run), report.
 
-The main thread reads and decides; surveys are grouped into batches and handed to the
+The main thread reads, decides and plans; surveys are grouped into batches and handed to the
 dispatcher's worker threads; their outcomes come back here and only this thread writes the
-report, so records never interleave.
+report and the dead letters, so records never interleave.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from retently_cli.delivery import Batcher, Dispatcher, Survey
+from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
+from retently_cli.deadletters import DeadLetters
+from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
 from retently_cli.matching import Matcher
+from retently_cli.planning import UNCERTAIN_OUTCOME, Planner
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.report import SKIPPED, Report
 
@@ -25,14 +28,18 @@ class SendJob:
         report: Report,
         dispatcher: Dispatcher | None = None,
         batch_size: int = 100,
+        planner: Planner | None = None,
+        dead_letters: DeadLetters | None = None,
         on_progress: Callable[[], None] | None = None,
     ):
         self.matcher = matcher
         self.report = report
         self.dispatcher = dispatcher
+        self.planner = planner or Planner()
+        self.dead_letters = dead_letters
         self.batcher = Batcher(batch_size)
         self.stats = ReadStats()
-        self._on_progress = on_progress or (lambda: None)
+        self.on_progress = on_progress or (lambda: None)
         self._lines_when_idle = -1
         self._idle_since = 0.0
 
@@ -41,7 +48,7 @@ class SendJob:
         return self.dispatcher is not None and self.dispatcher.sender.stop.is_set()
 
     def read(self, sources: list[Source], on_source: Callable[[Source], None] = lambda s: None):
-        report, decide = self.report, self.matcher.decide
+        report, decide, check = self.report, self.matcher.decide, self.planner.check
         for source in sources:
             on_source(source)
             name = source.name
@@ -49,13 +56,25 @@ class SendJob:
                 if type(item) is BadInput:
                     report.bad_input(name, line, item)
                     continue
+                item.pop(DEAD_LETTER_FIELD, None)
                 for decision in decide(item):
                     if decision.reason is not None:
                         report.decision(name, line, decision, SKIPPED)
+                        continue
+                    verdict = check(item, decision)
+                    if verdict is not None:
+                        report.decision(
+                            name, line, decision, verdict.outcome, None, verdict.reason,
+                            verdict.detail,
+                        )  # fmt: skip
+                        if verdict.outcome == UNCERTAIN_OUTCOME and self.dead_letters:
+                            self.dead_letters.write(item, decision.campaign.id, verdict.reason)
                     elif self.dispatcher is None:
                         report.dry_run(name, line, decision)
                     else:
-                        self._submit(self.batcher.add(Survey(name, line, decision)))
+                        key, when = self.planner.identity(item)
+                        survey = Survey(name, line, decision, item, key, when)
+                        self._submit(self.batcher.add(survey))
                 if self.stopped:
                     return
 
@@ -67,10 +86,29 @@ class SendJob:
         while self.dispatcher.in_flight:
             outcome = self.dispatcher.wait_for_outcome(0.1)
             if outcome is not None:
-                self.report.delivered(outcome)
-            self._on_progress()
+                self._record(outcome)
+            self.on_progress()
         self.dispatcher.finish()
         self._collect()
+
+    def stop(self, grace: float) -> bool:
+        """After an interrupt: send nothing new, give requests in flight ``grace`` seconds, and
+        account for every survey read. True when nothing was left unanswered."""
+        if self.dispatcher is None:
+            return True
+        self.dispatcher.sender.stop.set()
+        for batch in self.batcher.seal_all():
+            for survey in batch.surveys:
+                self._record(Outcome(survey, False, None, 0, NOT_SENT, "the run stopped first"))
+        deadline = time.monotonic() + grace
+        while self.dispatcher.in_flight and time.monotonic() < deadline:
+            outcome = self.dispatcher.wait_for_outcome(0.1)
+            if outcome is not None:
+                self._record(outcome)
+        left = self.dispatcher.abandon()
+        for outcome in left:
+            self._record(outcome)
+        return not any(outcome.reason == IN_FLIGHT for outcome in left)
 
     def _submit(self, batches) -> None:
         for batch in batches:
@@ -80,8 +118,20 @@ class SendJob:
     def _collect(self) -> None:
         if self.dispatcher is not None:
             for outcome in self.dispatcher.outcomes():
-                self.report.delivered(outcome)
-        self._on_progress()
+                self._record(outcome)
+        self.on_progress()
+
+    def _record(self, outcome: Outcome) -> None:
+        survey = outcome.survey
+        if survey.reported:  # abandoned at a stop, then answered after all
+            return
+        survey.reported = True
+        self.report.delivered(outcome)
+        if not outcome.sent and self.dead_letters is not None and survey.message is not None:
+            campaign = survey.decision.campaign.id
+            self.dead_letters.write(
+                survey.message, campaign, outcome.reason, outcome.status, outcome.attempts
+            )
 
     def _idle(self) -> None:
         """The input has nothing ready. Called again while the wait lasts: once nothing has

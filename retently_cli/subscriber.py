@@ -11,6 +11,8 @@ import json
 import re
 from datetime import datetime
 
+from retently_cli.timeparse import ISO_DATE
+
 _STANDARD = {
     "firstName": "first_name",
     "first_name": "first_name",
@@ -21,13 +23,6 @@ _STANDARD = {
 }
 _SKIPPED = frozenset({"email", "tags"})
 
-# ISO-8601 calendar dates and date-times, as JavaScript's toISOString and most SDKs write them;
-# one-digit months and days are accepted because Segment's own data has them.
-_ISO_DATE = re.compile(
-    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$",
-    re.ASCII,  # \d alone would take other scripts' digits and send them on unchanged
-)
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.ASCII)
 
 
@@ -169,7 +164,7 @@ def iso_date(text: str) -> str | None:
     A bare date becomes midnight UTC; a date-time without a zone is taken as UTC, as Segment
     writes every timestamp in UTC. Anything else (or an impossible date) gives None.
     """
-    match = _ISO_DATE.match(text.strip())
+    match = ISO_DATE.match(text.strip())
     if not match:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()

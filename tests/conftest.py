@@ -16,7 +16,7 @@ TEST_KEY = "test-key-0123456789"
 
 
 @pytest.fixture(autouse=True)
-def _no_terminal_surprises(monkeypatch):
+def _no_terminal_surprises(monkeypatch, tmp_path):
     """Tests see the tool as a pipe would: no colour, a wide fixed width, no key in the env."""
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
@@ -26,6 +26,9 @@ def _no_terminal_surprises(monkeypatch):
     # A test that forgets to point the tool at the fake server is refused on this machine
     # instead of reaching the real Retently (port 9, discard, has nothing listening).
     monkeypatch.setenv("RETENTLY_BASE_URL", "http://127.0.0.1:9")
+    # Each test gets its own data directory, so the default ledger is fresh and private.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("RETENTLY_LEDGER", raising=False)
 
 
 @pytest.fixture

@@ -46,12 +46,17 @@ def test_send_delivers_and_reports_each_event(fake_env):
     assert "sent" in result.stderr and "Summary" in result.stderr
 
 
-def test_the_example_export_is_delivered_once_and_a_rerun_is_reported(fake_env):
+def test_the_example_export_is_delivered_once_and_a_rerun_sends_nothing(fake_env):
+    dry = records(send("-n", "-o", "ndjson", str(ROOT / "examples")).stdout)
     first = send("-o", "ndjson", str(ROOT / "examples"))
     assert first.exit_code == 1  # the example has three malformed lines
     sent = [r for r in records(first.stdout) if r["outcome"] == "sent"]
-    dry = [r for r in records(send("-n", "-o", "ndjson", str(ROOT / "examples")).stdout)]
     assert len(sent) == sum(r["outcome"] == "dry_run" for r in dry) == fake_env.survey_count()
+    again = records(send("-o", "ndjson", str(ROOT / "examples")).stdout)
+    assert [r["reason"] for r in again if r["campaign"] and r["outcome"] == "skipped"].count(
+        "already_sent"
+    ) == len(sent)
+    assert fake_env.survey_count() == len(sent)
 
 
 def test_a_refused_key_stops_the_run_with_exit_3(fake, monkeypatch):
@@ -98,12 +103,14 @@ def test_api_key_file_and_its_precedence(fake, monkeypatch, tmp_path):
     ok = run("send", "-c", str(config), "--api-key-file", str(key_file), "-v", str(events))
     assert ok.exit_code == 0, ok.stderr
     assert f"API key from --api-key-file {key_file}" in ok.stderr
-    from_stdin = run("send", "-c", str(config), "--api-key-file", "-", str(events), input=TEST_KEY)
+    from_stdin = run(
+        "send", "-c", str(config), "--no-ledger", "--api-key-file", "-", str(events), input=TEST_KEY
+    )
     assert from_stdin.exit_code == 0 and fake.survey_count() == 2
     clash = run("send", "-c", str(config), "--api-key-file", "-", "-", input=TEST_KEY)
     assert clash.exit_code == 2 and "stdin already carries the events" in clash.stderr
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
-    env = run("send", "-c", str(config), "-v", str(events))
+    env = run("send", "-c", str(config), "--no-ledger", "-v", str(events))
     assert env.exit_code == 0 and "API key from $RETENTLY_API_KEY" in env.stderr
 
 

@@ -67,7 +67,8 @@ ERRORS = [
             events: X
             dealy: 3
         """,
-        "c.yaml:4: campaigns.a.dealy: unknown key; did you mean 'delay'? (known: events, delay)",
+        "c.yaml:4: campaigns.a.dealy: unknown key; did you mean 'delay'? (known: events, delay, "
+        "once_per_email)",
     ),
     (
         "unknown properties key",

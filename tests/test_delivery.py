@@ -258,7 +258,7 @@ def test_a_connection_lost_after_sending_is_uncertain_and_never_resent(fault):
         outcomes = deliver_all(sender, surveys(4), size=2, concurrency=1)
         time.sleep(0.1)
         delivered = delivered_once(server)  # whatever happened, nobody twice
-    uncertain = [o for o in outcomes if o.reason == "uncertain"]
+    uncertain = [o for o in outcomes if o.reason == "connection_lost"]
     assert len(uncertain) == 2 and all(o.attempts == 1 for o in uncertain)
     assert "may have been delivered" in uncertain[0].detail
     assert sum(o.sent for o in outcomes) == 2
@@ -280,7 +280,7 @@ def test_random_faults_never_deliver_twice_and_every_event_has_an_outcome():
     sent = {o.survey.decision.email for o in outcomes if o.sent}
     assert sent <= {email for _, email in delivered}
     for o in outcomes:
-        assert o.sent or o.reason in ("uncertain", "retries_exhausted")
+        assert o.sent or o.reason in ("connection_lost", "retries_exhausted")
 
 
 def test_a_401_stops_everything_after_it():

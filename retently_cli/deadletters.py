@@ -1,0 +1,30 @@
+"""The dead-letter file: each failed or uncertain event, as read, one per line, ready to be fed
+back to ``retently send`` after a fix. The ``_retently`` field says what happened; readers
+ignore it, so the line is the original event again."""
+
+from __future__ import annotations
+
+import orjson
+
+FIELD = "_retently"
+
+
+class DeadLetters:
+    def __init__(self, stream):
+        self._stream = stream
+        self.count = 0
+
+    def write(self, message: dict, campaign: str, reason: str, status=None, attempts=0) -> None:
+        entry = dict(message)
+        entry[FIELD] = {
+            "reason": reason,
+            "status": status,
+            "attempts": attempts,
+            "campaign": campaign,
+        }
+        self._stream.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        self._stream.flush()  # a crash later must not lose the lines already written
+        self.count += 1
+
+    def close(self) -> None:
+        self._stream.close()

@@ -1,0 +1,115 @@
+"""Which surveyable decisions this run really surveys: the backfill filters, the ledger,
+the per-customer guard and the limit. Each refusal is a reported outcome, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from retently_cli.ledger import PENDING, SENT, UNCERTAIN, Ledger, event_key
+from retently_cli.matching import Decision
+from retently_cli.timeparse import event_time
+
+# Outcomes and reasons the planner gives (see the README).
+SKIPPED = "skipped"
+UNCERTAIN_OUTCOME = "uncertain"
+FILTERED = "filtered"
+ALREADY_SENT = "already_sent"
+EARLIER_RUN = "earlier_run"
+ONCE_PER_EMAIL = "once_per_email"
+LIMIT = "limit"
+
+_DAY = 86_400.0
+
+
+@dataclass
+class Filters:
+    since: datetime | None = None
+    until: datetime | None = None
+    events: frozenset[str] = frozenset()
+    campaigns: frozenset[str] = frozenset()
+    limit: int | None = None
+
+
+@dataclass(slots=True)
+class Verdict:
+    outcome: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Planner:
+    filters: Filters = field(default_factory=Filters)
+    ledger: Ledger | None = None
+    retry_uncertain: bool = False
+    clock: object = time.time
+    planned: int = 0  # surveys let through, for --limit
+    _recent: dict = field(default_factory=dict)  # (campaign, email) -> event times this run
+    _message: dict | None = None
+    _key: str = ""
+    _when: float | None = None
+
+    def identity(self, message: dict) -> tuple[str, float | None]:
+        """The message's ledger key and event time (epoch seconds), computed once per message."""
+        if message is not self._message:
+            when = event_time(message)
+            self._message = message
+            self._key = event_key(message)
+            self._when = when.timestamp() if when is not None else None
+        return self._key, self._when
+
+    def check(self, message: dict, d: Decision) -> Verdict | None:
+        """None when the decision is to be surveyed; otherwise why not."""
+        f = self.filters
+        if f.events and d.event not in f.events:
+            return Verdict(SKIPPED, FILTERED, "--event does not name this event")
+        if f.campaigns and d.campaign.id not in f.campaigns:
+            return Verdict(SKIPPED, FILTERED, "--campaign does not name this campaign")
+        key, when = self.identity(message)
+        if f.since is not None or f.until is not None:
+            if when is None:
+                return Verdict(SKIPPED, FILTERED, "no readable timestamp for --since/--until")
+            if f.since is not None and when < f.since.timestamp():
+                return Verdict(SKIPPED, FILTERED, "before --since")
+            if f.until is not None and when >= f.until.timestamp():
+                return Verdict(SKIPPED, FILTERED, "not before --until")
+        if self.ledger is not None:
+            state = self.ledger.state(key, d.campaign.id)
+            if state == SENT:
+                return Verdict(SKIPPED, ALREADY_SENT, "the ledger has it delivered")
+            if state in (PENDING, UNCERTAIN) and not self.retry_uncertain:
+                return Verdict(
+                    UNCERTAIN_OUTCOME,
+                    EARLIER_RUN,
+                    "an earlier run sent it but never learned the result; "
+                    "--retry-uncertain sends it again",
+                )
+        window = d.campaign.once_per_email
+        if window:
+            verdict = self._once_per_email(d, key, when, window)
+            if verdict is not None:
+                return verdict
+        if f.limit is not None and self.planned >= f.limit:
+            return Verdict(SKIPPED, LIMIT, f"--limit {f.limit} reached")
+        self.planned += 1
+        if window:
+            self._recent.setdefault((d.campaign.id, d.email.lower()), []).append(
+                when if when is not None else self.clock()
+            )
+        return None
+
+    def _once_per_email(self, d: Decision, key: str, when, days: int) -> Verdict | None:
+        at = when if when is not None else self.clock()
+        earlier = list(self._recent.get((d.campaign.id, d.email.lower()), ()))
+        if self.ledger is not None:
+            earlier += self.ledger.event_times(d.campaign.id, d.email, but=key)
+        if any(t is not None and abs(at - t) < days * _DAY for t in earlier):
+            return Verdict(
+                SKIPPED,
+                ONCE_PER_EMAIL,
+                f"this email had a survey in this campaign within {days} days",
+            )
+        return None
