@@ -581,7 +581,9 @@ def generate_file(task) -> tuple[str, int, int]:
                     line = (
                         '{{"anonymousId":{},"context":{{"ip":"{}","library":{{"name":'
                         '"analytics.js","version":"next-1.70.0"}}}},"integrations":{{}},{},'
-                        '"previousId":{},"type":"alias"'.format(u["anon"], u["ip"], times, u["anon"])
+                        '"previousId":{},"type":"alias"'.format(
+                            u["anon"], u["ip"], times, u["anon"]
+                        )
                         + tail % (u["uid"], "client", project)
                     )
                 if len(recent) < 256:
@@ -635,7 +637,9 @@ def _track(
     if e < 0.95:
         props.append('"email":' + u["email"])
         ctx_traits = (
-            ',"traits":{{"email":{},"name":{}}}'.format(u["email"], u["name"]) if rand() < 0.2 else ""
+            ',"traits":{{"email":{},"name":{}}}'.format(u["email"], u["name"])
+            if rand() < 0.2
+            else ""
         )
     elif e < 0.98:
         ctx_traits = ',"traits":{{"email":{}}}'.format(u["email"])
@@ -687,15 +691,21 @@ def _track(
         context = (
             '{{"ip":"{}","library":{{"name":"analytics.js","version":"next-1.70.0"}},'
             '"locale":"en-US","page":{{"path":{},"referrer":{},"title":{},"url":{}}},'
-            '"userAgent":{}{}}}'.format(u["ip"], p, choice(referrers), title, url, choice(uas), ctx_traits)
+            '"userAgent":{}{}}}'.format(
+                u["ip"], p, choice(referrers), title, url, choice(uas), ctx_traits
+            )
         )
         channel = "client"
     else:
-        context = '{{"ip":"{}","library":{}{}}}'.format(u["ip"], choice(LIBRARIES_SERVER), ctx_traits)
+        context = '{{"ip":"{}","library":{}{}}}'.format(
+            u["ip"], choice(LIBRARIES_SERVER), ctx_traits
+        )
         channel = "server"
     return (
         '{{"anonymousId":{},"context":{},"event":{},"integrations":{},{},'
-        '"properties":{{{}}},"type":"track"'.format(u["anon"], context, event_json[name], choice(INTEGRATIONS), times, ",".join(props))
+        '"properties":{{{}}},"type":"track"'.format(
+            u["anon"], context, event_json[name], choice(INTEGRATIONS), times, ",".join(props)
+        )
         + tail % (uid, channel, project)
     )
 
