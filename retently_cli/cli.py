@@ -154,7 +154,17 @@ Examples:
     help="table: a Rich report on stderr; ndjson: one JSON record per decision on stdout.",
 )
 @click.option(
-    "--all-rows", is_flag=True, help="Show a table row for every event, not only matched ones."
+    "--all-rows",
+    is_flag=True,
+    help="Show a table row for every event, with no limit on the rows shown.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="Table rows shown before the rest are only counted.",
 )
 @click.option(
     "--api-key-file",
@@ -217,6 +227,7 @@ def send(
     dry_run,
     output,
     all_rows,
+    max_rows,
     api_key_file,
     ledger_path,
     no_ledger,
@@ -263,7 +274,14 @@ def send(
     report_file = _open_output(console, report_path)
     if report_file is not None:
         streams.append(report_file)
-    report = Report(console, streams, table=output == "table", all_rows=all_rows, quiet=quiet)
+    report = Report(
+        console,
+        streams,
+        table=output == "table",
+        all_rows=all_rows,
+        quiet=quiet,
+        max_rows=max_rows,
+    )
     failed_file = _open_output(console, failed_path)
     dead_letters = DeadLetters(failed_file) if failed_file is not None else None
     planner = Planner(

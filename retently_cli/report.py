@@ -33,7 +33,9 @@ EXIT_UNAUTHORIZED = 3
 EXIT_INTERRUPTED = 130
 
 # Skips that concern an event a campaign did match: worth a row in the table.
-_MATCHED_SKIPS = frozenset({MISSING_EMAIL, INVALID_EMAIL, DUPLICATE})
+# Skips worth a row: a campaign matched, but the customer is not surveyed for a reason that
+# may need a fix. Other skips (not_track, no_campaign, already_sent, filtered, ...) are counted.
+_ROW_SKIPS = frozenset({MISSING_EMAIL, INVALID_EMAIL, DUPLICATE, "once_per_email"})
 _STYLES = {
     DRY_RUN: "cyan",
     SENT: "green",
@@ -73,8 +75,12 @@ class Report:
         table: bool = True,
         all_rows: bool = False,
         quiet: bool = False,
+        max_rows: int | None = 1000,
     ):
         self.console = console
+        self.max_rows = None if all_rows else max_rows
+        self.rows_shown = 0
+        self.rows_over_max = 0
         self.streams = list(streams)
         self.table = table
         self.all_rows = all_rows
@@ -152,7 +158,7 @@ class Report:
             self._emit(record)
         if not self.table:
             return
-        if self.all_rows or campaign is not None or outcome in (FAILED, UNCERTAIN):
+        if self.all_rows or outcome != SKIPPED or reason in _ROW_SKIPS:
             if outcome == SENT and extra:  # the table has no status and attempts columns
                 tries = f", {extra['attempts']} attempts" if extra["attempts"] > 1 else ""
                 result = f", {extra['result']}" if extra.get("result") else ""
@@ -204,6 +210,10 @@ class Report:
     def _row(self, source, line, message_id, event, email, campaign, outcome, reason, detail):
         if self.quiet:
             return
+        if self.max_rows is not None and self.rows_shown >= self.max_rows:
+            self.rows_over_max += 1
+            return
+        self.rows_shown += 1
         self._rows.append(
             (source, line, message_id, event, email, campaign, outcome, reason, detail)
         )
@@ -310,11 +320,20 @@ class Report:
             console.print(Text("Near misses (unmapped names close to a mapped one):", style="bold"))
             for name, count in c.near_misses.most_common(20):
                 console.print(Text(f"  {name!r} ×{count:,}: did you mean {c.hints[name]!r}?"))
+        if self.rows_over_max:
+            console.print(
+                Text(
+                    f"{self.rows_over_max:,} more rows not shown after the first "
+                    f"{self.max_rows:,} (--report FILE or --output ndjson lists every record, "
+                    "--all-rows prints them all)",
+                    style="dim",
+                )
+            )
         if self.rows_hidden:
             console.print(
                 Text(
-                    f"{self.rows_hidden:,} rows for unmatched events not shown "
-                    "(--all-rows shows them, --output ndjson lists every record)",
+                    f"{self.rows_hidden:,} rows for events not surveyed (unmatched, already sent, "
+                    "filtered) not shown (--all-rows shows them)",
                     style="dim",
                 )
             )

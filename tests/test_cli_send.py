@@ -84,7 +84,9 @@ def test_table_shows_matched_and_failed_rows_and_counts_the_rest():
     result = send("-", input=MIXED)
     rows = [line for line in result.stderr.splitlines() if line.startswith("-:")]
     assert [row.split()[0] for row in rows] == ["-:1", "-:1", "-:3", "-:5", "-:5", "-:6", "-:7"]
-    assert "2 rows for unmatched events not shown" in result.stderr
+    assert "2 rows for events not surveyed (unmatched, already sent, filtered) not shown" in (
+        result.stderr
+    )
     everything = send("--all-rows", "-", input=MIXED)
     rows = [line for line in everything.stderr.splitlines() if line.startswith("-:")]
     assert len(rows) == 9 and "not shown" not in everything.stderr
@@ -149,3 +151,14 @@ def test_help_lists_examples_and_exit_codes(flag):
     assert "130  interrupted" in result.stdout
     top = CliRunner().invoke(cli, [flag])
     assert "Exit codes" in top.stdout and "send" in top.stdout and "check" in top.stdout
+
+
+def test_the_table_stops_at_max_rows_and_says_so_while_every_record_is_still_counted():
+    many = ndjson(*(track(event="Onboarding Finished", message_id=str(i)) for i in range(30)))
+    result = send("--max-rows", "10", "-", input=many)
+    rows = [line for line in result.stderr.splitlines() if line.startswith("-:")]
+    assert len(rows) == 10
+    assert "20 more rows not shown after the first 10" in result.stderr
+    assert any(line.split() == ["dry_run", "30"] for line in result.stderr.splitlines())
+    everything = send("--max-rows", "10", "--all-rows", "-", input=many)
+    assert len([ln for ln in everything.stderr.splitlines() if ln.startswith("-:")]) == 30
