@@ -17,104 +17,40 @@ from rich.text import Text
 
 from retently_cli import __version__
 from retently_cli.account import campaigns_from, check_campaigns
-from retently_cli.apikey import literal_key_warning, resolve_api_key
-from retently_cli.client import RetentlyClient
+from retently_cli.cli_common import (
+    CONTEXT,
+    EXIT_CODES,
+    TIME,
+    answer_text,
+    api_client,
+    base_url_in_use,
+    config_option,
+    exit_if_key_refused,
+    fail,
+    load_or_exit,
+    quiet_broken_pipe,
+    stderr_console,
+    verbosity_options,
+)
 from retently_cli.config import (
-    BASE_URL_ENV,
     Config,
-    ConfigError,
-    check_base_url,
     find_config,
-    load_config,
 )
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender, call_with_retries
 from retently_cli.ledger import Ledger, default_ledger_path
 from retently_cli.matching import Matcher
 from retently_cli.planning import Filters, Planner
+from retently_cli.preview_cli import coverage, diff, init
 from retently_cli.progress import SendProgress
-from retently_cli.readers import STDIN_NAME, expand_paths
+from retently_cli.readers import expand_paths
 from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     EXIT_UNAUTHORIZED,
-    EXIT_USAGE,
     Report,
 )
 from retently_cli.run import SendJob
-from retently_cli.timeparse import parse_time
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-EXIT_CODES = """\b
-Exit codes:
-  0    all good
-  1    the run finished, but some input was malformed or some events failed
-  2    usage or config error (nothing was sent)
-  3    Retently refused the API key (401/403): the run stopped, nothing more was sent
-  130  interrupted (Ctrl-C)"""
-
-
-def _stderr_console() -> Console:
-    width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
-    return Console(stderr=True, highlight=False, width=width)
-
-
-def _fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
-    for line in lines:
-        console.print(
-            Text(f"retently: {line}"), style="red" if console.is_terminal else "", soft_wrap=True
-        )
-    sys.exit(code)
-
-
-def _load(console: Console, config_path: str | None, verbose: int) -> Config:
-    path = find_config(config_path)
-    if verbose:
-        origin = (
-            "--config"
-            if config_path
-            else "$RETENTLY_CONFIG"
-            if os.environ.get("RETENTLY_CONFIG")
-            else "default"
-        )
-        console.print(Text(f"config: {path} ({origin})", style="dim"))
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
-            _fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
-        _fail(console, exc.problems)
-
-
-class _TimeParam(click.ParamType):
-    name = "time"
-
-    def convert(self, value, param, ctx):
-        when = parse_time(value)
-        if when is None:
-            self.fail(f"{value!r} is not an ISO-8601 date or date-time", param, ctx)
-        return when
-
-
-TIME = _TimeParam()
-
-
-def config_option(f):
-    return click.option(
-        "-c",
-        "--config",
-        "config_path",
-        metavar="PATH",
-        help="Config file [default: $RETENTLY_CONFIG, else ./retently.yaml].",
-    )(f)
-
-
-def verbosity_options(f):
-    f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
-    return click.option(
-        "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."
-    )(f)
 
 
 @click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
@@ -255,15 +191,15 @@ def send(
     every (messageId, campaign) delivered, so re-running a backfill surveys nobody twice.
     Filtered events are reported as skipped, never dropped. See the README.
     """
-    console = _stderr_console()
-    config = _load(console, config_path, verbose)
+    console = stderr_console()
+    config = load_or_exit(console, config_path, verbose)
     unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
     if unknown:
-        _fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
+        fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
     sources = expand_paths(paths, sys.stdin.buffer)
     if verbose:
         console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
-    base_url = _base_url(console, config)
+    base_url = base_url_in_use(console, config)
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose, quiet)
@@ -308,12 +244,12 @@ def send(
             interrupted = True
             clean = _stop_after_interrupt(console, job, grace, streams)
         except BrokenPipeError:
-            _quiet_broken_pipe()
+            quiet_broken_pipe()
     signal.signal(signal.SIGTERM, previous)
     try:
         report.summary(job.stats, interrupted)
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
     if dead_letters is not None and dead_letters.count and not quiet:
         console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
     code = EXIT_INTERRUPTED if interrupted else report.exit_code()
@@ -348,17 +284,7 @@ def _open_output(console, path):
     try:
         return open(path, "wb")
     except OSError as exc:
-        _fail(console, [f"{path}: cannot write it ({exc.strerror})"])
-
-
-def _base_url(console, config) -> str:
-    """The API address in use: $RETENTLY_BASE_URL, else the config's base_url."""
-    if not os.environ.get(BASE_URL_ENV):
-        return config.delivery.base_url
-    try:
-        return check_base_url(os.environ[BASE_URL_ENV])
-    except ValueError as exc:
-        _fail(console, [f"${BASE_URL_ENV}: {exc}"])
+        fail(console, [f"{path}: cannot write it ({exc.strerror})"])
 
 
 def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | None:
@@ -370,32 +296,16 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     try:
         ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
     except (OSError, sqlite3.Error) as exc:
-        _fail(console, [f"ledger {where}: cannot open it ({exc})"])
+        fail(console, [f"ledger {where}: cannot open it ({exc})"])
     if verbose:
         state = "" if ledger is not None else " (none yet: nothing recorded)"
         console.print(Text(f"ledger: {where}{state}", style="dim"))
     return ledger
 
 
-def _client(console, config, api_key_file, sources=(), verbose=0, quiet=False):
-    """An API client with the key and base URL, all checked before anything is read."""
-    base_url = _base_url(console, config)
-    try:
-        events_from_stdin = any(s.name == STDIN_NAME for s in sources)
-        key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
-    except ConfigError as exc:
-        _fail(console, exc.problems)
-    warning = literal_key_warning(config)
-    if warning and not quiet:
-        console.print(Text(warning, style="yellow"), soft_wrap=True)
-    if verbose:
-        console.print(Text(f"API key from {origin}; API at {base_url}", style="dim"))
-    return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
-
-
 def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispatcher:
     delivery = config.delivery
-    client = _client(console, config, api_key_file, sources, verbose, quiet)
+    client = api_client(console, config, api_key_file, sources, verbose, quiet)
 
     def log(line: str) -> None:
         console.print(Text(line, style="dim"), soft_wrap=True)
@@ -458,13 +368,6 @@ def _flush_all(streams) -> None:
     sys.stderr.flush()
 
 
-def _quiet_broken_pipe():
-    """The reader of stdout went away (``| head``): stop without a traceback."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(1)
-
-
 @cli.command(
     epilog="""\b
 Examples:
@@ -490,8 +393,8 @@ def check(config_path, online, api_key_file, verbose, quiet):
     With --online, also check the key and the campaigns against the account: exit 1 when a
     mapped campaign does not exist, 3 when the key is refused.
     """
-    console = _stderr_console()
-    config = _load(console, config_path, verbose)
+    console = stderr_console()
+    config = load_or_exit(console, config_path, verbose)
     code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
         sys.exit(code)
@@ -526,17 +429,17 @@ def check(config_path, online, api_key_file, verbose, quiet):
 
 
 def _check_online(console: Console, config: Config, api_key_file, verbose) -> int:
-    with _client(console, config, api_key_file, verbose=verbose) as client:
+    with api_client(console, config, api_key_file, verbose=verbose) as client:
         policy = RetryPolicy(max_attempts=3)
         ping = call_with_retries(client.ping, policy)
-        _refused_key(console, ping)
+        exit_if_key_refused(console, ping)
         if ping.status != 200:
-            _fail(console, [f"cannot reach Retently: {_answer_text(ping)}"], EXIT_PROBLEMS)
+            fail(console, [f"cannot reach Retently: {answer_text(ping)}"], EXIT_PROBLEMS)
         answer = call_with_retries(client.campaigns, policy)
-        _refused_key(console, answer)
+        exit_if_key_refused(console, answer)
         campaigns = campaigns_from(answer)
         if campaigns is None:
-            _fail(console, [f"cannot list campaigns: {_answer_text(answer)}"], EXIT_PROBLEMS)
+            fail(console, [f"cannot list campaigns: {answer_text(answer)}"], EXIT_PROBLEMS)
     code = 0
     for result in check_campaigns(config, campaigns):
         for problem in result.problems:
@@ -550,20 +453,6 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
     if code == 0:
         console.print(Text(f"online: key accepted, {len(config.campaigns)} campaigns found"))
     return code
-
-
-def _refused_key(console: Console, answer) -> None:
-    if answer.status in (401, 403):
-        _fail(
-            console, ["Retently refused the API key (401/403). Check the key."], EXIT_UNAUTHORIZED
-        )
-
-
-def _answer_text(answer) -> str:
-    if answer.status is None:
-        return str(answer.error)
-    message = answer.body.get("message") if isinstance(answer.body, dict) else None
-    return f"HTTP {answer.status}" + (f": {message}" if message else "")
 
 
 @cli.command(
@@ -587,15 +476,17 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     The config is optional here: without one, the key comes from $RETENTLY_API_KEY or
     --api-key-file.
     """
-    console = _stderr_console()
+    console = stderr_console()
     path = find_config(config_path)
-    config = _load(console, config_path, verbose) if config_path or path.exists() else Config(())
-    with _client(console, config, api_key_file, verbose=verbose, quiet=quiet) as client:
+    config = (
+        load_or_exit(console, config_path, verbose) if config_path or path.exists() else Config(())
+    )
+    with api_client(console, config, api_key_file, verbose=verbose, quiet=quiet) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
-    _refused_key(console, answer)
+    exit_if_key_refused(console, answer)
     found = campaigns_from(answer)
     if found is None:
-        _fail(console, [f"cannot list campaigns: {_answer_text(answer)}"], EXIT_PROBLEMS)
+        fail(console, [f"cannot list campaigns: {answer_text(answer)}"], EXIT_PROBLEMS)
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return
@@ -614,6 +505,11 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
             "yes" if c.get("isActive") else "no",
         )
     out.print(table)
+
+
+cli.add_command(diff)
+cli.add_command(coverage)
+cli.add_command(init)
 
 
 def main():

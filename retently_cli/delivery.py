@@ -22,8 +22,7 @@ from email.utils import parsedate_to_datetime
 
 from retently_cli.client import Answer, RetentlyClient
 from retently_cli.ledger import Ledger
-from retently_cli.matching import Decision
-from retently_cli.report import survey_body
+from retently_cli.matching import Decision, survey_body
 
 # Failure reasons, as they appear in the report.
 REJECTED = "rejected"  # a 4xx (or 501), or a per-email "failed" result

@@ -61,8 +61,8 @@ class Matcher:
         message_id = event.get("messageId")
         if message_id is not None and not isinstance(message_id, str):
             message_id = str(message_id)
-        kind = event.get("type")
-        if not (kind == "track" or (kind is None and "event" in event)):
+        if not is_track(event):
+            kind = event.get("type")
             label = name if isinstance(name, str) else None
             detail = f"{kind} call" if isinstance(kind, str) else "no type and no event name"
             return [Decision(label, message_id, None, None, NOT_TRACK, detail)]
@@ -77,7 +77,7 @@ class Matcher:
             detail = f"did you mean {hint!r}?" if hint else None
             return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
 
-        email, reason, detail = self._email(event)
+        email, reason, detail = self.find_email(event)
         if message_id:  # an empty messageId identifies nothing: never a duplicate
             if message_id in self._surveyed_ids:
                 reason, detail = DUPLICATE, "messageId seen earlier in this run"
@@ -93,7 +93,8 @@ class Matcher:
         detail = "; ".join(notes) if notes else None
         return [Decision(name, message_id, c, email, None, detail, subscriber) for c in campaigns]
 
-    def _email(self, event: dict) -> tuple[str | None, str | None, str | None]:
+    def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
+        """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
         for path in self._email_paths:
             value = _lookup(event, path)
             if isinstance(value, str) and value.strip():
@@ -101,15 +102,36 @@ class Matcher:
                 if _EMAIL.match(email):
                     return email, None, None
                 return email, INVALID_EMAIL, f"{'.'.join(path)} is not an email address"
-        for dotted, path in self._other_paths:
-            value = _lookup(event, path)
-            if isinstance(value, str) and value.strip():
-                return None, MISSING_EMAIL, f"email is at {dotted}, which email_paths does not list"
+        elsewhere = self.email_elsewhere(event)
+        if elsewhere is not None:
+            return None, MISSING_EMAIL, f"email is at {elsewhere}, which email_paths does not list"
         return (
             None,
             MISSING_EMAIL,
             f"no email at {', '.join('.'.join(p) for p in self._email_paths)}",
         )
+
+    def email_elsewhere(self, event: dict) -> str | None:
+        """A common path outside ``email_paths`` where this event does carry an email."""
+        for dotted, path in self._other_paths:
+            value = _lookup(event, path)
+            if isinstance(value, str) and value.strip():
+                return dotted
+        return None
+
+
+def is_track(message: dict) -> bool:
+    """A Track call: ``type: track``, or an ``event`` with no ``type`` at all."""
+    kind = message.get("type")
+    return kind == "track" or (kind is None and "event" in message)
+
+
+def survey_body(decision: Decision) -> dict:
+    """The JSON body of ``POST /api/v2/survey`` for one decision's subscriber."""
+    body = {"campaign": decision.campaign.id, "subscribers": [decision.subscriber]}
+    if decision.campaign.delay is not None:
+        body["delay"] = decision.campaign.delay
+    return body
 
 
 def _lookup(event: dict, path: tuple[str, ...]):

@@ -114,6 +114,19 @@ def _file_source(path: Path) -> Source:
     return Source(str(path), lambda: open(path, "rb"), size)
 
 
+def iter_messages(
+    sources: list[Source],
+    stats: ReadStats,
+    before_wait: Callable[[], None] = lambda: None,
+    on_source: Callable[[Source], None] = lambda source: None,
+) -> Iterator[tuple[str, int, dict | BadInput]]:
+    """(source name, line, message or BadInput) across every source, in order."""
+    for source in sources:
+        on_source(source)
+        for line, item in read_source(source, stats, before_wait):
+            yield source.name, line, item
+
+
 def read_source(
     source: Source, stats: ReadStats, before_wait: Callable[[], None] = lambda: None
 ) -> Iterator[tuple[int, dict | BadInput]]:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from retently_cli.matching import DUPLICATE, INVALID_EMAIL, MISSING_EMAIL, Decision
+from retently_cli.matching import DUPLICATE, INVALID_EMAIL, MISSING_EMAIL, Decision, survey_body
 from retently_cli.readers import BadInput, ReadStats
 
 DRY_RUN = "dry_run"
@@ -44,14 +44,6 @@ _STYLES = {
     SKIPPED: "dim",
 }
 _TABLE_CHUNK = 50
-
-
-def survey_body(decision: Decision) -> dict:
-    """The JSON body of ``POST /api/v2/survey`` for one decision's subscriber."""
-    body = {"campaign": decision.campaign.id, "subscribers": [decision.subscriber]}
-    if decision.campaign.delay is not None:
-        body["delay"] = decision.campaign.delay
-    return body
 
 
 @dataclass

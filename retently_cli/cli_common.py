@@ -1,0 +1,142 @@
+"""What every command shares: options, the stderr console, config loading, failing well,
+and an API client built from the config, the key and the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from retently_cli.apikey import literal_key_warning, resolve_api_key
+from retently_cli.client import RetentlyClient
+from retently_cli.config import (
+    BASE_URL_ENV,
+    Config,
+    ConfigError,
+    check_base_url,
+    find_config,
+    load_config,
+)
+from retently_cli.readers import STDIN_NAME
+from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
+from retently_cli.timeparse import parse_time
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+EXIT_CODES = """\b
+Exit codes:
+  0    all good
+  1    the run finished, but some input was malformed or some events failed
+  2    usage or config error (nothing was sent)
+  3    Retently refused the API key (401/403): the run stopped, nothing more was sent
+  130  interrupted (Ctrl-C)"""
+
+
+def stderr_console() -> Console:
+    width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
+    return Console(stderr=True, highlight=False, width=width)
+
+
+def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
+    for line in lines:
+        console.print(
+            Text(f"retently: {line}"), style="red" if console.is_terminal else "", soft_wrap=True
+        )
+    sys.exit(code)
+
+
+def load_or_exit(console: Console, config_path: str | None, verbose: int) -> Config:
+    path = find_config(config_path)
+    if verbose:
+        origin = (
+            "--config"
+            if config_path
+            else "$RETENTLY_CONFIG"
+            if os.environ.get("RETENTLY_CONFIG")
+            else "default"
+        )
+        console.print(Text(f"config: {path} ({origin})", style="dim"))
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
+            fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
+        fail(console, exc.problems)
+
+
+class _TimeParam(click.ParamType):
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        when = parse_time(value)
+        if when is None:
+            self.fail(f"{value!r} is not an ISO-8601 date or date-time", param, ctx)
+        return when
+
+
+TIME = _TimeParam()
+
+
+def config_option(f):
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        metavar="PATH",
+        help="Config file [default: $RETENTLY_CONFIG, else ./retently.yaml].",
+    )(f)
+
+
+def verbosity_options(f):
+    f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
+    return click.option(
+        "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."
+    )(f)
+
+
+def base_url_in_use(console, config) -> str:
+    """The API address in use: $RETENTLY_BASE_URL, else the config's base_url."""
+    if not os.environ.get(BASE_URL_ENV):
+        return config.delivery.base_url
+    try:
+        return check_base_url(os.environ[BASE_URL_ENV])
+    except ValueError as exc:
+        fail(console, [f"${BASE_URL_ENV}: {exc}"])
+
+
+def api_client(console, config, api_key_file, sources=(), verbose=0, quiet=False):
+    """An API client with the key and base URL, all checked before anything is read."""
+    base_url = base_url_in_use(console, config)
+    try:
+        events_from_stdin = any(s.name == STDIN_NAME for s in sources)
+        key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
+    except ConfigError as exc:
+        fail(console, exc.problems)
+    warning = literal_key_warning(config)
+    if warning and not quiet:
+        console.print(Text(warning, style="yellow"), soft_wrap=True)
+    if verbose:
+        console.print(Text(f"API key from {origin}; API at {base_url}", style="dim"))
+    return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
+
+
+def quiet_broken_pipe():
+    """The reader of stdout went away (``| head``): stop without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
+def exit_if_key_refused(console: Console, answer) -> None:
+    if answer.status in (401, 403):
+        fail(console, ["Retently refused the API key (401/403). Check the key."], EXIT_UNAUTHORIZED)
+
+
+def answer_text(answer) -> str:
+    if answer.status is None:
+        return str(answer.error)
+    message = answer.body.get("message") if isinstance(answer.body, dict) else None
+    return f"HTTP {answer.status}" + (f": {message}" if message else "")

@@ -1,0 +1,314 @@
+"""Commands that preview a config against real traffic: diff, coverage, init."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from retently_cli.account import campaigns_from
+from retently_cli.cli_common import (
+    CONTEXT,
+    api_client,
+    config_option,
+    exit_if_key_refused,
+    fail,
+    load_or_exit,
+    quiet_broken_pipe,
+    stderr_console,
+    verbosity_options,
+)
+from retently_cli.config import Config, ConfigError, load_config
+from retently_cli.coverage import Coverage
+from retently_cli.delivery import RetryPolicy, call_with_retries
+from retently_cli.diffing import Differ
+from retently_cli.matching import is_track
+from retently_cli.readers import BadInput, ReadStats, expand_paths, iter_messages
+from retently_cli.starter import starter_config, transactional
+
+PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
+
+
+def _stdout_console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _read(paths, before_wait=lambda: None):
+    """Every message of the inputs, once; malformed lines are counted in ``stats``."""
+    stats = ReadStats()
+    bad = Counter()
+
+    def messages():
+        for name, line, item in iter_messages(
+            expand_paths(paths, sys.stdin.buffer), stats, before_wait
+        ):
+            if type(item) is BadInput:
+                bad[item.reason] += 1
+            else:
+                yield name, line, item
+
+    return stats, bad, messages()
+
+
+def _input_note(console: Console, stats: ReadStats, bad: Counter) -> None:
+    note = f"{stats.lines:,} lines read from {stats.sources:,} source(s)"
+    if bad:
+        note += "; malformed and ignored: " + ", ".join(f"{r} {n:,}" for r, n in bad.items())
+    console.print(Text(note, style="dim"))
+
+
+@click.command(
+    context_settings=CONTEXT,
+    epilog="""\b
+Examples:
+  retently diff retently.yaml retently-new.yaml segment-logs/
+  retently diff -o ndjson old.yaml new.yaml export.gz | jq -c 'select(.change=="added")'
+  git show HEAD:retently.yaml > /tmp/old.yaml && retently diff /tmp/old.yaml retently.yaml logs/
+
+\b
+Exit codes:
+  0    the two configs send exactly the same surveys for these events
+  1    something changes
+  2    usage or config error""",
+)
+@click.argument("old_config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new_config", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "ndjson"]), default="table", show_default=True,
+    help="table: a summary of the changes; ndjson: every changed (event, campaign) decision.",
+)  # fmt: skip
+@verbosity_options
+@PATHS
+def diff(old_config, new_config, output, verbose, quiet, paths):
+    """What changing OLD_CONFIG into NEW_CONFIG does to the events in PATHS.
+
+    Both configs run over the same events in one pass (stdin is fine). Per campaign: surveys
+    before, after and the difference; the event names that newly trigger, stop triggering or
+    move between campaigns, with example customers. Nothing is sent.
+    """
+    console = stderr_console()
+    old, new = _config(console, old_config), _config(console, new_config)
+    differ = Differ(old, new)
+    ndjson = output == "ndjson"
+    out = sys.stdout.buffer
+    stats, bad, messages = _read(paths, out.flush if ndjson else lambda: None)
+    try:
+        for source, line, message in messages:
+            for change in differ.compare(message):
+                if ndjson:
+                    record = _change_record(source, line, change)
+                    out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        out.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if not quiet:
+        _show_diff(stderr_console() if ndjson else _stdout_console(), differ, old, new)
+        _input_note(console, stats, bad)
+    sys.exit(1 if differ.changed else 0)
+
+
+def _config(console: Console, path: str) -> Config:
+    try:
+        return load_config(Path(path))
+    except ConfigError as exc:
+        fail(console, exc.problems)
+
+
+def _change_record(source: str, line: int, change) -> dict:
+    return {
+        "source": source,
+        "line": line,
+        "message_id": change.message_id,
+        "event": change.event,
+        "campaign": change.campaign,
+        "email": change.email,
+        "change": change.kind,
+        "old_request": change.old,
+        "new_request": change.new,
+    }
+
+
+def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
+    campaigns = sorted(
+        set(differ.before) | set(differ.after) | {c.id for c in old.campaigns + new.campaigns}
+    )
+    table = Table(box=None, pad_edge=False, header_style="bold", title="surveys per campaign",
+                  title_justify="left", title_style="bold")  # fmt: skip
+    for column in ("campaign", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "campaign" else "right")
+    for campaign in campaigns:
+        before, after = differ.before[campaign], differ.after[campaign]
+        delta = after - before
+        style = "green" if delta > 0 else "red" if delta < 0 else "dim"
+        table.add_row(Text(campaign), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style))
+    out.print(table)
+    if not differ.changed:
+        out.print(Text("No change: both configs send the same surveys for these events."))
+        return
+    out.print(Text("\nevent names", style="bold"))
+    for name, entry in sorted(differ.names.items(), key=lambda kv: _weight(kv[1]), reverse=True):
+        out.print(Text(f"{name!r} {entry.verdict}", style="bold"))
+        for kind, sign in (("removed", "-"), ("added", "+"), ("changed", "~")):
+            for campaign, count in getattr(entry, kind).most_common():
+                examples = ", ".join(entry.examples.get((kind, campaign), []))
+                line = f"  {sign} {_WHAT[kind]} {campaign}: {count:,} events   e.g. {examples}"
+                out.print(Text(line), soft_wrap=True)
+
+
+_WHAT = {"removed": "no longer in", "added": "now in", "changed": "sends differently to"}
+
+
+def _weight(entry) -> int:
+    return sum(entry.added.values()) + sum(entry.removed.values()) + sum(entry.changed.values())
+
+
+@click.command(
+    context_settings=CONTEXT,
+    epilog="""\b
+Examples:
+  retently coverage -c retently.yaml segment-logs/
+  zcat export.gz | retently coverage -o json - | jq '.mapped_never_seen'""",
+)
+@config_option
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@verbosity_options
+@PATHS
+def coverage(config_path, output, verbose, quiet, paths):
+    """How the config covers a log: every Track event name, mapped or not.
+
+    For each distinct Track event name in PATHS: its count and the campaign(s) it maps to;
+    near misses of mapped names; how many matched events lack an email at email_paths and
+    where it was found instead; and the mapped names never seen (likely typos). One pass.
+    """
+    console = stderr_console()
+    config = load_or_exit(console, config_path, verbose)
+    result = Coverage(config)
+    stats, bad, messages = _read(paths)
+    try:
+        for _, _, message in messages:
+            result.add(message)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    summary = result.summary()
+    if output == "json":
+        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    else:
+        _show_coverage(_stdout_console(), summary)
+    if not quiet:
+        _input_note(console, stats, bad)
+
+
+def _show_coverage(out: Console, summary: dict) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("event", "count", "campaigns", "notes"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in summary["events"]:
+        notes = []
+        if row["near_miss_of"]:
+            notes.append(f"near miss of {row['near_miss_of']!r}")
+        if row["missing_email"]:
+            where = ", ".join(f"{p} {n:,}" for p, n in row["email_found_at"].items())
+            notes.append(
+                f"{row['missing_email']:,} without email"
+                + (f" (found at {where})" if where else "")
+            )
+        if row["invalid_email"]:
+            notes.append(f"{row['invalid_email']:,} invalid email")
+        style = "" if row["campaigns"] else "dim"
+        table.add_row(
+            Text(repr(row["event"]), style=style),
+            f"{row['count']:,}",
+            Text(", ".join(row["campaigns"]) or "-", style=style),
+            Text("; ".join(notes), style="yellow" if notes else ""),
+        )
+    out.print(table)
+    out.print(
+        Text(
+            f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages; "
+            f"email looked up at {', '.join(summary['email_paths'])}"
+        )  # fmt: skip
+    )
+    if summary["mapped_never_seen"]:
+        names = ", ".join(repr(n) for n in summary["mapped_never_seen"])
+        out.print(Text(f"mapped but never seen (typos?): {names}", style="yellow"), soft_wrap=True)
+
+
+@click.command(
+    context_settings=CONTEXT,
+    epilog="""\b
+Examples:
+  retently init
+  retently init retently.yaml --from-log segment-logs/
+  RETENTLY_API_KEY=... retently init --from-log export.gz --force""",
+)
+@click.argument("path", default="retently.yaml", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--from-log", "logs", multiple=True, type=click.Path(exists=True, allow_dash=True),
+    metavar="PATH", help="List this log's most frequent Track event names as candidates.",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@click.option("--api-key-file", metavar="PATH", help="Read the API key from this file.")
+@verbosity_options
+def init(path, logs, force, api_key_file, verbose, quiet):
+    """Write a commented starter config to PATH (default ./retently.yaml).
+
+    With an API key ($RETENTLY_API_KEY or --api-key-file) it lists the account's transactional
+    campaigns, ids with their names as comments. It never overwrites a file without --force.
+    """
+    console = stderr_console()
+    target = Path(path)
+    if path != "-" and target.exists() and not force:
+        fail(console, [f"{path} exists; --force overwrites it"])
+    candidates = _frequent_names(logs) if logs else None
+    campaigns = _account_campaigns(console, api_key_file, verbose, quiet)
+    text = starter_config(campaigns, candidates, ", ".join(logs) if logs else None)
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    target.write_text(text, encoding="utf-8")
+    if not quiet:
+        found = f", {len(campaigns)} campaigns from the account" if campaigns else ""
+        listed = f", {min(len(candidates), 20)} candidate events" if candidates else ""
+        console.print(
+            Text(f"wrote {path}{found}{listed}; next: edit it, then `retently check -c {path}`")
+        )
+
+
+def _frequent_names(logs) -> list[tuple[str, int]]:
+    names: Counter = Counter()
+    _, _, messages = _read(logs)
+    for _, _, message in messages:
+        name = message.get("event")
+        if is_track(message) and isinstance(name, str) and name:
+            names[name] += 1
+    return names.most_common()
+
+
+def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[dict] | None:
+    """The account's transactional campaigns, when a key is at hand; None otherwise."""
+    if api_key_file is None and not os.environ.get("RETENTLY_API_KEY"):
+        if not quiet:
+            console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
+        return None
+    with api_client(console, Config(()), api_key_file, verbose=verbose, quiet=quiet) as client:
+        answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
+    exit_if_key_refused(console, answer)
+    found = campaigns_from(answer)
+    if found is None:
+        console.print(
+            Text("could not list the account's campaigns; ids left to fill in", style="yellow")
+        )
+        return None
+    return transactional(found)
