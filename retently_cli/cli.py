@@ -23,6 +23,7 @@ from retently_cli.cli_common import (
     TIME,
     answer_text,
     api_client,
+    api_key_file_option,
     base_url_in_use,
     config_option,
     exit_if_key_refused,
@@ -102,12 +103,7 @@ Examples:
     metavar="N",
     help="Table rows shown before the rest are only counted.",
 )
-@click.option(
-    "--api-key-file",
-    metavar="PATH",
-    help="Read the API key from this file (- for stdin, when the events come from files). "
-    "Default: api_key in the config, else $RETENTLY_API_KEY.",
-)
+@api_key_file_option
 @click.option(
     "--ledger",
     "ledger_path",
@@ -385,7 +381,7 @@ Examples:
     help="Also ask Retently: is the key accepted, does every mapped campaign exist and can it "
     "send transactional email surveys.",
 )
-@click.option("--api-key-file", metavar="PATH", help="Read the API key from this file.")
+@api_key_file_option
 @verbosity_options
 def check(config_path, online, api_key_file, verbose, quiet):
     """Validate the config offline and show the mapping as understood.
@@ -468,7 +464,7 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@click.option("--api-key-file", metavar="PATH", help="Read the API key from this file.")
+@api_key_file_option
 @verbosity_options
 def campaigns(config_path, output, api_key_file, verbose, quiet):
     """List the account's campaigns, with the ids to map in the config.

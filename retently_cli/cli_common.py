@@ -90,6 +90,15 @@ def config_option(f):
     )(f)
 
 
+def api_key_file_option(f):
+    return click.option(
+        "--api-key-file",
+        metavar="PATH",
+        help="Read the API key from this file (- for stdin, when the events come from files). "
+        "Default: api_key in the config, else $RETENTLY_API_KEY.",
+    )(f)
+
+
 def verbosity_options(f):
     f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
     return click.option(

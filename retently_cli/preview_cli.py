@@ -18,6 +18,7 @@ from retently_cli.account import campaigns_from
 from retently_cli.cli_common import (
     CONTEXT,
     api_client,
+    api_key_file_option,
     config_option,
     exit_if_key_refused,
     fail,
@@ -259,7 +260,7 @@ Examples:
     metavar="PATH", help="List this log's most frequent Track event names as candidates.",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
-@click.option("--api-key-file", metavar="PATH", help="Read the API key from this file.")
+@api_key_file_option
 @verbosity_options
 def init(path, logs, force, api_key_file, verbose, quiet):
     """Write a commented starter config to PATH (default ./retently.yaml).
