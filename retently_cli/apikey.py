@@ -18,17 +18,29 @@ def resolve_api_key(
     ``api_key`` (with ``${VAR}`` expanded), else ``$RETENTLY_API_KEY``."""
     env = os.environ if environ is None else environ
     if key_file is not None:
-        return _from_file(key_file, stdin, events_from_stdin), f"--api-key-file {key_file}"
+        origin = f"--api-key-file {key_file}"
+        return _checked(_from_file(key_file, stdin, events_from_stdin), origin), origin
     if config.api_key is not None:
-        return config.api_key.resolve(env), f"api_key in {config.api_key.source}"
+        origin = f"api_key in {config.api_key.source}"
+        return _checked(config.api_key.resolve(env), origin), origin
     if env.get(KEY_ENV, "").strip():
-        return env[KEY_ENV].strip(), f"${KEY_ENV}"
+        return _checked(env[KEY_ENV].strip(), f"${KEY_ENV}"), f"${KEY_ENV}"
     raise ConfigError(
         [
             "no API key: set api_key in the config, or $RETENTLY_API_KEY, or pass "
             "--api-key-file PATH (a dry-run, -n, needs none)"
         ]
     )
+
+
+def _checked(key: str, origin: str) -> str:
+    """The key, if an HTTP header can carry it: visible ASCII, no spaces inside."""
+    if not all("!" <= char <= "~" for char in key):
+        raise ConfigError(
+            [f"the API key from {origin} has characters an API key cannot have "
+             "(spaces, control or non-ASCII characters): check it was copied whole"]
+        )  # fmt: skip
+    return key
 
 
 def _from_file(path: str, stdin, events_from_stdin: bool) -> str:

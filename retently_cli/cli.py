@@ -39,7 +39,7 @@ from retently_cli.config import (
 )
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender, call_with_retries
-from retently_cli.ledger import Ledger, default_ledger_path
+from retently_cli.ledger import Ledger, LedgerBusy, default_ledger_path
 from retently_cli.matching import Matcher
 from retently_cli.planning import Filters, Planner
 from retently_cli.preview_cli import coverage, diff, init
@@ -204,7 +204,7 @@ def send(
         dispatcher.sender.ledger = ledger
     streams = [sys.stdout.buffer] if output == "ndjson" else []
     report_file = _open_output(console, report_path)
-    if report_file is not None:
+    if report_file is not None and report_file not in streams:
         streams.append(report_file)
     report = Report(
         console,
@@ -243,7 +243,7 @@ def send(
             quiet_broken_pipe()
     signal.signal(signal.SIGTERM, previous)
     try:
-        report.summary(job.stats, interrupted)
+        report.summary(job.stats, interrupted, job.read_complete)
     except BrokenPipeError:
         quiet_broken_pipe()
     if dead_letters is not None and dead_letters.count and not quiet:
@@ -291,6 +291,8 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     where = Path(path) if path else default_ledger_path(base_url)
     try:
         ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
+    except LedgerBusy as exc:
+        fail(console, [f"ledger {where}: {exc}"])
     except (OSError, sqlite3.Error) as exc:
         fail(console, [f"ledger {where}: cannot open it ({exc})"])
     if verbose:

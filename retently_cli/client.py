@@ -69,6 +69,8 @@ class RetentlyClient:
             response = self._http.request(method, path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             return Answer(None, error=_name(exc), latency=time.monotonic() - started)
+        except httpx.LocalProtocolError as exc:  # refused here, before anything was sent
+            return Answer(None, error=_name(exc), latency=time.monotonic() - started)
         except httpx.TransportError as exc:
             # Read errors, read timeouts and dropped connections come after the request was
             # written, so the server may have processed it.

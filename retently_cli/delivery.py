@@ -29,6 +29,7 @@ REJECTED = "rejected"  # a 4xx (or 501), or a per-email "failed" result
 UNAUTHORIZED = "unauthorized"
 CONNECTION_LOST = "connection_lost"  # outcome 'uncertain': it may have been delivered
 IN_FLIGHT = "in_flight"  # outcome 'uncertain': still unanswered when the run stopped
+INTERNAL_ERROR = "internal_error"  # outcome 'uncertain': a bug; a request may have gone out
 GAVE_UP = "retries_exhausted"
 NOT_SENT = "not_sent"  # the run stopped before this was sent
 
@@ -67,7 +68,7 @@ class Outcome:
 
     @property
     def uncertain(self) -> bool:
-        return self.reason in (CONNECTION_LOST, IN_FLIGHT)
+        return self.reason in (CONNECTION_LOST, IN_FLIGHT, INTERNAL_ERROR)
 
 
 @dataclass
@@ -188,7 +189,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def is_retryable(answer: Answer) -> bool:
     if answer.status is None:
-        return not answer.sent
+        return not answer.sent and answer.error != "LocalProtocolError"
     return answer.status in (408, 429) or (500 <= answer.status < 600 and answer.status != 501)
 
 
@@ -231,15 +232,26 @@ class Sender:
     def deliver_recorded(self, batch: Batch) -> list[Outcome]:
         """``deliver``, with the ledger told before the first request and after the last."""
         outcomes = self.deliver(batch, recorded=self.ledger is None)
-        if self.ledger is not None:
-            campaign = batch.campaign
-            self.ledger.settle(
-                sent=[(o.survey.key, campaign, o.status) for o in outcomes if o.sent],
-                uncertain=[(o.survey.key, campaign) for o in outcomes if o.uncertain],
-                not_sent=[
-                    (o.survey.key, campaign) for o in outcomes if not o.sent and not o.uncertain
-                ],
-            )
+        if self.ledger is None:
+            return outcomes
+        campaign = batch.campaign
+        for attempt in range(3):
+            try:
+                self.ledger.settle(
+                    sent=[(o.survey.key, campaign, o.status) for o in outcomes if o.sent],
+                    uncertain=[(o.survey.key, campaign) for o in outcomes if o.uncertain],
+                    not_sent=[
+                        (o.survey.key, campaign) for o in outcomes if not o.sent and not o.uncertain
+                    ],
+                )
+                return outcomes
+            except Exception as exc:  # the ledger is busy or the disk is full: say so, not fail
+                problem = exc
+                self._sleep(0.5 * (attempt + 1))
+        # The rows stay pending: the next run lists these events as uncertain, never resends.
+        note = f"the ledger could not record this ({problem!r}); the next run lists it as uncertain"
+        for outcome in outcomes:
+            outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
         return outcomes
 
     def deliver(self, batch: Batch, recorded: bool = True) -> list[Outcome]:
@@ -426,7 +438,7 @@ class Dispatcher:
             try:
                 results = self.sender.deliver_recorded(batch)
             except Exception as exc:  # a bug must not lose the batch's events silently
-                results = _all(batch, False, None, 0, "internal_error", repr(exc))
+                results = _all(batch, False, None, 0, INTERNAL_ERROR, repr(exc))
             with self._lock:
                 del self._active[me]
             for outcome in results:

@@ -9,6 +9,7 @@ asked to. SQLite's transactions keep the file consistent whatever moment the pro
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -18,9 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import orjson
-
 from retently_cli.config import DEFAULT_BASE_URL
+from retently_cli.matching import event_key  # noqa: F401  (the ledger's key, re-exported)
 
 PENDING = "pending"
 SENT = "sent"
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     event_time REAL,              -- when the event happened (epoch seconds), if known
     updated_at REAL NOT NULL,
     status     INTEGER,           -- the HTTP status of the delivery
+    retried    INTEGER NOT NULL DEFAULT 0,  -- pending again after being uncertain
     PRIMARY KEY (event_key, campaign)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_by_email ON deliveries (campaign, email_hash);
@@ -57,31 +58,31 @@ def default_ledger_path(base_url: str = DEFAULT_BASE_URL, environ=None) -> Path:
     return user_data_path("retently-cli", appauthor=False) / name
 
 
-def event_key(message: dict) -> str:
-    """The event's identity: its messageId, else a stable hash of its canonical JSON."""
-    message_id = message.get("messageId")
-    if isinstance(message_id, str | int) and not isinstance(message_id, bool) and message_id != "":
-        return str(message_id)
-    canonical = {k: v for k, v in message.items() if k != "_retently"}
-    digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"sha256:{digest}"
-
-
 def email_hash(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
+class LedgerBusy(Exception):
+    """Another run is using the ledger: two runs at once could both send the same survey."""
+
+
 class Ledger:
-    """Thread-safe: delivery workers write, the reading thread looks up."""
+    """Thread-safe: delivery workers write, the reading thread looks up.
+
+    A writing run holds an exclusive lock (``<ledger>.lock``) until it ends, however it ends:
+    the system drops the lock of a process that dies, so a crash leaves no stale lock.
+    """
 
     def __init__(self, path: Path, read_only: bool = False):
         self.path = path
         self.read_only = read_only
+        self._lock_file = None
         if read_only:
-            uri = f"file:{path}?mode=ro"
+            uri = f"{path.resolve().as_uri()}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _exclusive(path.with_name(path.name + ".lock"))
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a committed 'pending' survives a crash
@@ -97,6 +98,8 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     def state(self, key: str, campaign: str) -> str | None:
         with self._lock:
@@ -118,12 +121,18 @@ class Ledger:
         return [event_time if event_time is not None else updated for event_time, updated in rows]
 
     def begin(self, rows: Iterable[tuple[str, str, str, float | None]]) -> None:
-        """Record (key, campaign, email, event time) as pending, durably, before sending."""
+        """Record (key, campaign, email, event time) as pending, durably, before sending.
+
+        A row that was pending or uncertain (``--retry-uncertain``) is marked as retried, so
+        that a retry which surely did not go out leaves it uncertain rather than forgotten."""
         now = time.time()
         self._write(
-            "INSERT OR REPLACE INTO deliveries "
+            "INSERT INTO deliveries "
             "(event_key, campaign, state, email_hash, event_time, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?)",
+            "VALUES (?, ?, 'pending', ?, ?, ?) "
+            "ON CONFLICT (event_key, campaign) DO UPDATE SET "
+            "state = 'pending', updated_at = excluded.updated_at, "
+            "retried = (deliveries.state IN ('pending', 'uncertain'))",
             [(key, campaign, email_hash(email), when, now) for key, campaign, email, when in rows],
         )
 
@@ -138,19 +147,25 @@ class Ledger:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "UPDATE deliveries SET state = 'sent', status = ?, updated_at = ? "
+                    "UPDATE deliveries SET state = 'sent', status = ?, updated_at = ?, retried = 0 "
                     "WHERE event_key = ? AND campaign = ?",
                     [(status, now, key, campaign) for key, campaign, status in sent],
                 )
                 self._db.executemany(
-                    "UPDATE deliveries SET state = 'uncertain', updated_at = ? "
+                    "UPDATE deliveries SET state = 'uncertain', updated_at = ?, retried = 0 "
                     "WHERE event_key = ? AND campaign = ?",
                     [(now, key, campaign) for key, campaign in uncertain],
+                )
+                not_sent = list(not_sent)
+                self._db.executemany(
+                    "UPDATE deliveries SET state = 'uncertain', retried = 0 "
+                    "WHERE event_key = ? AND campaign = ? AND state = 'pending' AND retried",
+                    not_sent,
                 )
                 self._db.executemany(
                     "DELETE FROM deliveries WHERE event_key = ? AND campaign = ? "
                     "AND state = 'pending'",
-                    list(not_sent),
+                    not_sent,
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -166,3 +181,22 @@ class Ledger:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+
+def _exclusive(lock_path: Path):
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise LedgerBusy(
+            f"another run is using this ledger ({holder}); two runs at once could survey "
+            "the same customer twice"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle

@@ -6,8 +6,11 @@ nothing of the command line. It does keep the run's memory of messageIds already
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+
+import orjson
 
 from retently_cli.config import Campaign, Config
 from retently_cli.subscriber import build_subscriber
@@ -78,11 +81,14 @@ class Matcher:
             return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
 
         email, reason, detail = self.find_email(event)
-        if message_id:  # an empty messageId identifies nothing: never a duplicate
-            if message_id in self._surveyed_ids:
-                reason, detail = DUPLICATE, "messageId seen earlier in this run"
-            else:
-                self._surveyed_ids.add(message_id)
+        # The event's identity, as the ledger knows it: the messageId, else its content (an
+        # empty messageId identifies nothing).
+        identity = message_id or event_key(event)
+        if identity in self._surveyed_ids:
+            reason = DUPLICATE
+            detail = f"{'messageId' if message_id else 'the same event'} seen earlier in this run"
+        else:
+            self._surveyed_ids.add(identity)
         if reason is not None:
             return [Decision(name, message_id, c, email, reason, detail) for c in campaigns]
 
@@ -118,6 +124,16 @@ class Matcher:
             if isinstance(value, str) and value.strip():
                 return dotted
         return None
+
+
+def event_key(message: dict) -> str:
+    """The event's identity: its messageId, else a stable hash of its canonical JSON."""
+    message_id = message.get("messageId")
+    if isinstance(message_id, str | int) and not isinstance(message_id, bool) and message_id != "":
+        return str(message_id)
+    canonical = {k: v for k, v in message.items() if k != "_retently"}
+    digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"sha256:{digest}"
 
 
 def is_track(message: dict) -> bool:

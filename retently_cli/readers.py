@@ -33,6 +33,11 @@ INVALID_UTF8 = "invalid_utf8"
 NOT_AN_OBJECT = "not_an_object"
 UNREADABLE = "unreadable"
 CORRUPT_GZIP = "corrupt_gzip"
+TOO_DEEP = "too_deeply_nested"
+
+# No Segment message comes near this; deeper ones could not be written back out (orjson stops
+# at 255 levels) or walked without exhausting Python's recursion limit.
+MAX_DEPTH = 64
 
 _BOM = b"\xef\xbb\xbf"
 _BATCH_ARRAY = re.compile(r'"batch"\s*:\s*\[')
@@ -334,6 +339,8 @@ def _read_ndjson(lines: Iterator[bytes], number: int, stats: ReadStats):
                 continue
             message = _bad_line(line, exc)
         stats.lines += 1
+        if line.count(b"{") + line.count(b"[") > MAX_DEPTH and _too_deep(message):
+            message = BadInput(TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
         if type(message) is dict:
             if "batch" in message:
                 for item in _batch_items(message):
@@ -351,6 +358,9 @@ def _parse_line(number: int, line: bytes) -> Iterator[tuple[int, dict | BadInput
         message = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         yield number, _bad_line(line, exc)
+        return
+    if _too_deep(message):
+        yield number, BadInput(TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
         return
     if isinstance(message, dict):
         if "batch" in message:
@@ -464,6 +474,12 @@ def _read_document(head: list[bytes], lines, number: int, stats: ReadStats):
                 else:
                     yield line_of(pos), _as_message(value)
             pos = end
+        except RecursionError:
+            yield (
+                line_of(pos),
+                BadInput(TOO_DEEP, "nested too deeply; rest of the document skipped"),
+            )
+            return
         except ValueError as exc:  # JSONDecodeError, or a constant refused above
             if not isinstance(exc, json.JSONDecodeError):
                 exc = json.JSONDecodeError(str(exc), text, pos)
@@ -520,6 +536,22 @@ def _batch_positions(decoder, text: str, start: int, end: int, value: dict):
 
 
 def _as_message(value) -> dict | BadInput:
+    if _too_deep(value):
+        return BadInput(TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, dict):
         return value
     return BadInput(NOT_AN_OBJECT, f"a JSON {_json_kind(value)}, not an object")
+
+
+def _too_deep(value) -> bool:
+    """Nested more than MAX_DEPTH levels of objects and arrays (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(current, dict):
+            stack.extend((child, depth + 1) for child in current.values())
+        elif isinstance(current, list):
+            stack.extend((child, depth + 1) for child in current)
+    return False

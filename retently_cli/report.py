@@ -257,7 +257,9 @@ class Report:
     def failed(self) -> int:
         return self.counts.outcomes[FAILED]
 
-    def summary(self, stats: ReadStats, interrupted: bool = False) -> None:
+    def summary(
+        self, stats: ReadStats, interrupted: bool = False, read_complete: bool = False
+    ) -> None:
         self.flush()
         if self.quiet:
             return
@@ -274,7 +276,8 @@ class Report:
             style="",
         )
         if interrupted:
-            head.append("  (interrupted: input not read to the end)", style="bold yellow")
+            when = "while sending" if read_complete else "before the input was read to the end"
+            head.append(f"  (interrupted {when})", style="bold yellow")
         console.print(head)
 
         table = Table(box=None, pad_edge=False, header_style="bold")

@@ -42,6 +42,8 @@ class SendJob:
         self.on_progress = on_progress or (lambda: None)
         self._lines_when_idle = -1
         self._idle_since = 0.0
+        self._unreported: dict[int, Survey] = {}  # handed to the dispatcher, no outcome yet
+        self.read_complete = False
 
     @property
     def stopped(self) -> bool:
@@ -77,6 +79,7 @@ class SendJob:
                         self._submit(self.batcher.add(survey))
                 if self.stopped:
                     return
+        self.read_complete = True
 
     def finish(self) -> None:
         """Send what is still batched and wait for every outcome."""
@@ -108,11 +111,27 @@ class SendJob:
         left = self.dispatcher.abandon()
         for outcome in left:
             self._record(outcome)
-        return not any(outcome.reason == IN_FLIGHT for outcome in left)
+        # A batch a worker had just taken, not yet marked as its own, is in neither list.
+        stragglers = list(self._unreported.values())
+        for survey in stragglers:
+            detail = "still unanswered when the run stopped: it may have been delivered"
+            self._record(Outcome(survey, False, None, 0, IN_FLIGHT, detail))
+        return not stragglers and not any(outcome.reason == IN_FLIGHT for outcome in left)
 
     def _submit(self, batches) -> None:
-        for batch in batches:
-            self.dispatcher.submit(batch)
+        batches = list(batches)
+        for index, batch in enumerate(batches):
+            for survey in batch.surveys:
+                self._unreported[id(survey)] = survey
+            try:
+                self.dispatcher.submit(batch)
+            except BaseException:  # interrupted: the batches after this one never left
+                for rest in batches[index + 1 :]:
+                    for survey in rest.surveys:
+                        self._record(
+                            Outcome(survey, False, None, 0, NOT_SENT, "the run stopped first")
+                        )
+                raise
         self._collect()
 
     def _collect(self) -> None:
@@ -126,6 +145,7 @@ class SendJob:
         if survey.reported:  # abandoned at a stop, then answered after all
             return
         survey.reported = True
+        self._unreported.pop(id(survey), None)
         self.report.delivered(outcome)
         if not outcome.sent and self.dead_letters is not None and survey.message is not None:
             campaign = survey.decision.campaign.id

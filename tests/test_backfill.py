@@ -242,3 +242,97 @@ def test_a_second_ctrl_c_quits_at_once_and_the_ledger_stays_consistent(tmp_path)
     assert uncertain, "the requests in flight at the second Ctrl-C are remembered as unknown"
     assert all(n == 1 for n in counts.values())
     assert {f"m{i}" for i in range(5)} - uncertain <= {ref for _, ref in counts}
+
+
+# -- found in review: each of these once surveyed someone twice or lost an event ----------------
+
+
+def test_two_runs_cannot_share_a_ledger_at_once(setup):
+    from retently_cli.ledger import Ledger
+
+    path = setup / "shared.sqlite3"
+    holder = Ledger(path)  # another run, still going
+    try:
+        second = send(setup, "--ledger", str(path), "-", input=ndjson(event(1)))
+        assert second.exit_code == 2 and second.stdout == ""
+        assert "another run is using this ledger (pid " in second.stderr
+        dry = send(setup, "-n", "--ledger", str(path), "-", input=ndjson(event(1)))
+        assert dry.exit_code == 0  # a dry-run only reads
+    finally:
+        holder.close()
+    assert send(setup, "--ledger", str(path), "-", input=ndjson(event(1))).exit_code == 0
+
+
+def test_a_dead_letter_file_of_events_without_message_ids_sends_each_once(setup, fake):
+    (setup / "c.yaml").write_text(CONFIG + "max_attempts: 1\n")
+    bare = {k: v for k, v in event(1).items() if k != "messageId"}  # NPS and CSAT
+    fake.inject("503", times=2)
+    dead = setup / "failed.ndjson"
+    assert send(setup, "--failed", str(dead), "-", input=ndjson(bare)).exit_code == 1
+    assert len(dead.read_bytes().splitlines()) == 2  # one line per failed campaign
+    retry = records(send(setup, str(dead)).stdout)
+    assert Counter((r["outcome"], r["reason"]) for r in retry) == {
+        ("sent", None): 2,
+        ("skipped", "duplicate"): 2,
+    }
+    assert fake.survey_count() == 2
+
+
+def test_a_retry_of_an_uncertain_survey_that_surely_failed_keeps_it_uncertain(
+    setup, fake, monkeypatch
+):
+    ticket = ndjson(event(1, name="Ticket Closed"))
+    fake.inject("drop_after", times=1)
+    send(setup, "-", input=ticket)  # uncertain: it did arrive
+    monkeypatch.setenv("RETENTLY_API_KEY", "a-wrong-key")
+    refused = send(setup, "--retry-uncertain", "-", input=ticket)
+    assert refused.exit_code == 3
+    monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
+    later = records(send(setup, "-", input=ticket).stdout)
+    assert [(r["outcome"], r["reason"]) for r in later] == [("uncertain", "earlier_run")]
+    assert fake.survey_count() == 1
+
+
+def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake):
+    six = "\n".join(f'  "c{i}": "Order Completed"' for i in range(6))
+    (tmp_path / "c.yaml").write_text(f"campaigns:\n{six}\nrate_limit: 1\nconcurrency: 1\n")
+    fake.campaigns = [
+        {"id": f"c{i}", "name": f"c{i}", "type": "transactional", "channel": "email"}
+        for i in range(6)
+    ]
+    events = tmp_path / "e.ndjson"
+    events.write_bytes(ndjson(event(1)))
+    proc = _run_cli(tmp_path, fake.url, ["--failed", str(tmp_path / "dead"), str(events)])
+    deadline = time.monotonic() + 10
+    while fake.survey_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    got = records(out)
+    assert sorted(r["campaign"] for r in got) == [f"c{i}" for i in range(6)]
+    assert sum(r["outcome"] == "sent" for r in got) == fake.survey_count() == 1
+    assert len((tmp_path / "dead").read_bytes().splitlines()) == 5
+    assert b"interrupted while sending" in err
+
+
+def test_report_to_stdout_beside_ndjson_writes_each_record_once(setup):
+    result = send(setup, "-n", "--report", "-", "-", input=ndjson(event(1)))
+    assert len(records(result.stdout)) == 2
+
+
+def test_a_ledger_path_with_odd_characters_works_for_dry_runs(setup):
+    path = setup / "my #1 ledger?.sqlite3"
+    send(setup, "--ledger", str(path), "-", input=ndjson(event(1)))
+    dry = send(setup, "-n", "--ledger", str(path), "-", input=ndjson(event(1)))
+    assert dry.exit_code == 0 and {r["reason"] for r in records(dry.stdout)} == {"already_sent"}
+
+
+@pytest.mark.parametrize("key", ["key\u200bwith-zero-width", "key\nwith-newline", "key with space"])
+def test_a_key_no_header_can_carry_is_refused_before_anything_is_read(setup, monkeypatch, key):
+    monkeypatch.setenv("RETENTLY_API_KEY", key)
+    result = send(setup, "-", input=ndjson(event(1)))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "has characters an API key cannot have" in result.stderr
+    assert "Traceback" not in result.stderr and key not in result.stderr

@@ -388,13 +388,15 @@ def test_duplicate_wins_over_email_problems():
 
 
 @pytest.mark.parametrize("message_id", [None, ""])
-def test_events_without_a_message_id_are_never_duplicates(message_id):
+def test_without_a_message_id_an_event_is_known_by_its_content(message_id):
     m = matcher()
-    for _ in range(3):
-        event = track("Signed Up")
+    reasons = []
+    for n in (1, 2, 1):  # the third is a copy of the first, as the ledger would see it
+        event = track("Signed Up", n=n)
         if message_id is not None:
             event["messageId"] = message_id
-        assert only(m.decide(event)).reason is None
+        reasons.append(only(m.decide(event)).reason)
+    assert reasons == [None, None, DUPLICATE]
 
 
 def test_numeric_message_ids_are_reported_as_text_and_deduplicated():
