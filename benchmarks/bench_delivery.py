@@ -74,6 +74,8 @@ def child_env(srv: FakeRetently) -> dict:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.pop("RETENTLY_CONFIG", None)
     env.update(RETENTLY_API_KEY=API_KEY, RETENTLY_BASE_URL=srv.url, NO_PROXY="127.0.0.1")
+    # A fresh ledger per server (each run is a first run), never the user's data directory.
+    env["RETENTLY_LEDGER"] = os.path.join(tempfile.gettempdir(), f"bench-ledger-{srv.port}.sqlite3")
     return env
 
 

@@ -22,7 +22,13 @@ class DeadLetters:
             "attempts": attempts,
             "campaign": campaign,
         }
-        self._stream.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        except (orjson.JSONEncodeError, RecursionError):  # nested beyond what JSON writers take
+            keep = {k: message.get(k) for k in ("messageId", "type", "event", "timestamp")}
+            keep[FIELD] = {**entry[FIELD], "note": "the event was too deeply nested to copy"}
+            line = orjson.dumps(keep, option=orjson.OPT_APPEND_NEWLINE)
+        self._stream.write(line)
         self._stream.flush()  # a crash later must not lose the lines already written
         self.count += 1
 

@@ -83,6 +83,23 @@ class Batch:
         return body
 
 
+class _Filling:
+    """The batch being filled for one (campaign, delay), and the surveys waiting for the next
+    because their email is already in it (or, when it is full, because there is no room)."""
+
+    def __init__(self, campaign: str, delay: int | None):
+        self.batch = Batch(campaign, delay)
+        self.emails: set[str] = set()
+        self.waiting: list[Survey] = []
+
+    def place(self, survey: Survey, size: int) -> None:
+        if survey.email_key in self.emails or len(self.batch.surveys) >= size:
+            self.waiting.append(survey)
+        else:
+            self.batch.surveys.append(survey)
+            self.emails.add(survey.email_key)
+
+
 class Batcher:
     """Groups surveys for the same campaign and delay into batches of up to ``size``.
 
@@ -91,38 +108,37 @@ class Batcher:
 
     def __init__(self, size: int):
         self.size = size
-        self._open: dict[tuple, tuple[Batch, set[str], list[Survey]]] = {}
+        self._filling: dict[tuple, _Filling] = {}
 
     def add(self, survey: Survey) -> list[Batch]:
+        """The batches this survey completes (usually none)."""
         campaign = survey.decision.campaign
         key = (campaign.id, campaign.delay)
-        entry = self._open.get(key)
-        if entry is None:
-            entry = self._open[key] = (Batch(campaign.id, campaign.delay), set(), [])
-        batch, emails, waiting = entry
-        if survey.email_key in emails:
-            waiting.append(survey)
-            return []
-        batch.surveys.append(survey)
-        emails.add(survey.email_key)
-        if len(batch.surveys) < self.size:
-            return []
-        return self._seal(key)
+        filling = self._filling.get(key)
+        if filling is None:
+            filling = self._filling[key] = _Filling(campaign.id, campaign.delay)
+        filling.place(survey, self.size)
+        return self._take(key, everything=False)
 
     def seal_all(self) -> list[Batch]:
+        """Every batch, full or not, and every survey still waiting."""
         sealed = []
-        for key in list(self._open):
-            sealed.extend(self._seal(key, everything=True))
+        for key in list(self._filling):
+            sealed += self._take(key, everything=True)
         return sealed
 
-    def _seal(self, key, everything: bool = False) -> list[Batch]:
-        batch, _, waiting = self._open.pop(key)
-        sealed = [batch]
-        for survey in waiting:
-            sealed.extend(self.add(survey))
-        if everything and key in self._open:
-            sealed.extend(self._seal(key, everything=True))
-        return sealed
+    def _take(self, key: tuple, everything: bool) -> list[Batch]:
+        taken = []
+        filling = self._filling[key]
+        while filling.batch.surveys and (everything or len(filling.batch.surveys) >= self.size):
+            taken.append(filling.batch)
+            waiting = filling.waiting
+            filling = self._filling[key] = _Filling(filling.batch.campaign, filling.batch.delay)
+            for survey in waiting:
+                filling.place(survey, self.size)
+        if not filling.batch.surveys:
+            del self._filling[key]
+        return taken
 
 
 class RateLimiter:

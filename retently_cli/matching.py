@@ -22,6 +22,8 @@ NO_CAMPAIGN = "no_campaign"
 DUPLICATE = "duplicate"
 MISSING_EMAIL = "missing_email"
 INVALID_EMAIL = "invalid_email"
+TOO_DEEP = "too_deeply_nested"
+_DEEP = "nested too deeply to be read or written back"
 
 # Where else an email commonly sits on a Track call (segment-inputs.md).
 OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
@@ -81,9 +83,12 @@ class Matcher:
             return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
 
         email, reason, detail = self.find_email(event)
-        # The event's identity, as the ledger knows it: the messageId, else its content (an
-        # empty messageId identifies nothing).
-        identity = message_id or event_key(event)
+        try:
+            # The event's identity, as the ledger knows it: the messageId, else its content
+            # (an empty messageId identifies nothing).
+            identity = message_id or event_key(event)
+        except (RecursionError, orjson.JSONEncodeError):
+            return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
         if identity in self._surveyed_ids:
             reason = DUPLICATE
             detail = f"{'messageId' if message_id else 'the same event'} seen earlier in this run"
@@ -93,9 +98,15 @@ class Matcher:
             return [Decision(name, message_id, c, email, reason, detail) for c in campaigns]
 
         properties = event.get("properties")
-        subscriber, notes = build_subscriber(
-            email, properties if isinstance(properties, dict) else {}, self._exclude, self._types
-        )
+        try:
+            subscriber, notes = build_subscriber(
+                email,
+                properties if isinstance(properties, dict) else {},
+                self._exclude,
+                self._types,
+            )
+        except RecursionError:
+            return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
         detail = "; ".join(notes) if notes else None
         return [Decision(name, message_id, c, email, None, detail, subscriber) for c in campaigns]
 

@@ -35,8 +35,10 @@ UNREADABLE = "unreadable"
 CORRUPT_GZIP = "corrupt_gzip"
 TOO_DEEP = "too_deeply_nested"
 
-# No Segment message comes near this; deeper ones could not be written back out (orjson stops
-# at 255 levels) or walked without exhausting Python's recursion limit.
+# Documents (read whole, with the stdlib parser) nested deeper are refused: no Segment message
+# comes near this, and deeper ones could not be written back out (orjson stops at 255 levels).
+# NDJSON lines are not walked for this, which would cost every event; the engine guards the
+# few places that walk or serialise a matched event.
 MAX_DEPTH = 64
 
 _BOM = b"\xef\xbb\xbf"
@@ -339,8 +341,6 @@ def _read_ndjson(lines: Iterator[bytes], number: int, stats: ReadStats):
                 continue
             message = _bad_line(line, exc)
         stats.lines += 1
-        if line.count(b"{") + line.count(b"[") > MAX_DEPTH and _too_deep(message):
-            message = BadInput(TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
         if type(message) is dict:
             if "batch" in message:
                 for item in _batch_items(message):
@@ -358,9 +358,6 @@ def _parse_line(number: int, line: bytes) -> Iterator[tuple[int, dict | BadInput
         message = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         yield number, _bad_line(line, exc)
-        return
-    if _too_deep(message):
-        yield number, BadInput(TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
         return
     if isinstance(message, dict):
         if "batch" in message:

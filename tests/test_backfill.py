@@ -336,3 +336,16 @@ def test_a_key_no_header_can_carry_is_refused_before_anything_is_read(setup, mon
     assert result.exit_code == 2 and result.stdout == ""
     assert "has characters an API key cannot have" in result.stderr
     assert "Traceback" not in result.stderr and key not in result.stderr
+
+
+def test_a_failed_event_too_deep_to_copy_still_gets_a_dead_letter_line(setup, fake):
+    fake.refused_emails = {"u1@example.com"}
+    # a context 300 levels deep: deeper than JSON writers go (orjson stops at 255)
+    line = orjson.dumps(event(1, name="Ticket Closed"))[:-1]
+    line += b',"context":' + b'{"x":' + b'{"a":' * 300 + b"{}" + b"}" * 301 + b"}\n"
+    dead = setup / "failed.ndjson"
+    result = send(setup, "--failed", str(dead), "-", input=line)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    [written] = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
+    assert written["messageId"] == "m1" and written["_retently"]["reason"] == "rejected"
+    assert "too deeply nested" in written["_retently"]["note"]

@@ -162,3 +162,15 @@ def test_the_table_stops_at_max_rows_and_says_so_while_every_record_is_still_cou
     assert any(line.split() == ["dry_run", "30"] for line in result.stderr.splitlines())
     everything = send("--max-rows", "10", "--all-rows", "-", input=many)
     assert len([ln for ln in everything.stderr.splitlines() if ln.startswith("-:")]) == 30
+
+
+def test_a_matched_event_nested_absurdly_deep_is_reported_and_the_run_goes_on():
+    deep_properties = '{"email":"ann@example.com","x":' + '{"a":' * 1000 + "1" + "}" * 1000 + "}"
+    deep = (
+        '{"type":"track","event":"Onboarding Finished","messageId":"deep","properties":'
+        + deep_properties + "}\n"
+    ).encode()  # fmt: skip
+    result = send("-o", "ndjson", "-", input=deep + ndjson(track(event="Onboarding Finished")))
+    got = [(r["line"], r["outcome"], r["reason"]) for r in records(result.stdout)]
+    assert got == [(1, "skipped", "too_deeply_nested"), (2, "dry_run", None)]
+    assert "Traceback" not in result.stderr

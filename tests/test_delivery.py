@@ -372,3 +372,17 @@ def test_a_ledger_that_cannot_record_a_delivery_never_turns_it_into_a_failure(tm
     assert all(o.sent for o in outcomes)
     assert "the next run lists it as uncertain" in outcomes[0].detail
     assert ledger.state("m0", CSAT) == "pending"  # so the next run will not resend it
+
+
+def test_batches_never_exceed_the_size_even_when_repeats_pile_up():
+    batcher = Batcher(3)
+    items = surveys(7, email="same@example.com") + surveys(7, email="u{i}@example.com")
+    for n, item in enumerate(items):
+        item.decision.message_id = f"x{n}"
+    sealed = [b for item in items for b in batcher.add(item)] + batcher.seal_all()
+    assert all(len(b.surveys) <= 3 for b in sealed)
+    assert all(len({s.email_key for s in b.surveys}) == len(b.surveys) for b in sealed)
+    assert sorted(s.decision.message_id for b in sealed for s in b.surveys) == sorted(
+        f"x{n}" for n in range(14)
+    )
+    assert batcher.seal_all() == []
