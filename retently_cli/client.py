@@ -13,8 +13,8 @@ import httpx
 
 from retently_cli import __version__
 from retently_cli.config import check_base_url
+from retently_cli.matching import SURVEY_PATH
 
-SURVEY_PATH = "/api/v2/survey"
 CAMPAIGNS_PATH = "/api/v2/campaigns"
 PING_PATH = "/api/v2/ping"
 

@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 
 from retently_cli.client import Answer, RetentlyClient
 from retently_cli.ledger import Ledger
-from retently_cli.matching import Decision, survey_body
+from retently_cli.matching import SURVEY_PATH, Decision, survey_body
 
 # Failure reasons, as they appear in the report.
 REJECTED = "rejected"  # a 4xx (or 501), or a per-email "failed" result
@@ -318,7 +318,7 @@ class Sender:
             return
         status = answer.status if answer.status is not None else answer.error
         line = (
-            f"POST /api/v2/survey {status} {answer.latency * 1000:.0f} ms "
+            f"POST {SURVEY_PATH} {status} {answer.latency * 1000:.0f} ms "
             f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
         )
         if self._log_bodies:

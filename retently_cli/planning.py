@@ -22,6 +22,7 @@ ONCE_PER_EMAIL = "once_per_email"
 LIMIT = "limit"
 
 _DAY = 86_400.0
+_UNKNOWN = object()  # an event time not parsed yet
 
 
 @dataclass
@@ -49,17 +50,30 @@ class Planner:
     planned: int = 0  # surveys let through, for --limit
     _recent: dict = field(default_factory=dict)  # (campaign, email) -> event times this run
     _message: dict | None = None
-    _key: str = ""
-    _when: float | None = None
+    _key: str | None = None
+    _when: object = None
 
     def identity(self, message: dict) -> tuple[str, float | None]:
-        """The message's ledger key and event time (epoch seconds), computed once per message."""
-        if message is not self._message:
-            when = event_time(message)
-            self._message = message
+        """The message's ledger key and event time (epoch seconds)."""
+        return self.key_of(message), self.time_of(message)
+
+    def key_of(self, message: dict) -> str:
+        self._remember(message)
+        if self._key is None:
             self._key = event_key(message)
+        return self._key
+
+    def time_of(self, message: dict) -> float | None:
+        """Parsed only when a filter, a window or a delivery needs it, once per message."""
+        self._remember(message)
+        if self._when is _UNKNOWN:
+            when = event_time(message)
             self._when = when.timestamp() if when is not None else None
-        return self._key, self._when
+        return self._when
+
+    def _remember(self, message: dict) -> None:
+        if message is not self._message:
+            self._message, self._key, self._when = message, None, _UNKNOWN
 
     def check(self, message: dict, d: Decision) -> Verdict | None:
         """None when the decision is to be surveyed; otherwise why not."""
@@ -68,8 +82,8 @@ class Planner:
             return Verdict(SKIPPED, FILTERED, "--event does not name this event")
         if f.campaigns and d.campaign.id not in f.campaigns:
             return Verdict(SKIPPED, FILTERED, "--campaign does not name this campaign")
-        key, when = self.identity(message)
         if f.since is not None or f.until is not None:
+            when = self.time_of(message)
             if when is None:
                 return Verdict(SKIPPED, FILTERED, "no readable timestamp for --since/--until")
             if f.since is not None and when < f.since.timestamp():
@@ -77,7 +91,7 @@ class Planner:
             if f.until is not None and when >= f.until.timestamp():
                 return Verdict(SKIPPED, FILTERED, "not before --until")
         if self.ledger is not None:
-            state = self.ledger.state(key, d.campaign.id)
+            state = self.ledger.state(self.key_of(message), d.campaign.id)
             if state == SENT:
                 return Verdict(SKIPPED, ALREADY_SENT, "the ledger has it delivered")
             if state in (PENDING, UNCERTAIN) and not self.retry_uncertain:
@@ -89,7 +103,8 @@ class Planner:
                 )
         window = d.campaign.once_per_email
         if window:
-            verdict = self._once_per_email(d, key, when, window)
+            when = self.time_of(message)
+            verdict = self._once_per_email(d, self.key_of(message), when, window)
             if verdict is not None:
                 return verdict
         if f.limit is not None and self.planned >= f.limit:

@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from retently_cli.matching import DUPLICATE, INVALID_EMAIL, MISSING_EMAIL, Decision, survey_body
+from retently_cli.matching import (
+    DUPLICATE,
+    INVALID_EMAIL,
+    MISSING_EMAIL,
+    SURVEY_PATH,
+    Decision,
+    survey_body,
+)
 from retently_cli.readers import BadInput, ReadStats
 
 DRY_RUN = "dry_run"
@@ -24,7 +31,6 @@ UNCERTAIN = "uncertain"  # sent, but whether it arrived is unknown: never resent
 FAILED = "failed"
 SKIPPED = "skipped"
 
-SURVEY_PATH = "/api/v2/survey"
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
