@@ -43,7 +43,10 @@ def parse_time(text: str) -> datetime | None:
         if hours > 23 or minutes > 59:
             return None
         offset = timedelta(hours=hours, minutes=minutes)
-        when = when - offset if zone[0] == "+" else when + offset
+        try:
+            when = when - offset if zone[0] == "+" else when + offset
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past the last instant Python holds
+            return None
     return when
 
 
