@@ -84,14 +84,13 @@ class Matcher:
 
         email, reason, detail = self.find_email(event)
         try:
-            # The event's identity, as the ledger knows it: the messageId, else its content
-            # (an empty messageId identifies nothing).
-            identity = message_id or event_key(event)
+            identity = event_key(event)
         except (RecursionError, orjson.JSONEncodeError):
             return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
         if identity in self._surveyed_ids:
             reason = DUPLICATE
-            detail = f"{'messageId' if message_id else 'the same event'} seen earlier in this run"
+            by_id = _message_id_key(event.get("messageId")) is not None
+            detail = f"{'messageId' if by_id else 'the same event'} seen earlier in this run"
         else:
             self._surveyed_ids.add(identity)
         if reason is not None:
@@ -138,13 +137,40 @@ class Matcher:
 
 
 def event_key(message: dict) -> str:
-    """The event's identity: its messageId, else a stable hash of its canonical JSON."""
+    """The event's identity, the same in the run's memory and in the ledger: its messageId,
+    else a stable hash of its canonical JSON (an empty or null messageId identifies nothing)."""
+    key = _message_id_key(message.get("messageId"))
+    return key if key is not None else content_key(message)
+
+
+def legacy_event_key(message: dict) -> str | None:
+    """The key versions before 0.2 gave events whose messageId is a float, a boolean, an array
+    or an object (they hashed the content), for looking up what those versions recorded."""
     message_id = message.get("messageId")
-    if isinstance(message_id, str | int) and not isinstance(message_id, bool) and message_id != "":
-        return str(message_id)
+    if isinstance(message_id, bool) or not isinstance(message_id, str | int):
+        if _message_id_key(message_id) is not None:
+            return content_key(message)
+    return None
+
+
+def content_key(message: dict) -> str:
     canonical = {k: v for k, v in message.items() if k != "_retently"}
     digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"sha256:{digest}"
+
+
+def _message_id_key(message_id) -> str | None:
+    if isinstance(message_id, str):
+        return message_id or None
+    if isinstance(message_id, bool):
+        return "true" if message_id else "false"
+    if isinstance(message_id, int):
+        return str(message_id)
+    if isinstance(message_id, float):  # 12.0 is the messageId 12, as JSON means it
+        return str(int(message_id)) if message_id.is_integer() else repr(message_id)
+    if isinstance(message_id, list | dict) and message_id:
+        return "json:" + orjson.dumps(message_id, option=orjson.OPT_SORT_KEYS).decode()
+    return None
 
 
 def is_track(message: dict) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from retently_cli.ledger import PENDING, SENT, UNCERTAIN, Ledger, event_key
-from retently_cli.matching import Decision
+from retently_cli.matching import Decision, legacy_event_key
 from retently_cli.timeparse import event_time
 
 # Outcomes and reasons the planner gives (see the README).
@@ -92,6 +92,10 @@ class Planner:
                 return Verdict(SKIPPED, FILTERED, "not before --until")
         if self.ledger is not None:
             state = self.ledger.state(self.key_of(message), d.campaign.id)
+            if state is None:
+                legacy = legacy_event_key(message)
+                if legacy is not None:
+                    state = self.ledger.state(legacy, d.campaign.id)
             if state == SENT:
                 return Verdict(SKIPPED, ALREADY_SENT, "the ledger has it delivered")
             if state in (PENDING, UNCERTAIN) and not self.retry_uncertain:
