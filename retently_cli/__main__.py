@@ -1,4 +1,4 @@
-from retently_cli.cli import main
+from retently_cli.launch import main
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,6 @@ from retently_cli.cli_common import (
     exit_if_key_refused,
     fail,
     load_or_exit,
-    quiet_broken_pipe,
     stderr_console,
     verbosity_options,
 )
@@ -38,23 +37,44 @@ from retently_cli.config import (
     find_config,
 )
 from retently_cli.deadletters import DeadLetters
-from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender, call_with_retries
+from retently_cli.delivery import (
+    NOT_SENT,
+    Dispatcher,
+    RateLimiter,
+    RetryPolicy,
+    Sender,
+    call_with_retries,
+)
 from retently_cli.ledger import Ledger, LedgerBusy, default_ledger_path
 from retently_cli.matching import Matcher
+from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
 from retently_cli.preview_cli import coverage, diff, init
 from retently_cli.progress import SendProgress
-from retently_cli.readers import expand_paths
+from retently_cli.readers import STDIN_NAME, expand_paths
 from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     EXIT_UNAUTHORIZED,
+    EXIT_USAGE,
+    FAILED,
     Report,
 )
 from retently_cli.run import SendJob
 
 
-@click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
+class _Commands(click.Group):
+    def invoke(self, ctx):
+        """Ctrl-C outside a send's own handling (loading the config, say) exits 130, where
+        click would print "Aborted!" and exit 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\nretently: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=_Commands, context_settings=CONTEXT, epilog=EXIT_CODES)
 @click.version_option(__version__, "--version", prog_name="retently")
 def cli():
     """Replay Segment Track events into Retently transactional surveys.
@@ -196,14 +216,30 @@ def send(
     if verbose:
         console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
     base_url = base_url_in_use(console, config)
+    ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
+    paths_check = check_output_paths(
+        {"--report": report_path, "--failed": failed_path},
+        [s.name for s in sources if s.name != STDIN_NAME],
+        [p for p in paths if p != STDIN_NAME and Path(p).is_dir()],
+        ledger_where,
+    )
+    if paths_check.problems:
+        fail(console, paths_check.problems)
+    for warning in paths_check.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose, quiet)
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
-    streams = [sys.stdout.buffer] if output == "ndjson" else []
-    report_file = _open_output(console, report_path)
+
+    def output_failed(out: Output) -> None:
+        job.halt(out.describe_error())
+
+    stdout = Output("stdout", sys.stdout.buffer, output_failed)
+    streams = [stdout] if output == "ndjson" else []
+    report_file = _open_output(console, report_path, stdout, output_failed)
     if report_file is not None and report_file not in streams:
         streams.append(report_file)
     report = Report(
@@ -214,7 +250,10 @@ def send(
         quiet=quiet,
         max_rows=max_rows,
     )
-    failed_file = _open_output(console, failed_path)
+    if "--failed" in paths_check.replaced:
+        failed_file = ReplacingOutput(Path(failed_path), output_failed)
+    else:
+        failed_file = _open_output(console, failed_path, stdout, output_failed)
     dead_letters = DeadLetters(failed_file) if failed_file is not None else None
     planner = Planner(
         Filters(since, until, frozenset(events), frozenset(campaigns), limit),
@@ -229,28 +268,38 @@ def send(
         if verbose > 1:
             console.print(Text(f"reading {source.name}", style="dim"))
 
-    interrupted, clean = False, True
+    interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    with _progress(console, job, report, sources, dry_run, quiet) as progress:
-        job.on_progress = progress.update
-        try:
-            job.read(sources, on_source)
-            job.finish()
-        except KeyboardInterrupt:
-            interrupted = True
-            clean = _stop_after_interrupt(console, job, grace, streams)
-        except BrokenPipeError:
-            quiet_broken_pipe()
-    signal.signal(signal.SIGTERM, previous)
+    try:
+        with _progress(console, job, report, sources, dry_run, quiet) as progress:
+            job.on_progress = progress.update
+            try:
+                job.read(sources, on_source)
+                if job.halted_by is None:
+                    job.finish()
+                else:
+                    clean = job.stop(grace)
+            except KeyboardInterrupt:
+                interrupted = True
+                clean = _stop_after_interrupt(console, job, grace, streams)
+            except Exception as exc:  # settle what was sent before anything else
+                failure = exc
+                clean = _stop_after_failure(console, job, grace, streams)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     try:
         report.summary(job.stats, interrupted, job.read_complete)
-    except BrokenPipeError:
-        quiet_broken_pipe()
-    if dead_letters is not None and dead_letters.count and not quiet:
-        console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
-    code = EXIT_INTERRUPTED if interrupted else report.exit_code()
+        _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
+        if dead_letters is not None and dead_letters.count and not quiet:
+            console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
+        if isinstance(failed_file, ReplacingOutput):
+            kept = failed_file.finish(input_read=job.read_complete)
+            if kept:
+                console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
+    except OSError:  # stderr itself is gone: the exit code still tells
+        pass
+    code = _exit_code(report, job, dispatcher, interrupted, failure)
     if dispatcher is not None and dispatcher.sender.unauthorized:
-        code = EXIT_UNAUTHORIZED
         console.print(
             Text("retently: Retently refused the API key (401/403): nothing more was sent. "
                  "Check the key."),
@@ -260,10 +309,13 @@ def send(
         _flush_all(streams)
         os._exit(code)
     for opened in (report_file, failed_file):
-        if opened is not None and opened is not sys.stdout.buffer:
+        if opened is not None and opened is not stdout:
             opened.close()
+    stdout.flush()
     if ledger is not None:
         ledger.close()
+    if stdout.error is not None:
+        _quiet_stdout()
     sys.exit(code)
 
 
@@ -272,15 +324,66 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _open_output(console, path):
+def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
     if path is None:
         return None
     if path == "-":
-        return sys.stdout.buffer
+        return stdout
     try:
-        return open(path, "wb")
+        return Output(path, open(path, "wb"), on_failure)
     except OSError as exc:
         fail(console, [f"{path}: cannot write it ({exc.strerror})"])
+
+
+def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -> bool:
+    """An unexpected error: stop reading, and still give requests in flight their answer."""
+    try:
+        return job.stop(grace)
+    except KeyboardInterrupt:
+        console.print(Text("interrupted: quitting now"))
+        _flush_all(streams)
+        os._exit(EXIT_INTERRUPTED)
+    except Exception:
+        return False
+
+
+def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) -> None:
+    reason = None
+    if failure is not None and isinstance(failure, sqlite3.Error):
+        reason = f"ledger {ledger_where}: {failure}"
+    elif failure is not None:
+        reason = f"internal error ({type(failure).__name__}: {failure})"
+        if verbose > 1:
+            console.print_exception()
+    elif job.halted_by is not None:
+        reason = job.halted_by
+    if reason is None:
+        return
+    not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
+    then = f"; {not_sent:,} surveys not sent" if not_sent else ""
+    console.print(
+        Text(f"retently: {reason}; stopped reading{then}. Re-run the same command to resume."),
+        soft_wrap=True,
+    )
+
+
+def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if dispatcher is not None and dispatcher.sender.unauthorized:
+        return EXIT_UNAUTHORIZED
+    if isinstance(failure, sqlite3.Error):
+        return EXIT_USAGE
+    if failure is not None or job.halted_by is not None:
+        return max(report.exit_code(), EXIT_PROBLEMS)
+    return report.exit_code()
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away: point it at /dev/null so that the interpreter's own
+    flush at exit does not print a BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | None:
@@ -511,4 +614,6 @@ cli.add_command(init)
 
 
 def main():
-    cli(prog_name="retently")
+    from retently_cli.launch import main as launch
+
+    launch()

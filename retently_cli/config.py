@@ -177,7 +177,12 @@ def parse_config(text: str, name: str = "<config>", path: Path | None = None) ->
             parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
             problem = ", ".join(p for p in parts if p) or str(exc)
         raise ConfigError([f"{where}: not valid YAML: {_redact_key(problem, text)}"]) from None
-    return _Validator(name).config(root, path)
+    except RecursionError:
+        raise ConfigError([f"{name}: nested too deeply to be a retently config"]) from None
+    try:
+        return _Validator(name).config(root, path)
+    except RecursionError:
+        raise ConfigError([f"{name}: nested too deeply to be a retently config"]) from None
 
 
 def _redact_key(message: str, text: str) -> str:

@@ -44,10 +44,19 @@ class SendJob:
         self._idle_since = 0.0
         self._unreported: dict[int, Survey] = {}  # handed to the dispatcher, no outcome yet
         self.read_complete = False
+        self.halted_by: str | None = None
+
+    def halt(self, why: str) -> None:
+        """Stop reading at the next event (an output can no longer be written): what was
+        read is still delivered or accounted for by ``stop``."""
+        if self.halted_by is None:
+            self.halted_by = why
 
     @property
     def stopped(self) -> bool:
-        return self.dispatcher is not None and self.dispatcher.sender.stop.is_set()
+        return self.halted_by is not None or (
+            self.dispatcher is not None and self.dispatcher.sender.stop.is_set()
+        )
 
     def read(self, sources: list[Source], on_source: Callable[[Source], None] = lambda s: None):
         report, decide, check = self.report, self.matcher.decide, self.planner.check
@@ -55,6 +64,8 @@ class SendJob:
             on_source(source)
             name = source.name
             for line, item in read_source(source, self.stats, self._idle):
+                if self.stopped:
+                    return
                 if type(item) is BadInput:
                     report.bad_input(name, line, item)
                     continue
@@ -77,8 +88,8 @@ class SendJob:
                         key, when = self.planner.identity(item)
                         survey = Survey(name, line, decision, item, key, when)
                         self._submit(self.batcher.add(survey))
-                if self.stopped:
-                    return
+            if self.stopped:
+                return
         self.read_complete = True
 
     def finish(self) -> None:

@@ -1,0 +1,151 @@
+"""Where a send writes: stdout, the ``--report`` file and the ``--failed`` file.
+
+A write that fails (the reader of a pipe went away, a full disk, a file-size limit) must not
+abandon the surveys in flight: the destination is dropped, the failure remembered and the run
+told to stop reading; it then still waits for its requests, settles them in the ledger and
+prints its summary. Output paths are checked against the inputs and the ledger before anything
+is opened for writing, so no run destroys what it is about to read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Output:
+    """A binary stream that never raises on write: the first failure is kept in ``error``
+    and reported through ``on_failure``; later writes are dropped."""
+
+    def __init__(self, name: str, stream, on_failure: Callable[[Output], None] = lambda o: None):
+        self.name = name
+        self.stream = stream
+        self.error: OSError | None = None
+        self.on_failure = on_failure
+
+    def write(self, data: bytes) -> None:
+        if self.error is None:
+            try:
+                self.stream.write(data)
+            except (OSError, ValueError) as exc:
+                self._failed(exc)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self._failed(exc)
+
+    def close(self) -> None:
+        if self.stream is sys.stdout.buffer:
+            self.flush()
+            return
+        try:
+            self.stream.close()
+        except (OSError, ValueError) as exc:
+            if self.error is None:
+                self._failed(exc)
+
+    def describe_error(self) -> str:
+        exc = self.error
+        if isinstance(exc, BrokenPipeError) and self.name == "stdout":
+            return "stdout was closed by the program reading it"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot write {self.name}: {reason}"
+
+    def _failed(self, exc: Exception) -> None:
+        self.error = exc if isinstance(exc, OSError) else OSError(str(exc))
+        self.on_failure(self)
+
+
+class ReplacingOutput(Output):
+    """A file that is also an input (``--failed F`` fed back as ``F``): written beside it and
+    moved over it at the end, and only once the run has read the old one to the end; otherwise
+    the old file stays and the new one is kept beside it."""
+
+    def __init__(self, path: Path, on_failure: Callable[[Output], None] = lambda o: None):
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+        super().__init__(str(path), os.fdopen(fd, "wb"), on_failure)
+        self.path, self.temp = path, Path(temp)
+
+    def finish(self, input_read: bool) -> str | None:
+        """Closes and moves into place; a sentence for the user when the old file is kept."""
+        self.close()
+        if input_read and self.error is None:
+            os.replace(self.temp, self.path)
+            return None
+        kept = self.path.with_name(self.path.name + ".new")
+        os.replace(self.temp, kept)
+        return (
+            f"{self.path} was not read to the end, so it is left as it was; this run's "
+            f"entries are in {kept}"
+        )
+
+
+@dataclass
+class PathCheck:
+    """What is wrong (refused, exit 2) or worth a word (warned) about the output paths."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    replaced: set[str] = field(default_factory=set)  # output options written beside, then moved
+
+
+def check_output_paths(
+    outputs: dict[str, str | None],
+    inputs: list[str],
+    folders: list[str],
+    ledger: Path | None,
+) -> PathCheck:
+    """``outputs`` maps an option (``--report``) to its path. An output that is also an input
+    is refused, except ``--failed``, which is replaced at the end (the retry workflow); one
+    that is the ledger, or the same file as another output, is refused; one inside an input
+    folder is warned about (a later run over that folder reads it)."""
+    check = PathCheck()
+    input_ids = {_identity(Path(p)): p for p in inputs}
+    seen: dict[object, str] = {}
+    for option, raw in outputs.items():
+        if raw is None or raw == "-":
+            continue
+        path = Path(raw)
+        ident = _identity(path)
+        if ledger is not None and ident == _identity(ledger):
+            check.problems.append(f"{option} {raw}: that is the ledger; write it elsewhere")
+            continue
+        if ident in seen:
+            check.problems.append(f"{option} {raw}: {seen[ident]} writes the same file")
+            continue
+        seen[ident] = option
+        if ident in input_ids:
+            if option == "--failed":
+                check.replaced.add(option)
+            else:
+                check.problems.append(
+                    f"{option} {raw}: it is also an input ({input_ids[ident]}); "
+                    "writing it would destroy it before it is read"
+                )
+            continue
+        parent = path.resolve().parent
+        for folder in folders:
+            if parent.is_relative_to(Path(folder).resolve()):
+                check.warnings.append(
+                    f"{option} {raw} is inside the input folder {folder}: a later run over "
+                    "that folder reads it (its records are recognised and not surveyed)"
+                )
+                break
+    return check
+
+
+def _identity(path: Path):
+    """The file itself where it exists (a symlink or another spelling is the same file),
+    else its resolved path."""
+    try:
+        info = path.stat()
+        return ("inode", info.st_dev, info.st_ino)
+    except OSError:
+        return ("path", str(path.resolve()))
