@@ -23,7 +23,9 @@ DUPLICATE = "duplicate"
 MISSING_EMAIL = "missing_email"
 INVALID_EMAIL = "invalid_email"
 TOO_DEEP = "too_deeply_nested"
+RETENTLY_RECORD = "retently_record"  # a line of our own report or dry-run output, read back
 _DEEP = "nested too deeply to be read or written back"
+_OWN_RECORD = "a record written by retently (a report or dry-run output), not an event"
 
 # Where else an email commonly sits on a Track call (segment-inputs.md).
 OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
@@ -66,6 +68,8 @@ class Matcher:
         message_id = event.get("messageId")
         if message_id is not None and not isinstance(message_id, str):
             message_id = str(message_id)
+        if "outcome" in event and "source" in event and "type" not in event:
+            return [Decision(None, None, None, None, RETENTLY_RECORD, _OWN_RECORD)]
         if not is_track(event):
             kind = event.get("type")
             label = name if isinstance(name, str) else None

@@ -196,6 +196,14 @@ class Report:
             detail=outcome.detail,
         )
 
+    def warn(self, text: str) -> None:
+        """A warning about the input, on stderr between table rows, not in the records."""
+        if self.quiet:
+            return
+        if self._rows:
+            self._print_rows()
+        self.console.print(Text(f"warning: {text}", style="yellow"), soft_wrap=True)
+
     # -- writing ----------------------------------------------------------------------------
 
     def flush(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
-from retently_cli.matching import Matcher
+from retently_cli.matching import RETENTLY_RECORD, Matcher
 from retently_cli.planning import UNCERTAIN_OUTCOME, Planner
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.report import SKIPPED, Report
@@ -45,6 +45,7 @@ class SendJob:
         self._unreported: dict[int, Survey] = {}  # handed to the dispatcher, no outcome yet
         self.read_complete = False
         self.halted_by: str | None = None
+        self._own_record_sources: set[str] = set()
 
     def halt(self, why: str) -> None:
         """Stop reading at the next event (an output can no longer be written): what was
@@ -73,6 +74,8 @@ class SendJob:
                 for decision in decide(item):
                     if decision.reason is not None:
                         report.decision(name, line, decision, SKIPPED)
+                        if decision.reason == RETENTLY_RECORD:
+                            self._own_records_in(name)
                         continue
                     verdict = check(item, decision)
                     if verdict is not None:
@@ -128,6 +131,14 @@ class SendJob:
             detail = "still unanswered when the run stopped: it may have been delivered"
             self._record(Outcome(survey, False, None, 0, IN_FLIGHT, detail))
         return not stragglers and not any(outcome.reason == IN_FLIGHT for outcome in left)
+
+    def _own_records_in(self, source: str) -> None:
+        if source not in self._own_record_sources:
+            self._own_record_sources.add(source)
+            self.report.warn(
+                f"{source}: holds records written by retently (a report or dry-run output), "
+                "not events: none of them is surveyed"
+            )
 
     def _submit(self, batches) -> None:
         batches = list(batches)

@@ -1,6 +1,7 @@
 """Issue 8: what adversarial runs found in `send` itself: crashes that stopped a backfill for
 good, outputs that destroyed their own inputs, the tool reading its own records back."""
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from conftest import CSAT, EXAMPLE_CONFIG, NPS, ndjson, records, track
@@ -95,3 +96,85 @@ def test_what_an_older_version_recorded_under_the_content_hash_still_counts(fake
     result = send("--ledger", str(path), "-o", "ndjson", "-", input=ndjson(message))
     assert {r["reason"] for r in records(result.stdout)} == {"already_sent"}
     assert fake_env.survey_count() == 0
+
+
+# 3. An output that is also an input --------------------------------------------------------
+
+
+def ticket(i):
+    return track("Support Ticket Closed", message_id=f"t{i}", email=f"u{i}@example.com")
+
+
+def test_dead_letters_fed_back_under_the_same_name_are_read_whole(fake_env, tmp_path):
+    fake_env.refused_emails = {"u1@example.com", "u2@example.com", "u3@example.com"}
+    dead = tmp_path / "failed.ndjson"
+    first = send("--failed", str(dead), "-", input=ndjson(*(ticket(i) for i in range(5))))
+    assert first.exit_code == 1
+    assert len(dead.read_bytes().splitlines()) == 3
+    fake_env.refused_emails = {"u3@example.com"}  # two of three fixed
+    retry = send("--failed", str(dead), "-o", "ndjson", str(dead))
+    got = records(retry.stdout)
+    assert sorted((r["message_id"], r["outcome"]) for r in got) == [
+        ("t1", "sent"), ("t2", "sent"), ("t3", "failed")
+    ]  # fmt: skip
+    left = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert [m["messageId"] for m in left] == ["t3"]
+    assert not list(tmp_path.glob(".failed.ndjson.*"))  # no temporary file left behind
+    assert fake_env.survey_count() == 4
+
+
+def test_a_report_over_an_input_is_refused_before_anything_is_written(fake_env, tmp_path):
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(ndjson(ticket(1)))
+    alias = tmp_path / "alias.ndjson"
+    alias.symlink_to(events)
+    for args in (["--report", str(events)], ["--report", str(alias)], ["-n", "--failed",
+                 str(tmp_path / "x"), "--report", str(tmp_path / "x")]):  # fmt: skip
+        result = send(*args, str(events))
+        assert result.exit_code == 2, (args, result.stderr)
+        assert events.read_bytes() == ndjson(ticket(1))
+    assert "also an input" in send("--report", str(alias), str(events)).stderr
+    assert fake_env.survey_count() == 0
+
+
+def test_an_output_over_the_ledger_is_refused(fake_env, tmp_path):
+    ledger = tmp_path / "ledger.sqlite3"
+    send("--ledger", str(ledger), "-", input=ndjson(ticket(1)))
+    before = ledger.read_bytes()
+    for option in ("--report", "--failed"):
+        result = send("--ledger", str(ledger), option, str(ledger), "-", input=ndjson(ticket(2)))
+        assert result.exit_code == 2 and "ledger" in result.stderr
+    assert ledger.read_bytes() == before and fake_env.survey_count() == 1
+
+
+# 4. The tool's own records are not events ----------------------------------------------------
+
+
+def test_a_report_read_back_as_input_surveys_nobody(fake_env, tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "events.ndjson").write_bytes(ndjson(*(ticket(i) for i in range(3))))
+    config = tmp_path / "wide.yaml"  # an email path that a report record also has
+    config.write_text(
+        'campaigns:\n  "61ab2c9d8e7f6a0011bc45de": "Support Ticket Closed"\n'
+        "email_paths: [properties.email, email]\n"
+    )
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["send", "-c", str(config), *args])
+
+    first = run("--report", str(folder / "report.ndjson"), str(folder))
+    assert "inside the input folder" in first.stderr
+    dry = run("-n", "-o", "ndjson", "--report", str(tmp_path / "dry.ndjson"), str(folder))
+    (folder / "dry.ndjson").write_bytes((tmp_path / "dry.ndjson").read_bytes())
+    again = run("--no-ledger", "-o", "ndjson", str(folder))
+    got = records(again.stdout)
+    own = [r for r in got if r["source"].endswith(("report.ndjson", "dry.ndjson"))]
+    assert own and {(r["outcome"], r["reason"]) for r in own} == {("skipped", "retently_record")}
+    # one record per line read back, none surveyed: the report's 3, and the dry-run's 6 (it read
+    # the report too, and gave its 3 lines a record each)
+    assert len(own) == 3 + 6
+    assert "report.ndjson" in again.stderr and "written by retently" in again.stderr
+    assert again.stderr.count("written by retently") == 2  # once per file
+    assert fake_env.survey_count() == 3 + 3  # the first run, then the events again (no ledger)
+    assert dry.exit_code == 0
