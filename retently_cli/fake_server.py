@@ -329,6 +329,15 @@ class FakeRetently:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections still being served: a killed client's slow request may yet be recorded."""
+        server = self._server
+        if server is None:
+            return 0
+        with server.conn_lock:
+            return len(server.connections)
+
     def survey_count(self, campaign: str | None = None, email: str | None = None) -> int:
         return sum(
             1
