@@ -52,6 +52,7 @@ from retently_cli.report import (
     Report,
 )
 from retently_cli.run import SendJob
+from retently_cli.visible import visible
 
 
 @click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
@@ -297,7 +298,7 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
         fail(console, [f"ledger {where}: cannot open it ({exc})"])
     if verbose:
         state = "" if ledger is not None else " (none yet: nothing recorded)"
-        console.print(Text(f"ledger: {where}{state}", style="dim"))
+        console.print(Text(f"ledger: {visible(str(where))}{state}", style="dim"))
     return ledger
 
 
@@ -305,8 +306,9 @@ def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispa
     delivery = config.delivery
     client = api_client(console, config, api_key_file, sources, verbose, quiet)
 
-    def log(line: str) -> None:
-        console.print(Text(line, style="dim"), soft_wrap=True)
+    def log(lines: str) -> None:
+        shown = "\n".join(visible(line) for line in lines.split("\n"))
+        console.print(Text(shown, style="dim"), soft_wrap=True)
 
     sender = Sender(
         client,
@@ -397,7 +399,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     if quiet:
         sys.exit(code)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    out.print(Text(f"{config.path}: OK", style="green"))
+    out.print(Text(f"{visible(str(config.path))}: OK", style="green"))
     out.print(Text("campaign -> events", style="bold"))
     campaigns = Table(box=None, pad_edge=False)
     campaigns.add_column("campaign", style="bold")
@@ -406,7 +408,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     for campaign in config.campaigns:
         delay = "campaign's own" if campaign.delay is None else f"{campaign.delay} d"
         campaigns.add_row(
-            Text(campaign.id), delay, Text(", ".join(repr(e) for e in campaign.events))
+            Text(visible(campaign.id)), delay, Text(", ".join(repr(e) for e in campaign.events))
         )
     out.print(campaigns)
     out.print(Text("event -> campaigns", style="bold"))
@@ -414,15 +416,15 @@ def check(config_path, online, api_key_file, verbose, quiet):
     events.add_column("event", style="bold")
     events.add_column("campaigns")
     for name, mapped in sorted(config.campaigns_by_event().items()):
-        events.add_row(Text(repr(name)), Text(", ".join(c.id for c in mapped)))
+        events.add_row(Text(repr(name)), Text(visible(", ".join(c.id for c in mapped))))
     out.print(events)
     paths = ", ".join(config.email_paths)
-    out.print(Text(f"email looked up at: {paths}"))
+    out.print(Text(visible(f"email looked up at: {paths}")))
     if config.exclude:
-        out.print(Text(f"properties excluded: {', '.join(sorted(config.exclude))}"))
+        out.print(Text(visible(f"properties excluded: {', '.join(sorted(config.exclude))}")))
     if config.types:
         forced = ", ".join(f"{k}: {v}" for k, v in sorted(config.types.items()))
-        out.print(Text(f"property types forced: {forced}"))
+        out.print(Text(visible(f"property types forced: {forced}")))
     sys.exit(code)
 
 
@@ -441,11 +443,13 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
     code = 0
     for result in check_campaigns(config, campaigns):
         for problem in result.problems:
-            console.print(Text(f"retently: campaigns.{result.campaign}: {problem}"), soft_wrap=True)
+            console.print(
+                Text(visible(f"retently: campaigns.{result.campaign}: {problem}")), soft_wrap=True
+            )
             code = EXIT_PROBLEMS
         for warning in result.warnings:
             console.print(
-                Text(f"warning: campaigns.{result.campaign}: {warning}", style="yellow"),
+                Text(visible(f"warning: campaigns.{result.campaign}: {warning}"), style="yellow"),
                 soft_wrap=True,
             )
     if code == 0:
@@ -495,11 +499,11 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     mapped = {c.id for c in config.campaigns}
     for c in found:
         table.add_row(
-            Text(str(c.get("id")), style="bold" if str(c.get("id")) in mapped else ""),
-            Text(str(c.get("name", ""))),
-            Text(str(c.get("metric", ""))),
-            Text(str(c.get("type", ""))),
-            Text(str(c.get("channel", ""))),
+            Text(visible(str(c.get("id"))), style="bold" if str(c.get("id")) in mapped else ""),
+            Text(visible(str(c.get("name", "")))),
+            Text(visible(str(c.get("metric", "")))),
+            Text(visible(str(c.get("type", "")))),
+            Text(visible(str(c.get("channel", "")))),
             "yes" if c.get("isActive") else "no",
         )
     out.print(table)

@@ -23,6 +23,7 @@ from retently_cli.config import (
 from retently_cli.readers import STDIN_NAME
 from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
 from retently_cli.timeparse import parse_time
+from retently_cli.visible import visible
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,7 +44,9 @@ def stderr_console() -> Console:
 def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
     for line in lines:
         console.print(
-            Text(f"retently: {line}"), style="red" if console.is_terminal else "", soft_wrap=True
+            Text(f"retently: {visible(line)}"),
+            style="red" if console.is_terminal else "",
+            soft_wrap=True,
         )
     sys.exit(code)
 
@@ -58,7 +61,7 @@ def load_or_exit(console: Console, config_path: str | None, verbose: int) -> Con
             if os.environ.get("RETENTLY_CONFIG")
             else "default"
         )
-        console.print(Text(f"config: {path} ({origin})", style="dim"))
+        console.print(Text(visible(f"config: {path} ({origin})"), style="dim"))
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -126,9 +129,9 @@ def api_client(console, config, api_key_file, sources=(), verbose=0, quiet=False
         fail(console, exc.problems)
     warning = literal_key_warning(config)
     if warning and not quiet:
-        console.print(Text(warning, style="yellow"), soft_wrap=True)
+        console.print(Text(visible(warning), style="yellow"), soft_wrap=True)
     if verbose:
-        console.print(Text(f"API key from {origin}; API at {base_url}", style="dim"))
+        console.print(Text(visible(f"API key from {origin}; API at {base_url}"), style="dim"))
     return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
 
 

@@ -34,6 +34,7 @@ from retently_cli.diffing import Differ
 from retently_cli.matching import is_track
 from retently_cli.readers import BadInput, ReadStats, expand_paths, iter_messages
 from retently_cli.starter import starter_config, transactional
+from retently_cli.visible import visible
 
 PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
 
@@ -151,7 +152,9 @@ def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
         before, after = differ.before[campaign], differ.after[campaign]
         delta = after - before
         style = "green" if delta > 0 else "red" if delta < 0 else "dim"
-        table.add_row(Text(campaign), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style))
+        table.add_row(
+            Text(visible(campaign)), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style)
+        )
     out.print(table)
     if not differ.changed:
         out.print(Text("No change: both configs send the same surveys for these events."))
@@ -163,7 +166,7 @@ def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
             for campaign, count in getattr(entry, kind).most_common():
                 examples = ", ".join(entry.examples.get((kind, campaign), []))
                 line = f"  {sign} {_WHAT[kind]} {campaign}: {count:,} events   e.g. {examples}"
-                out.print(Text(line), soft_wrap=True)
+                out.print(Text(visible(line)), soft_wrap=True)
 
 
 _WHAT = {"removed": "no longer in", "added": "now in", "changed": "sends differently to"}
@@ -231,16 +234,12 @@ def _show_coverage(out: Console, summary: dict) -> None:
         table.add_row(
             Text(repr(row["event"]), style=style),
             f"{row['count']:,}",
-            Text(", ".join(row["campaigns"]) or "-", style=style),
-            Text("; ".join(notes), style="yellow" if notes else ""),
+            Text(visible(", ".join(row["campaigns"])) or "-", style=style),
+            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
         )
     out.print(table)
-    out.print(
-        Text(
-            f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages; "
-            f"email looked up at {', '.join(summary['email_paths'])}"
-        )  # fmt: skip
-    )
+    counts = f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages"
+    out.print(Text(visible(f"{counts}; email looked up at {', '.join(summary['email_paths'])}")))
     if summary["mapped_never_seen"]:
         names = ", ".join(repr(n) for n in summary["mapped_never_seen"])
         out.print(Text(f"mapped but never seen (typos?): {names}", style="yellow"), soft_wrap=True)
@@ -283,7 +282,11 @@ def init(path, logs, force, api_key_file, verbose, quiet):
         found = f", {len(campaigns)} campaigns from the account" if campaigns else ""
         listed = f", {min(len(candidates), 20)} candidate events" if candidates else ""
         console.print(
-            Text(f"wrote {path}{found}{listed}; next: edit it, then `retently check -c {path}`")
+            Text(
+                visible(
+                    f"wrote {path}{found}{listed}; next: edit it, then `retently check -c {path}`"
+                )
+            )
         )
 
 
