@@ -189,7 +189,7 @@ def send(
     Filtered events are reported as skipped, never dropped. See the README.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose)
+    config = load_or_exit(console, config_path, verbose, quiet)
     unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
     if unknown:
         fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
@@ -199,7 +199,7 @@ def send(
     base_url = base_url_in_use(console, config)
     dispatcher = None
     if not dry_run:
-        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose, quiet)
+        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
@@ -302,9 +302,9 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     return ledger
 
 
-def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispatcher:
+def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
     delivery = config.delivery
-    client = api_client(console, config, api_key_file, sources, verbose, quiet)
+    client = api_client(console, config, api_key_file, sources, verbose)
 
     def log(lines: str) -> None:
         shown = "\n".join(visible(line) for line in lines.split("\n"))
@@ -394,7 +394,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     mapped campaign does not exist, 3 when the key is refused.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose)
+    config = load_or_exit(console, config_path, verbose, quiet)
     code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
         sys.exit(code)
@@ -481,9 +481,11 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     console = stderr_console()
     path = find_config(config_path)
     config = (
-        load_or_exit(console, config_path, verbose) if config_path or path.exists() else Config(())
+        load_or_exit(console, config_path, verbose, quiet)
+        if config_path or path.exists()
+        else Config(())
     )
-    with api_client(console, config, api_key_file, verbose=verbose, quiet=quiet) as client:
+    with api_client(console, config, api_key_file, verbose=verbose) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
     exit_if_key_refused(console, answer)
     found = campaigns_from(answer)

@@ -51,7 +51,11 @@ def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
     sys.exit(code)
 
 
-def load_or_exit(console: Console, config_path: str | None, verbose: int) -> Config:
+def load_or_exit(
+    console: Console, config_path: str | None, verbose: int, quiet: bool = False
+) -> Config:
+    """The config, checked; with a warning when it holds a key other users can read, whether
+    or not this command uses the key (the file is exposed all the same)."""
     path = find_config(config_path)
     if verbose:
         origin = (
@@ -63,11 +67,20 @@ def load_or_exit(console: Console, config_path: str | None, verbose: int) -> Con
         )
         console.print(Text(visible(f"config: {path} ({origin})"), style="dim"))
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
             fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
         fail(console, exc.problems)
+    if not quiet:
+        warn_if_key_exposed(console, config)
+    return config
+
+
+def warn_if_key_exposed(console: Console, config: Config) -> None:
+    warning = literal_key_warning(config)
+    if warning:
+        console.print(Text(visible(warning), style="yellow"), soft_wrap=True)
 
 
 class _TimeParam(click.ParamType):
@@ -119,7 +132,7 @@ def base_url_in_use(console, config) -> str:
         fail(console, [f"${BASE_URL_ENV}: {exc}"])
 
 
-def api_client(console, config, api_key_file, sources=(), verbose=0, quiet=False):
+def api_client(console, config, api_key_file, sources=(), verbose=0):
     """An API client with the key and base URL, all checked before anything is read."""
     base_url = base_url_in_use(console, config)
     try:
@@ -127,9 +140,6 @@ def api_client(console, config, api_key_file, sources=(), verbose=0, quiet=False
         key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
     except ConfigError as exc:
         fail(console, exc.problems)
-    warning = literal_key_warning(config)
-    if warning and not quiet:
-        console.print(Text(visible(warning), style="yellow"), soft_wrap=True)
     if verbose:
         console.print(Text(visible(f"API key from {origin}; API at {base_url}"), style="dim"))
     return RetentlyClient(base_url, key, timeout=config.delivery.timeout)

@@ -26,6 +26,7 @@ from retently_cli.cli_common import (
     quiet_broken_pipe,
     stderr_console,
     verbosity_options,
+    warn_if_key_exposed,
 )
 from retently_cli.config import Config, ConfigError, load_config
 from retently_cli.coverage import Coverage
@@ -97,7 +98,7 @@ def diff(old_config, new_config, output, verbose, quiet, paths):
     move between campaigns, with example customers. Nothing is sent.
     """
     console = stderr_console()
-    old, new = _config(console, old_config), _config(console, new_config)
+    old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
     differ = Differ(old, new)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
@@ -119,11 +120,14 @@ def diff(old_config, new_config, output, verbose, quiet, paths):
     sys.exit(1 if differ.changed else 0)
 
 
-def _config(console: Console, path: str) -> Config:
+def _config(console: Console, path: str, quiet: bool) -> Config:
     try:
-        return load_config(Path(path))
+        config = load_config(Path(path))
     except ConfigError as exc:
         fail(console, exc.problems)
+    if not quiet:
+        warn_if_key_exposed(console, config)
+    return config
 
 
 def _change_record(source: str, line: int, change) -> dict:
@@ -197,7 +201,7 @@ def coverage(config_path, output, verbose, quiet, paths):
     where it was found instead; and the mapped names never seen (likely typos). One pass.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose)
+    config = load_or_exit(console, config_path, verbose, quiet)
     result = Coverage(config)
     stats, bad, messages = _read(paths)
     try:
@@ -306,7 +310,7 @@ def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[d
         if not quiet:
             console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
         return None
-    with api_client(console, Config(()), api_key_file, verbose=verbose, quiet=quiet) as client:
+    with api_client(console, Config(()), api_key_file, verbose=verbose) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
     exit_if_key_refused(console, answer)
     found = campaigns_from(answer)
