@@ -212,3 +212,18 @@ def test_ndjson_records_keep_the_data_exact(hostile):
     assert str(events) in {r["source"] for r in got}
     assert BAD_EVENT in {r["event"] for r in got}
     assert orjson.loads(orjson.dumps(got)) == got
+
+
+def test_init_writes_names_from_the_log_and_the_account_escaped(hostile, monkeypatch):
+    _, events = hostile
+    listed = [{"id": "c1", "name": f"NPS{OSC}\r{RLO}", "metric": "NPS", "type": "transactional",
+               "channel": "email", "isActive": True}]  # fmt: skip
+    with FakeRetently(api_key=TEST_KEY, campaigns=listed) as fake:
+        monkeypatch.setenv("RETENTLY_BASE_URL", fake.url)
+        monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
+        result = run("init", "-", "--from-log", str(events))
+    assert result.exit_code == 0, result.stderr
+    assert_nothing_injected(result.stdout)
+    assert "\r" not in result.stdout
+    for shown in ("NPS\\x1b]0;pwned\\x07\\r\\u202e", "e\\x1b[2J.ndjson", '"Unmapped\\u001b[2J"'):
+        assert shown in result.stdout, shown
