@@ -61,6 +61,7 @@ from retently_cli.report import (
     Report,
 )
 from retently_cli.run import SendJob
+from retently_cli.visible import visible
 
 
 class _Commands(click.Group):
@@ -208,7 +209,7 @@ def send(
     Filtered events are reported as skipped, never dropped. See the README.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose)
+    config = load_or_exit(console, config_path, verbose, quiet)
     unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
     if unknown:
         fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
@@ -229,7 +230,7 @@ def send(
         console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     dispatcher = None
     if not dry_run:
-        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose, quiet)
+        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
@@ -400,16 +401,17 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
         fail(console, [f"ledger {where}: cannot open it ({exc})"])
     if verbose:
         state = "" if ledger is not None else " (none yet: nothing recorded)"
-        console.print(Text(f"ledger: {where}{state}", style="dim"))
+        console.print(Text(f"ledger: {visible(str(where))}{state}", style="dim"))
     return ledger
 
 
-def _dispatcher(console, config, api_key_file, sources, verbose, quiet) -> Dispatcher:
+def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
     delivery = config.delivery
-    client = api_client(console, config, api_key_file, sources, verbose, quiet)
+    client = api_client(console, config, api_key_file, sources, verbose)
 
-    def log(line: str) -> None:
-        console.print(Text(line, style="dim"), soft_wrap=True)
+    def log(lines: str) -> None:
+        shown = "\n".join(visible(line) for line in lines.split("\n"))
+        console.print(Text(shown, style="dim"), soft_wrap=True)
 
     sender = Sender(
         client,
@@ -495,12 +497,12 @@ def check(config_path, online, api_key_file, verbose, quiet):
     mapped campaign does not exist, 3 when the key is refused.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose)
+    config = load_or_exit(console, config_path, verbose, quiet)
     code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
         sys.exit(code)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    out.print(Text(f"{config.path}: OK", style="green"))
+    out.print(Text(f"{visible(str(config.path))}: OK", style="green"))
     out.print(Text("campaign -> events", style="bold"))
     campaigns = Table(box=None, pad_edge=False)
     campaigns.add_column("campaign", style="bold")
@@ -509,7 +511,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     for campaign in config.campaigns:
         delay = "campaign's own" if campaign.delay is None else f"{campaign.delay} d"
         campaigns.add_row(
-            Text(campaign.id), delay, Text(", ".join(repr(e) for e in campaign.events))
+            Text(visible(campaign.id)), delay, Text(", ".join(repr(e) for e in campaign.events))
         )
     out.print(campaigns)
     out.print(Text("event -> campaigns", style="bold"))
@@ -517,15 +519,15 @@ def check(config_path, online, api_key_file, verbose, quiet):
     events.add_column("event", style="bold")
     events.add_column("campaigns")
     for name, mapped in sorted(config.campaigns_by_event().items()):
-        events.add_row(Text(repr(name)), Text(", ".join(c.id for c in mapped)))
+        events.add_row(Text(repr(name)), Text(visible(", ".join(c.id for c in mapped))))
     out.print(events)
     paths = ", ".join(config.email_paths)
-    out.print(Text(f"email looked up at: {paths}"))
+    out.print(Text(visible(f"email looked up at: {paths}")))
     if config.exclude:
-        out.print(Text(f"properties excluded: {', '.join(sorted(config.exclude))}"))
+        out.print(Text(visible(f"properties excluded: {', '.join(sorted(config.exclude))}")))
     if config.types:
         forced = ", ".join(f"{k}: {v}" for k, v in sorted(config.types.items()))
-        out.print(Text(f"property types forced: {forced}"))
+        out.print(Text(visible(f"property types forced: {forced}")))
     sys.exit(code)
 
 
@@ -544,11 +546,13 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
     code = 0
     for result in check_campaigns(config, campaigns):
         for problem in result.problems:
-            console.print(Text(f"retently: campaigns.{result.campaign}: {problem}"), soft_wrap=True)
+            console.print(
+                Text(visible(f"retently: campaigns.{result.campaign}: {problem}")), soft_wrap=True
+            )
             code = EXIT_PROBLEMS
         for warning in result.warnings:
             console.print(
-                Text(f"warning: campaigns.{result.campaign}: {warning}", style="yellow"),
+                Text(visible(f"warning: campaigns.{result.campaign}: {warning}"), style="yellow"),
                 soft_wrap=True,
             )
     if code == 0:
@@ -580,9 +584,11 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     console = stderr_console()
     path = find_config(config_path)
     config = (
-        load_or_exit(console, config_path, verbose) if config_path or path.exists() else Config(())
+        load_or_exit(console, config_path, verbose, quiet)
+        if config_path or path.exists()
+        else Config(())
     )
-    with api_client(console, config, api_key_file, verbose=verbose, quiet=quiet) as client:
+    with api_client(console, config, api_key_file, verbose=verbose) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
     exit_if_key_refused(console, answer)
     found = campaigns_from(answer)
@@ -598,11 +604,11 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     mapped = {c.id for c in config.campaigns}
     for c in found:
         table.add_row(
-            Text(str(c.get("id")), style="bold" if str(c.get("id")) in mapped else ""),
-            Text(str(c.get("name", ""))),
-            Text(str(c.get("metric", ""))),
-            Text(str(c.get("type", ""))),
-            Text(str(c.get("channel", ""))),
+            Text(visible(str(c.get("id"))), style="bold" if str(c.get("id")) in mapped else ""),
+            Text(visible(str(c.get("name", "")))),
+            Text(visible(str(c.get("metric", "")))),
+            Text(visible(str(c.get("type", "")))),
+            Text(visible(str(c.get("channel", "")))),
             "yes" if c.get("isActive") else "no",
         )
     out.print(table)

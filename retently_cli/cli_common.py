@@ -23,6 +23,7 @@ from retently_cli.config import (
 from retently_cli.readers import STDIN_NAME
 from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
 from retently_cli.timeparse import parse_time
+from retently_cli.visible import visible
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,12 +44,18 @@ def stderr_console() -> Console:
 def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
     for line in lines:
         console.print(
-            Text(f"retently: {line}"), style="red" if console.is_terminal else "", soft_wrap=True
+            Text(f"retently: {visible(line)}"),
+            style="red" if console.is_terminal else "",
+            soft_wrap=True,
         )
     sys.exit(code)
 
 
-def load_or_exit(console: Console, config_path: str | None, verbose: int) -> Config:
+def load_or_exit(
+    console: Console, config_path: str | None, verbose: int, quiet: bool = False
+) -> Config:
+    """The config, checked; with a warning when it holds a key other users can read, whether
+    or not this command uses the key (the file is exposed all the same)."""
     path = find_config(config_path)
     if verbose:
         origin = (
@@ -58,13 +65,22 @@ def load_or_exit(console: Console, config_path: str | None, verbose: int) -> Con
             if os.environ.get("RETENTLY_CONFIG")
             else "default"
         )
-        console.print(Text(f"config: {path} ({origin})", style="dim"))
+        console.print(Text(visible(f"config: {path} ({origin})"), style="dim"))
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
             fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
         fail(console, exc.problems)
+    if not quiet:
+        warn_if_key_exposed(console, config)
+    return config
+
+
+def warn_if_key_exposed(console: Console, config: Config) -> None:
+    warning = literal_key_warning(config)
+    if warning:
+        console.print(Text(visible(warning), style="yellow"), soft_wrap=True)
 
 
 class _TimeParam(click.ParamType):
@@ -116,7 +132,7 @@ def base_url_in_use(console, config) -> str:
         fail(console, [f"${BASE_URL_ENV}: {exc}"])
 
 
-def api_client(console, config, api_key_file, sources=(), verbose=0, quiet=False):
+def api_client(console, config, api_key_file, sources=(), verbose=0):
     """An API client with the key and base URL, all checked before anything is read."""
     base_url = base_url_in_use(console, config)
     try:
@@ -124,11 +140,8 @@ def api_client(console, config, api_key_file, sources=(), verbose=0, quiet=False
         key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
     except ConfigError as exc:
         fail(console, exc.problems)
-    warning = literal_key_warning(config)
-    if warning and not quiet:
-        console.print(Text(warning, style="yellow"), soft_wrap=True)
     if verbose:
-        console.print(Text(f"API key from {origin}; API at {base_url}", style="dim"))
+        console.print(Text(visible(f"API key from {origin}; API at {base_url}"), style="dim"))
     return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from retently_cli.config import Campaign, Config
 from retently_cli.subscriber import build_subscriber
+from retently_cli.visible import CONTROL_CLASS
 
 # Reasons an event is not surveyed.
 NOT_TRACK = "not_track"
@@ -30,7 +31,9 @@ _OWN_RECORD = "a record written by retently (a report or dry-run output), not an
 # Where else an email commonly sits on a Track call (segment-inputs.md).
 OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# No control characters either: they have no place in an address, and could reach a terminal.
+_PART = rf"[^@\s{CONTROL_CLASS}]+"
+_EMAIL = re.compile(rf"^{_PART}@{_PART}\.{_PART}$")
 _HINT_CACHE_LIMIT = 100_000
 
 

@@ -26,6 +26,7 @@ from retently_cli.cli_common import (
     quiet_broken_pipe,
     stderr_console,
     verbosity_options,
+    warn_if_key_exposed,
 )
 from retently_cli.config import Config, ConfigError, load_config
 from retently_cli.coverage import Coverage
@@ -34,6 +35,7 @@ from retently_cli.diffing import Differ
 from retently_cli.matching import is_track
 from retently_cli.readers import BadInput, ReadStats, expand_paths, iter_messages
 from retently_cli.starter import starter_config, transactional
+from retently_cli.visible import visible
 
 PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
 
@@ -96,7 +98,7 @@ def diff(old_config, new_config, output, verbose, quiet, paths):
     move between campaigns, with example customers. Nothing is sent.
     """
     console = stderr_console()
-    old, new = _config(console, old_config), _config(console, new_config)
+    old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
     differ = Differ(old, new)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
@@ -118,11 +120,14 @@ def diff(old_config, new_config, output, verbose, quiet, paths):
     sys.exit(1 if differ.changed else 0)
 
 
-def _config(console: Console, path: str) -> Config:
+def _config(console: Console, path: str, quiet: bool) -> Config:
     try:
-        return load_config(Path(path))
+        config = load_config(Path(path))
     except ConfigError as exc:
         fail(console, exc.problems)
+    if not quiet:
+        warn_if_key_exposed(console, config)
+    return config
 
 
 def _change_record(source: str, line: int, change) -> dict:
@@ -151,7 +156,9 @@ def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
         before, after = differ.before[campaign], differ.after[campaign]
         delta = after - before
         style = "green" if delta > 0 else "red" if delta < 0 else "dim"
-        table.add_row(Text(campaign), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style))
+        table.add_row(
+            Text(visible(campaign)), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style)
+        )
     out.print(table)
     if not differ.changed:
         out.print(Text("No change: both configs send the same surveys for these events."))
@@ -163,7 +170,7 @@ def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
             for campaign, count in getattr(entry, kind).most_common():
                 examples = ", ".join(entry.examples.get((kind, campaign), []))
                 line = f"  {sign} {_WHAT[kind]} {campaign}: {count:,} events   e.g. {examples}"
-                out.print(Text(line), soft_wrap=True)
+                out.print(Text(visible(line)), soft_wrap=True)
 
 
 _WHAT = {"removed": "no longer in", "added": "now in", "changed": "sends differently to"}
@@ -194,7 +201,7 @@ def coverage(config_path, output, verbose, quiet, paths):
     where it was found instead; and the mapped names never seen (likely typos). One pass.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose)
+    config = load_or_exit(console, config_path, verbose, quiet)
     result = Coverage(config)
     stats, bad, messages = _read(paths)
     try:
@@ -231,16 +238,12 @@ def _show_coverage(out: Console, summary: dict) -> None:
         table.add_row(
             Text(repr(row["event"]), style=style),
             f"{row['count']:,}",
-            Text(", ".join(row["campaigns"]) or "-", style=style),
-            Text("; ".join(notes), style="yellow" if notes else ""),
+            Text(visible(", ".join(row["campaigns"])) or "-", style=style),
+            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
         )
     out.print(table)
-    out.print(
-        Text(
-            f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages; "
-            f"email looked up at {', '.join(summary['email_paths'])}"
-        )  # fmt: skip
-    )
+    counts = f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages"
+    out.print(Text(visible(f"{counts}; email looked up at {', '.join(summary['email_paths'])}")))
     if summary["mapped_never_seen"]:
         names = ", ".join(repr(n) for n in summary["mapped_never_seen"])
         out.print(Text(f"mapped but never seen (typos?): {names}", style="yellow"), soft_wrap=True)
@@ -283,7 +286,11 @@ def init(path, logs, force, api_key_file, verbose, quiet):
         found = f", {len(campaigns)} campaigns from the account" if campaigns else ""
         listed = f", {min(len(candidates), 20)} candidate events" if candidates else ""
         console.print(
-            Text(f"wrote {path}{found}{listed}; next: edit it, then `retently check -c {path}`")
+            Text(
+                visible(
+                    f"wrote {path}{found}{listed}; next: edit it, then `retently check -c {path}`"
+                )
+            )
         )
 
 
@@ -303,7 +310,7 @@ def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[d
         if not quiet:
             console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
         return None
-    with api_client(console, Config(()), api_key_file, verbose=verbose, quiet=quiet) as client:
+    with api_client(console, Config(()), api_key_file, verbose=verbose) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
     exit_if_key_refused(console, answer)
     found = campaigns_from(answer)

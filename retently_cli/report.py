@@ -24,6 +24,7 @@ from retently_cli.matching import (
     survey_body,
 )
 from retently_cli.readers import BadInput, ReadStats
+from retently_cli.visible import visible
 
 DRY_RUN = "dry_run"
 SENT = "sent"
@@ -245,13 +246,13 @@ class Report:
             if detail:
                 why = f"{why}: {detail}" if why else detail
             table.add_row(
-                Text(_tail(f"{source}:{line}", widths[0])),
-                Text(message_id or ""),
-                Text(repr(event) if event is not None and event != event.strip() else event or ""),
-                Text(email or ""),
-                Text(_tail(campaign or "", widths[4])),
+                Text(_tail(visible(f"{source}:{line}"), widths[0])),
+                Text(visible(message_id or "")),
+                Text(_event_text(event)),
+                Text(visible(email or "")),
+                Text(_tail(visible(campaign or ""), widths[4])),
                 Text(outcome, style=_STYLES.get(outcome, "")),
-                Text(why),
+                Text(visible(why)),
             )
         self._rows.clear()
         self._header_shown = True
@@ -319,7 +320,7 @@ class Report:
             per.add_column("matched, not surveyed", justify="right")
             for campaign in campaigns:
                 per.add_row(
-                    Text(campaign),
+                    Text(visible(campaign)),
                     f"{c.surveys_per_campaign[campaign]:,}",
                     f"{c.skips_per_campaign[campaign]:,}",
                 )
@@ -356,6 +357,13 @@ def _column_widths(total: int) -> tuple[int, ...]:
     else:
         source, event, email = (int(flexible * share) for share in (0.24, 0.22, 0.28))
     return source, 12, event, email, 10, 7, flexible - source - event - email
+
+
+def _event_text(event: str | None) -> str:
+    """Quoted when edge spaces would hide in the column; control characters always escaped."""
+    if event is None:
+        return ""
+    return repr(event) if event != event.strip() else visible(event)
 
 
 def _tail(text: str, width: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import date
 
+from retently_cli.visible import visible
+
 PLACEHOLDER = "TODO: Track event names"
 CANDIDATES = 20
 
@@ -41,11 +43,11 @@ def starter_config(
     if candidates:
         lines += [
             "",
-            f"# The most frequent Track events in {log_name or 'the log'}, as candidates:",
+            f"# The most frequent Track events in {visible(log_name or 'the log')}, as candidates:",
         ]
-        width = max(len(json.dumps(name, ensure_ascii=False)) for name, _ in candidates)
+        width = max(len(_quoted(name)) for name, _ in candidates)
         for name, count in candidates[:CANDIDATES]:
-            quoted = json.dumps(name, ensure_ascii=False)
+            quoted = _quoted(name)
             lines.append(f"#   {quoted:<{width}}  {count:>12,}")
     lines += [
         "",
@@ -66,5 +68,11 @@ def _describe(campaign: dict) -> str:
     details = [str(campaign[k]) for k in ("metric", "channel") if campaign.get(k)]
     if campaign.get("isActive") is False:
         details.append("inactive")
-    name = str(campaign.get("name") or "unnamed").replace("\n", " ")
-    return f"{name} ({', '.join(details)})" if details else name
+    name = str(campaign.get("name") or "unnamed")
+    return visible(f"{name} ({', '.join(details)})" if details else name)
+
+
+def _quoted(name: str) -> str:
+    """The name in double quotes, control characters escaped: a comment is a single line,
+    and ``init -`` prints it."""
+    return visible(json.dumps(name, ensure_ascii=False))
