@@ -39,7 +39,7 @@ from retently_cli.config import (
 )
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import Dispatcher, RateLimiter, RetryPolicy, Sender, call_with_retries
-from retently_cli.ledger import Ledger, LedgerBusy, default_ledger_path
+from retently_cli.ledger import Ledger, LedgerBusy, LedgerInvalid, default_ledger_path
 from retently_cli.matching import Matcher
 from retently_cli.planning import Filters, Planner
 from retently_cli.preview_cli import coverage, diff, init
@@ -49,6 +49,7 @@ from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     EXIT_UNAUTHORIZED,
+    EXIT_USAGE,
     Report,
 )
 from retently_cli.run import SendJob
@@ -256,6 +257,10 @@ def send(
                  "Check the key."),
             soft_wrap=True,
         )  # fmt: skip
+    lost = ledger.verify() if ledger is not None else None
+    if lost is not None:  # the ledger vanished under the run: it stopped sending
+        code = EXIT_USAGE
+        console.print(Text(f"retently: {lost}"), soft_wrap=True)
     if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
         _flush_all(streams)
         os._exit(code)
@@ -293,8 +298,20 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
         ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
     except LedgerBusy as exc:
         fail(console, [f"ledger {where}: {exc}"])
-    except (OSError, sqlite3.Error) as exc:
+    except LedgerInvalid as exc:
+        fail(console, [str(exc)])
+    except (OSError, sqlite3.OperationalError) as exc:
         fail(console, [f"ledger {where}: cannot open it ({exc})"])
+    except sqlite3.DatabaseError as exc:  # damage found beyond the ledger's own checks
+        fail(console, [f"ledger {where} is damaged ({exc}): not a retently ledger any more"])
+    except sqlite3.Error as exc:
+        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+    if ledger is not None and ledger.without_wal:
+        console.print(
+            Text(f"ledger {where}: its folder is read-only, so it is read without its latest "
+                 "records (in its -wal file); the dry-run may show some as not yet sent"),
+            soft_wrap=True,
+        )  # fmt: skip
     if verbose:
         state = "" if ledger is not None else " (none yet: nothing recorded)"
         console.print(Text(f"ledger: {where}{state}", style="dim"))
