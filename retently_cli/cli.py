@@ -45,7 +45,13 @@ from retently_cli.delivery import (
     Sender,
     call_with_retries,
 )
-from retently_cli.ledger import Ledger, LedgerBusy, default_ledger_path
+from retently_cli.ledger import (
+    Ledger,
+    LedgerBusy,
+    LedgerInvalid,
+    LedgerLost,
+    default_ledger_path,
+)
 from retently_cli.matching import Matcher
 from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
@@ -267,7 +273,7 @@ def send(
 
     def on_source(source):
         if verbose > 1:
-            console.print(Text(f"reading {source.name}", style="dim"))
+            console.print(Text(f"reading {visible(source.name)}", style="dim"))
 
     interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -306,6 +312,10 @@ def send(
                  "Check the key."),
             soft_wrap=True,
         )  # fmt: skip
+    lost = ledger.verify() if ledger is not None else None
+    if lost is not None:  # the ledger vanished under the run: it stopped sending
+        code = EXIT_USAGE
+        console.print(Text(f"retently: {lost}"), soft_wrap=True)
     if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
         _flush_all(streams)
         os._exit(code)
@@ -348,9 +358,12 @@ def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -
         return False
 
 
+_LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
+
+
 def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) -> None:
     reason = None
-    if failure is not None and isinstance(failure, sqlite3.Error):
+    if isinstance(failure, _LEDGER_ERRORS):
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
@@ -373,7 +386,7 @@ def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
         return EXIT_INTERRUPTED
     if dispatcher is not None and dispatcher.sender.unauthorized:
         return EXIT_UNAUTHORIZED
-    if isinstance(failure, sqlite3.Error):
+    if isinstance(failure, _LEDGER_ERRORS):
         return EXIT_USAGE
     if failure is not None or job.halted_by is not None:
         return max(report.exit_code(), EXIT_PROBLEMS)
@@ -397,8 +410,20 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
         ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
     except LedgerBusy as exc:
         fail(console, [f"ledger {where}: {exc}"])
-    except (OSError, sqlite3.Error) as exc:
+    except LedgerInvalid as exc:
+        fail(console, [str(exc)])
+    except (OSError, sqlite3.OperationalError) as exc:
         fail(console, [f"ledger {where}: cannot open it ({exc})"])
+    except sqlite3.DatabaseError as exc:  # damage found beyond the ledger's own checks
+        fail(console, [f"ledger {where} is damaged ({exc}): not a retently ledger any more"])
+    except sqlite3.Error as exc:
+        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+    if ledger is not None and ledger.without_wal:
+        console.print(
+            Text(f"ledger {where}: its folder is read-only, so it is read without its latest "
+                 "records (in its -wal file); the dry-run may show some as not yet sent"),
+            soft_wrap=True,
+        )  # fmt: skip
     if verbose:
         state = "" if ledger is not None else " (none yet: nothing recorded)"
         console.print(Text(f"ledger: {visible(str(where))}{state}", style="dim"))

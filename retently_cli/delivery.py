@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from retently_cli.client import Answer, RetentlyClient
-from retently_cli.ledger import Ledger
+from retently_cli.ledger import Ledger, LedgerLost
 from retently_cli.matching import SURVEY_PATH, Decision, survey_body
 
 # Failure reasons, as they appear in the report.
@@ -277,9 +277,13 @@ class Sender:
             if not self.limiter.acquire(self.stop):
                 return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
             if not recorded:
-                self.ledger.begin(
-                    (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
-                )
+                try:
+                    self.ledger.begin(
+                        (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
+                    )
+                except LedgerLost as exc:  # nothing sent from now on could be remembered
+                    self.stop.set()
+                    return _all(batch, False, None, attempts, NOT_SENT, str(exc))
                 recorded = True
             attempts += 1
             answer = self.client.post_survey(body)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retently_cli.config import DEFAULT_BASE_URL
+from retently_cli.config import DEFAULT_BASE_URL, _is_loopback
 from retently_cli.matching import event_key  # noqa: F401  (the ledger's key, re-exported)
 
 PENDING = "pending"
@@ -45,17 +45,33 @@ CREATE INDEX IF NOT EXISTS deliveries_by_email ON deliveries (campaign, email_ha
 
 def default_ledger_path(base_url: str = DEFAULT_BASE_URL, environ=None) -> Path:
     """``$RETENTLY_LEDGER``, else a file in the user's data directory. Another API address
-    (the fake server, say) gets a file of its own, so trials never mark real surveys sent."""
+    (the fake server, say) gets a file of its own, so trials never mark real surveys sent;
+    every spelling of one address gets the same file (see ``_ledger_name``)."""
     env = os.environ if environ is None else environ
     if env.get(LEDGER_ENV):
         return Path(env[LEDGER_ENV])
     from platformdirs import user_data_path
 
-    name = "ledger.sqlite3"
-    if base_url.rstrip("/") != DEFAULT_BASE_URL:
-        parts = urlsplit(base_url)
-        name = f"ledger-{parts.hostname}-{parts.port or parts.scheme}.sqlite3"
-    return user_data_path("retently-cli", appauthor=False) / name
+    return user_data_path("retently-cli", appauthor=False) / _ledger_name(base_url)
+
+
+def _ledger_name(base_url: str) -> str:
+    """The address normalised: scheme, lower-case host, default port dropped, one name for
+    this machine. The default address keeps the name it always had, ``ledger.sqlite3``, and
+    loopback keeps the one the fake server's address had (``127.0.0.1``)."""
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if _is_loopback(host):
+        host = "127.0.0.1"
+    port = parts.port if parts.port != _DEFAULT_PORTS.get(scheme) else None
+    if (scheme, host, port) == _DEFAULT_ADDRESS:
+        return "ledger.sqlite3"
+    return f"ledger-{host}-{port or scheme}.sqlite3"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_ADDRESS = ("https", urlsplit(DEFAULT_BASE_URL).hostname, None)
 
 
 def email_hash(email: str) -> str:
@@ -66,43 +82,103 @@ class LedgerBusy(Exception):
     """Another run is using the ledger: two runs at once could both send the same survey."""
 
 
+class LedgerInvalid(Exception):
+    """The file at the ledger's path is not a usable ledger. It is refused, never started
+    afresh: a fresh ledger would forget every survey sent, and the next run would resend them."""
+
+
+class LedgerLost(Exception):
+    """The ledger file vanished, was replaced or emptied while a run used it: what is sent
+    from then on could not be remembered, so the run stops sending."""
+
+
 class Ledger:
     """Thread-safe: delivery workers write, the reading thread looks up.
 
-    A writing run holds an exclusive lock (``<ledger>.lock``) until it ends, however it ends:
-    the system drops the lock of a process that dies, so a crash leaves no stale lock.
+    A writing run holds an exclusive lock (``<ledger>.lock``, next to the file the path leads
+    to, whatever symlinks it goes through) until it ends, however it ends: the system drops
+    the lock of a process that dies, so a crash leaves no stale lock. Before each write it
+    checks that the path still leads to the file it opened.
     """
 
     def __init__(self, path: Path, read_only: bool = False):
-        self.path = path
+        self.path = Path(path)
+        self.file = Path(os.path.realpath(path))  # one file, one lock, whatever its alias
         self.read_only = read_only
+        self.lost: LedgerLost | None = None
+        self.without_wal = False  # read-only, and records only the -wal file holds are unseen
         self._lock_file = None
-        if read_only:
-            uri = f"{path.resolve().as_uri()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_file = _exclusive(path.with_name(path.name + ".lock"))
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a committed 'pending' survives a crash
-            self._db.executescript(_SCHEMA)
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._lock = threading.Lock()
+        if read_only:
+            _check_header(self.path, self.file)
+            self._db = self._open_read_only()
+            _check_contents(self.path, self._db)
+        else:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _exclusive(self.file.with_name(self.file.name + ".lock"))
+            try:
+                self._db = self._open_for_writing()
+            except BaseException:
+                self._lock_file.close()
+                raise
+        self._identity = _identity(os.stat(self.file))
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        new = not self.file.exists()
+        if not new:
+            _check_header(self.path, self.file)
+        db = _connect(self.file)
+        try:
+            if new:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            else:
+                _check_contents(self.path, db)
+                _upgrade(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``; if even that needs a write (the WAL's ``-shm`` file cannot be created
+        in a read-only folder), the file as it is, without what only the WAL holds."""
+        uri = self.file.as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        wal = Path(f"{self.file}-wal")
+        self.without_wal = wal.exists() and wal.stat().st_size > 0
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
     @classmethod
     def open_for_dry_run(cls, path: Path) -> Ledger | None:
         """A dry-run reads the ledger if there is one and never creates or changes it."""
-        return cls(path, read_only=True) if path.exists() else None
+        return cls(path, read_only=True) if Path(path).exists() else None
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
         if self._lock_file is not None:
             self._lock_file.close()
 
+    def verify(self) -> LedgerLost | None:
+        """Whether the ledger was lost under this run (checked now, if it is writing)."""
+        if self.read_only:
+            return None
+        with self._lock:
+            self._check()
+        return self.lost
+
     def state(self, key: str, campaign: str) -> str | None:
         with self._lock:
+            if self._db is None:  # lost: nothing will be sent any more anyway
+                return None
             row = self._db.execute(
                 "SELECT state FROM deliveries WHERE event_key = ? AND campaign = ?",
                 (key, campaign),
@@ -113,6 +189,8 @@ class Ledger:
         """Event times (else record times) of the surveys recorded in any state for this email
         and campaign, except the event ``but``."""
         with self._lock:
+            if self._db is None:
+                return []
             rows = self._db.execute(
                 "SELECT event_time, updated_at FROM deliveries "
                 "WHERE campaign = ? AND email_hash = ? AND event_key != ?",
@@ -124,17 +202,27 @@ class Ledger:
         """Record (key, campaign, email, event time) as pending, durably, before sending.
 
         A row that was pending or uncertain (``--retry-uncertain``) is marked as retried, so
-        that a retry which surely did not go out leaves it uncertain rather than forgotten."""
+        that a retry which surely did not go out leaves it uncertain rather than forgotten.
+        Raises ``LedgerLost`` (and keeps raising it) once the file is not the one opened."""
         now = time.time()
-        self._write(
-            "INSERT INTO deliveries "
-            "(event_key, campaign, state, email_hash, event_time, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?) "
-            "ON CONFLICT (event_key, campaign) DO UPDATE SET "
-            "state = 'pending', updated_at = excluded.updated_at, "
-            "retried = (deliveries.state IN ('pending', 'uncertain'))",
-            [(key, campaign, email_hash(email), when, now) for key, campaign, email, when in rows],
-        )
+        rows = [
+            (key, campaign, email_hash(email), when, now) for key, campaign, email, when in rows
+        ]
+        with self._lock:
+            self._check()
+            if self.lost is not None:
+                raise self.lost
+            self._transaction(
+                lambda db: db.executemany(
+                    "INSERT INTO deliveries "
+                    "(event_key, campaign, state, email_hash, event_time, updated_at) "
+                    "VALUES (?, ?, 'pending', ?, ?, ?) "
+                    "ON CONFLICT (event_key, campaign) DO UPDATE SET "
+                    "state = 'pending', updated_at = excluded.updated_at, "
+                    "retried = (deliveries.state IN ('pending', 'uncertain'))",
+                    rows,
+                )
+            )
 
     def settle(
         self,
@@ -142,45 +230,168 @@ class Ledger:
         uncertain: Iterable[tuple[str, str]],
         not_sent: Iterable[tuple[str, str]],
     ) -> None:
+        """Record how the requests ended. After a loss, into the copy that was saved."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "UPDATE deliveries SET state = 'sent', status = ?, updated_at = ?, retried = 0 "
-                    "WHERE event_key = ? AND campaign = ?",
-                    [(status, now, key, campaign) for key, campaign, status in sent],
-                )
-                self._db.executemany(
-                    "UPDATE deliveries SET state = 'uncertain', updated_at = ?, retried = 0 "
-                    "WHERE event_key = ? AND campaign = ?",
-                    [(now, key, campaign) for key, campaign in uncertain],
-                )
-                not_sent = list(not_sent)
-                self._db.executemany(
-                    "UPDATE deliveries SET state = 'uncertain', retried = 0 "
-                    "WHERE event_key = ? AND campaign = ? AND state = 'pending' AND retried",
-                    not_sent,
-                )
-                self._db.executemany(
-                    "DELETE FROM deliveries WHERE event_key = ? AND campaign = ? "
-                    "AND state = 'pending'",
-                    not_sent,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        sent = [(status, now, key, campaign) for key, campaign, status in sent]
+        uncertain = [(now, key, campaign) for key, campaign in uncertain]
+        not_sent = list(not_sent)
 
-    def _write(self, sql: str, rows: list) -> None:
+        def write(db):
+            db.executemany(
+                "UPDATE deliveries SET state = 'sent', status = ?, updated_at = ?, retried = 0 "
+                "WHERE event_key = ? AND campaign = ?",
+                sent,
+            )
+            db.executemany(
+                "UPDATE deliveries SET state = 'uncertain', updated_at = ?, retried = 0 "
+                "WHERE event_key = ? AND campaign = ?",
+                uncertain,
+            )
+            db.executemany(
+                "UPDATE deliveries SET state = 'uncertain', retried = 0 "
+                "WHERE event_key = ? AND campaign = ? AND state = 'pending' AND retried",
+                not_sent,
+            )
+            db.executemany(
+                "DELETE FROM deliveries WHERE event_key = ? AND campaign = ? AND state = 'pending'",
+                not_sent,
+            )
+
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._check()
+            if self._db is None:
+                raise self.lost
+            self._transaction(write)
+
+    def _transaction(self, write) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            write(self._db)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _check(self) -> None:
+        """Is the path still the file opened? A cheap stat, before each write. If not, save
+        what the open file knows (see ``_rescue``) and remember the loss."""
+        if self.read_only or self.lost is not None:
+            return
+        try:
+            now = os.stat(self.file)
+        except FileNotFoundError:
+            problem = "was deleted"
+        else:
+            if _identity(now) != self._identity:
+                problem = "was replaced by another file"
+            elif now.st_size == 0:
+                problem = "was emptied"
+            else:
+                return
+        where = self._rescue() if problem != "was emptied" else None
+        if where is None and self._db is not None:  # nothing left worth reading or writing
+            self._db.close()
+            self._db = None
+        if where == self.file:
+            saved = f"what it held is back at {self.path}"
+        elif where is not None:
+            saved = f"what it held is saved in {where}: put it back as {self.path} before a re-run"
+        else:
+            saved = "what it held is lost: a re-run may survey again whom this run surveyed"
+        self.lost = LedgerLost(
+            f"ledger {self.path} {problem} while this run was using it: sending stopped; {saved}"
+        )
+
+    def _rescue(self) -> Path | None:
+        """Copy the open (deleted or replaced) file to its path if that is free, else next to
+        it, and go on with the copy, so the surveys still in flight are recorded there."""
+        aside = self.file.with_name(f"{self.file.name}.rescued-{os.getpid()}")
+        try:
+            copy = sqlite3.connect(aside)
             try:
-                self._db.executemany(sql, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.backup(copy)
+            finally:
+                copy.close()
+            self._db.close()
+            self._db = None
+            try:
+                os.link(aside, self.file)
+            except FileExistsError:
+                where = aside
+            else:
+                os.unlink(aside)
+                where = self.file
+            self._db = _connect(where)
+        except (OSError, sqlite3.Error):
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            return None
+        return where
+
+
+APPLICATION_ID = 0x52544C47  # "RTLG" in the database header: this file is a retently ledger
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_COLUMNS = {"event_key", "campaign", "state", "email_hash", "event_time", "updated_at"}
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def _connect(file: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a committed 'pending' survives a crash
+    except sqlite3.OperationalError:
+        db.close()
+        raise
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _damaged(file, exc) from None
+    return db
+
+
+def _check_header(path: Path, file: Path) -> None:
+    """Refuse, before SQLite touches it, a file that is plainly no SQLite database."""
+    with open(file, "rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+    if not head:
+        raise LedgerInvalid(f"ledger {path} is empty (0 bytes): not a retently ledger")
+    if head != _SQLITE_MAGIC:
+        raise LedgerInvalid(f"ledger {path} is not an SQLite database: not a retently ledger")
+
+
+def _check_contents(path: Path, db: sqlite3.Connection) -> None:
+    """The ledger's marker or table, and every page readable (a quick check reads them all
+    once, so damage is found now rather than by a lookup halfway through a run)."""
+    try:
+        marker = db.execute("PRAGMA application_id").fetchone()[0]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+        problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise _damaged(path, exc) from None
+    if marker not in (0, APPLICATION_ID) or not _COLUMNS <= columns:
+        raise LedgerInvalid(f"ledger {path} is an SQLite database, but not a retently ledger")
+    if problems != ["ok"]:
+        raise _damaged(path, problems[0])
+
+
+def _damaged(path: Path, problem) -> LedgerInvalid:
+    return LedgerInvalid(f"ledger {path} is damaged ({problem}): not a retently ledger any more")
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """A ledger of the first version: mark it, and add the column it did not have yet."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    if "retried" not in columns:
+        db.execute("ALTER TABLE deliveries ADD COLUMN retried INTEGER NOT NULL DEFAULT 0")
+    if db.execute("PRAGMA application_id").fetchone()[0] == 0:
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
 
 def _exclusive(lock_path: Path):
