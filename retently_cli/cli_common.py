@@ -30,8 +30,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_CODES = """\b
 Exit codes:
   0    all good
-  1    the run finished, but some input was malformed or some events failed
-  2    usage or config error (nothing was sent)
+  1    some input was malformed, some events failed or are uncertain, or an output
+       could not be written (the run stopped and settled what it had sent)
+  2    usage or config error (nothing was sent), or the ledger failed during the run
   3    Retently refused the API key (401/403): the run stopped, nothing more was sent
   130  interrupted (Ctrl-C)"""
 

@@ -33,6 +33,7 @@ from retently_cli.coverage import Coverage
 from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
 from retently_cli.matching import is_track
+from retently_cli.outputs import check_output_paths
 from retently_cli.readers import BadInput, ReadStats, expand_paths, iter_messages
 from retently_cli.starter import starter_config, transactional
 from retently_cli.visible import visible
@@ -275,6 +276,11 @@ def init(path, logs, force, api_key_file, verbose, quiet):
     target = Path(path)
     if path != "-" and target.exists() and not force:
         fail(console, [f"{path} exists; --force overwrites it"])
+    if path != "-" and logs:
+        inputs = [s.name for s in expand_paths(logs, sys.stdin.buffer) if s.name != "-"]
+        check = check_output_paths({"PATH": path}, inputs, [], None)
+        if check.problems:
+            fail(console, [f"{path}: it is also a --from-log input; write the config elsewhere"])
     candidates = _frequent_names(logs) if logs else None
     campaigns = _account_campaigns(console, api_key_file, verbose, quiet)
     text = starter_config(campaigns, candidates, ", ".join(logs) if logs else None)

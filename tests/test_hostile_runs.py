@@ -178,3 +178,11 @@ def test_a_report_read_back_as_input_surveys_nobody(fake_env, tmp_path):
     assert again.stderr.count("written by retently") == 2  # once per file
     assert fake_env.survey_count() == 3 + 3  # the first run, then the events again (no ledger)
     assert dry.exit_code == 0
+
+
+def test_init_never_overwrites_the_log_it_reads(tmp_path):
+    log = tmp_path / "export.ndjson"
+    log.write_bytes(ndjson(ticket(1)))
+    result = CliRunner().invoke(cli, ["init", str(log), "--from-log", str(tmp_path), "--force"])
+    assert result.exit_code == 2 and "also a --from-log input" in result.stderr
+    assert log.read_bytes() == ndjson(ticket(1))
