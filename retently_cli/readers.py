@@ -509,7 +509,11 @@ def _value_may_follow(last: bytes, stack: bytearray) -> bool:
 
 
 def _without_bom(line: bytes) -> bytes:
-    return line[len(_BOM) :] if line.startswith(_BOM) else line
+    """The line without the BOMs at its start (``cat`` of files that each begin with one, even
+    an empty one, puts them at the start of any line)."""
+    while line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    return line
 
 
 def _messages(value) -> list[dict | BadInput]:
