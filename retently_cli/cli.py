@@ -28,7 +28,9 @@ from retently_cli.cli_common import (
     config_option,
     exit_if_key_refused,
     fail,
+    input_warning,
     load_or_exit,
+    max_line_bytes_option,
     stderr_console,
     verbosity_options,
 )
@@ -179,6 +181,7 @@ Examples:
     metavar="SECONDS",
     help="After Ctrl-C, how long requests in flight may take to finish.",
 )
+@max_line_bytes_option
 @verbosity_options
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
 def send(
@@ -199,6 +202,7 @@ def send(
     campaigns,
     limit,
     grace,
+    max_line_bytes,
     verbose,
     quiet,
     paths,
@@ -219,7 +223,7 @@ def send(
     unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
     if unknown:
         fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
-    sources = expand_paths(paths, sys.stdin.buffer)
+    sources = expand_paths(paths, sys.stdin.buffer, input_warning(console), max_line_bytes)
     if verbose:
         console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
     base_url = base_url_in_use(console, config)

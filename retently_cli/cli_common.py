@@ -20,7 +20,7 @@ from retently_cli.config import (
     find_config,
     load_config,
 )
-from retently_cli.readers import STDIN_NAME
+from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME
 from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
 from retently_cli.timeparse import parse_time
 from retently_cli.visible import visible
@@ -114,6 +114,22 @@ def api_key_file_option(f):
         help="Read the API key from this file (- for stdin, when the events come from files). "
         "Default: api_key in the config, else $RETENTLY_API_KEY.",
     )(f)
+
+
+def max_line_bytes_option(f):
+    return click.option(
+        "--max-line-bytes",
+        type=click.IntRange(min=1),
+        default=MAX_LINE_BYTES,
+        show_default=True,
+        metavar="BYTES",
+        help="A longer line is reported as line_too_long and skipped, so memory stays bounded.",
+    )(f)
+
+
+def input_warning(console: Console):
+    """Where readers say what they pass over (a FIFO in a folder, a link looping back)."""
+    return lambda text: console.print(Text(f"retently: {text}", style="yellow"), soft_wrap=True)
 
 
 def verbosity_options(f):

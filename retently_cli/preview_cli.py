@@ -22,7 +22,9 @@ from retently_cli.cli_common import (
     config_option,
     exit_if_key_refused,
     fail,
+    input_warning,
     load_or_exit,
+    max_line_bytes_option,
     quiet_broken_pipe,
     stderr_console,
     verbosity_options,
@@ -34,7 +36,13 @@ from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
-from retently_cli.readers import BadInput, ReadStats, expand_paths, iter_messages
+from retently_cli.readers import (
+    MAX_LINE_BYTES,
+    BadInput,
+    ReadStats,
+    expand_paths,
+    iter_messages,
+)
 from retently_cli.starter import starter_config, transactional
 from retently_cli.visible import visible
 
@@ -45,14 +53,16 @@ def _stdout_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _read(paths, before_wait=lambda: None):
+def _read(paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES):
     """Every message of the inputs, once; malformed lines are counted in ``stats``."""
     stats = ReadStats()
     bad = Counter()
 
+    warn = input_warning(stderr_console())
+
     def messages():
         for name, line, item in iter_messages(
-            expand_paths(paths, sys.stdin.buffer), stats, before_wait
+            expand_paths(paths, sys.stdin.buffer, warn, max_line_bytes), stats, before_wait
         ):
             if type(item) is BadInput:
                 bad[item.reason] += 1
@@ -89,9 +99,10 @@ Exit codes:
     "-o", "--output", type=click.Choice(["table", "ndjson"]), default="table", show_default=True,
     help="table: a summary of the changes; ndjson: every changed (event, campaign) decision.",
 )  # fmt: skip
+@max_line_bytes_option
 @verbosity_options
 @PATHS
-def diff(old_config, new_config, output, verbose, quiet, paths):
+def diff(old_config, new_config, output, max_line_bytes, verbose, quiet, paths):
     """What changing OLD_CONFIG into NEW_CONFIG does to the events in PATHS.
 
     Both configs run over the same events in one pass (stdin is fine). Per campaign: surveys
@@ -103,7 +114,7 @@ def diff(old_config, new_config, output, verbose, quiet, paths):
     differ = Differ(old, new)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
-    stats, bad, messages = _read(paths, out.flush if ndjson else lambda: None)
+    stats, bad, messages = _read(paths, out.flush if ndjson else lambda: None, max_line_bytes)
     try:
         for source, line, message in messages:
             for change in differ.compare(message):
@@ -192,9 +203,10 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@max_line_bytes_option
 @verbosity_options
 @PATHS
-def coverage(config_path, output, verbose, quiet, paths):
+def coverage(config_path, output, max_line_bytes, verbose, quiet, paths):
     """How the config covers a log: every Track event name, mapped or not.
 
     For each distinct Track event name in PATHS: its count and the campaign(s) it maps to;
@@ -204,7 +216,7 @@ def coverage(config_path, output, verbose, quiet, paths):
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
     result = Coverage(config)
-    stats, bad, messages = _read(paths)
+    stats, bad, messages = _read(paths, max_line_bytes=max_line_bytes)
     try:
         for _, _, message in messages:
             result.add(message)

@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import stat
 import threading
 import zlib
 from bisect import bisect_left
@@ -34,6 +35,11 @@ NOT_AN_OBJECT = "not_an_object"
 UNREADABLE = "unreadable"
 CORRUPT_GZIP = "corrupt_gzip"
 TOO_DEEP = "too_deeply_nested"
+LINE_TOO_LONG = "line_too_long"
+EMPTY_BATCH = "empty_batch"
+
+# Longer lines are reported and skipped as they are read, so that memory stays bounded.
+MAX_LINE_BYTES = 16 << 20
 
 # Documents (read whole, with the stdlib parser) nested deeper are refused: no Segment message
 # comes near this, and deeper ones could not be written back out (orjson stops at 255 levels).
@@ -43,7 +49,7 @@ MAX_DEPTH = 64
 
 _BOM = b"\xef\xbb\xbf"
 _BATCH_ARRAY = re.compile(r'"batch"\s*:\s*\[')
-_WHITESPACE = re.compile(r"\s*")
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not Unicode's
 _ORJSON_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
 
 
@@ -62,6 +68,7 @@ class Source:
     name: str
     open: Callable[[], object]
     size: int | None = None
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 @dataclass
@@ -73,26 +80,69 @@ class ReadStats:
     per_source: dict[str, int] = field(default_factory=dict)
 
 
-def expand_paths(paths: Iterable[str], stdin) -> list[Source]:
+def expand_paths(
+    paths: Iterable[str],
+    stdin,
+    warn: Callable[[str], None] = lambda text: None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> list[Source]:
     """Sources for the given paths; folders are walked recursively in a stable order.
 
-    Hidden files and folders (a leading dot) inside a walked folder are passed over.
+    Hidden files and folders (a leading dot) inside a walked folder are passed over. What a walk
+    finds that is not a regular file (a FIFO would block the run for ever) is skipped with a
+    ``warn``; a path named on its own is read whatever it is (a pipe from ``<(...)``, say).
     """
     sources: list[Source] = []
     for raw in paths or [STDIN_NAME]:
         if raw == STDIN_NAME:
-            sources.append(Source(STDIN_NAME, lambda: _unlocked(stdin)))
+            sources.append(Source(STDIN_NAME, lambda: _unlocked(stdin), None, max_line_bytes))
             continue
         path = Path(raw)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        sources.append(_file_source(Path(root) / name))
+            for file in _walk(path, warn):
+                sources.append(_file_source(file, max_line_bytes))
         else:
-            sources.append(_file_source(path))
+            sources.append(_file_source(path, max_line_bytes))
     return sources
+
+
+def _walk(top: Path, warn: Callable[[str], None]) -> Iterator[Path]:
+    """The files under ``top`` in name order. Symlinked folders are followed, each real folder
+    once: a second way into one (a link back up would loop) is skipped with a ``warn``."""
+    seen = {_identity(top)}
+    for root, dirs, files in os.walk(top, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            identity = _identity(Path(path))
+            if identity in seen:
+                warn(f"{path}: skipped, a link to a folder that is read already")
+                continue
+            seen.add(identity)
+            kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:
+                regular = True  # a dangling link: reading it reports it as unreadable
+            if regular:
+                yield path
+            else:
+                warn(f"{path}: skipped, not a regular file")
+
+
+def _identity(path: Path) -> tuple[int, int] | Path:
+    try:
+        info = path.stat()
+    except OSError:
+        return path
+    return info.st_dev, info.st_ino
 
 
 class _FdReader:
@@ -113,12 +163,12 @@ def _unlocked(stream):
         return stream  # an in-memory stream (tests)
 
 
-def _file_source(path: Path) -> Source:
+def _file_source(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Source:
     try:
         size = path.stat().st_size
     except OSError:
         size = None
-    return Source(str(path), lambda: open(path, "rb"), size)
+    return Source(str(path), lambda: open(path, "rb"), size, max_line_bytes)
 
 
 def iter_messages(
@@ -151,7 +201,8 @@ def read_source(
         return
     try:
         chunks = _prefetched(_decompressed(_chunks(stream, stats)), before_wait)
-        yield from _read_lines(_lines(chunks), stats)
+        lines = _lines(chunks, source.max_line_bytes)
+        yield from _LineReader(lines, stats, source.max_line_bytes).records()
     except _ReadFailure as failure:
         yield stats.lines - start_lines + 1, BadInput(failure.reason, failure.message)
     finally:
@@ -269,104 +320,220 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise _ReadFailure(CORRUPT_GZIP, "gzip stream ends early (a truncated download?)")
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Raw lines (without the newline); the last one even without a final newline."""
-    pending = b""
+def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """Raw lines without their ending (``\\n``, ``\\r\\n`` or a lone ``\\r``); the last one even
+    without an ending.
+
+    A line longer than ``limit`` bytes is given as ``TOO_LONG`` as soon as it is known to be, and
+    the rest of it is dropped as it is read: memory stays bounded whatever the input (an endless
+    line, as from /dev/zero, gives one ``TOO_LONG`` and then nothing, in flat memory).
+    """
+    head: list[bytes] = []  # the start of a line that spans chunks
+    held = 0
+    skipping = False  # inside a line already given as TOO_LONG
+    after_cr = False
     for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
+        if after_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        after_cr = False
+        if b"\r" in chunk:
+            after_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         parts = chunk.split(b"\n")
-        pending = parts.pop()
-        yield from parts
-    if pending:
-        yield pending
+        tail = parts.pop()
+        if parts:
+            if skipping:
+                del parts[0]
+                skipping = False
+            elif head:
+                held += len(parts[0])
+                parts[0] = b"".join([*head, parts[0]]) if held <= limit else TOO_LONG
+                head = []
+            if len(chunk) > limit:  # only then can a line inside the chunk be too long
+                parts = [part if len(part) <= limit else TOO_LONG for part in parts]
+            yield from parts
+            held = 0
+        if tail and not skipping:
+            head.append(tail)
+            held += len(tail)
+            if held > limit:
+                yield TOO_LONG
+                head, skipping = [], True
+    if head:
+        yield b"".join(head)
 
 
-def _read_lines(lines: Iterator[bytes], stats: ReadStats) -> Iterator[tuple[int, dict | BadInput]]:
-    number = 0
-    head: list[bytes] = []  # raw lines from the first non-blank one, read to tell the format
+class _LineReader:
+    """Messages and bad inputs from lines, reading JSON values as a stream whatever separates them.
 
-    def next_nonblank() -> bytes | None:
-        nonlocal number
-        for line in lines:
+    Each line is first parsed alone (NDJSON, the hot path). A line that fails and opens a bracket it
+    does not close may start a value over several lines (pretty-printed, or a record split in two):
+    the lines are followed while its brackets stay open, up to ``limit`` bytes. The candidate is
+    cut back to its first line, and the lines it took are read one by one, when it cannot be one
+    value: a string open at the first line's end, a bracket closed that was not open, a line
+    starting with ``{`` or ``[`` where the value cannot take one (the next NDJSON record), the
+    limit, or the end of the input. So a bad line costs that line only, and no line is read twice
+    by a candidate, which keeps time linear.
+    """
+
+    def __init__(self, lines: Iterator[bytes], stats: ReadStats, limit: int):
+        self.lines, self.stats, self.limit = lines, stats, limit
+
+    def records(self) -> Iterator[tuple[int, dict | BadInput]]:
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        stats = self.stats
+        number = 0
+        for line in self.lines:
             number += 1
             stats.lines += 1
-            if number == 1 and line.startswith(_BOM):
-                line = line[len(_BOM) :]
-            stripped = line.strip()
-            if head or stripped:
-                head.append(line)
-            if stripped:
-                return stripped
-            stats.blank_lines += 1
-        return None
-
-    first = next_nonblank()
-    if first is None:
-        return
-    first_number = number
-    if first[:1] == b"{" and not _parses(first):
-        second = next_nonblank()
-        if second is not None and second[:1] != b"{":
-            yield from _read_document(head, lines, first_number, stats)
-            return
-    elif first[:1] == b"[":
-        yield from _read_document(head, lines, first_number, stats)
-        return
-    for offset, line in enumerate(head):
-        if line.strip():
-            yield from _parse_line(first_number + offset, line)
-    yield from _read_ndjson(lines, number, stats)
-
-
-def _parses(line: bytes) -> bool:
-    try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _read_ndjson(lines: Iterator[bytes], number: int, stats: ReadStats):
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    for line in lines:
-        number += 1
-        try:
-            message = loads(line)
-        except decode_error as exc:
-            if not line.strip():
-                stats.lines += 1
-                stats.blank_lines += 1
+            try:
+                message = loads(line)
+            except decode_error:
+                number = yield from self._unparsed(line, number)
                 continue
-            message = _bad_line(line, exc)
-        stats.lines += 1
-        if type(message) is dict:
-            if "batch" in message:
-                for item in _batch_items(message):
+            if type(message) is dict and "batch" not in message:
+                yield number, message
+            else:
+                for item in _messages(message):
                     yield number, item
+
+    def _unparsed(self, line: bytes, number: int):
+        """Records for a line that is not one JSON value, and for the lines its value takes;
+        returns the number of the last line read."""
+        while True:
+            line = _without_bom(line)
+            stack = bytearray()
+            starts = line.lstrip()[:1] in (b"{", b"[")
+            if not starts or _brackets(line, stack) != _BALANCED or not stack:
+                yield from self._alone(line, number)
+                return number
+            region, stop = self._candidate(line, stack)
+            if stop is None and not stack:
+                records = _document(region, number)
+                if records is not None:
+                    yield from records
+                    return number + len(region) - 1
+            for extra in region:
+                yield from self._alone(extra, number)
+                number += 1
+            if stop is None or stop is _END:
+                return number - 1
+            try:
+                message = orjson.loads(stop)
+            except orjson.JSONDecodeError:
+                line = stop
                 continue
-            yield number, message
-        elif type(message) is BadInput:
-            yield number, message
-        else:
-            yield number, BadInput(NOT_AN_OBJECT, f"a JSON {_json_kind(message)}, not an object")
-
-
-def _parse_line(number: int, line: bytes) -> Iterator[tuple[int, dict | BadInput]]:
-    try:
-        message = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        yield number, _bad_line(line, exc)
-        return
-    if isinstance(message, dict):
-        if "batch" in message:
-            for item in _batch_items(message):
+            for item in _messages(message):
                 yield number, item
+            return number
+
+    def _candidate(self, first: bytes, stack: bytearray) -> tuple[list[bytes], bytes | None]:
+        """The lines of a value that starts on ``first`` and leaves ``stack`` open, and the line
+        that stopped it (read, not taken), ``_END``, or None when the value is whole."""
+        region = [first]
+        size = len(first)
+        last = first.rstrip()[-1:]
+        for line in self.lines:
+            self.stats.lines += 1
+            size += len(line) + 1
+            if line == TOO_LONG or size > self.limit:
+                return region, line
+            if line[:1] in (b"{", b"[") and not _value_may_follow(last, stack):
+                return region, line
+            region.append(line)
+            # a string left open is a fault that parsing will report; the value may go on
+            if _brackets(line, stack) == _MISMATCH:
+                return region, _END
+            if not stack:
+                return region, None
+            last = line.rstrip()[-1:] or last
+        return region, _END
+
+    def _alone(self, line: bytes, number: int) -> Iterator[tuple[int, dict | BadInput]]:
+        """Records for one line read on its own: blank, too long, one value, several in a row, or
+        bad."""
+        if line == TOO_LONG:
+            text = f"line longer than {self.limit:,} bytes (--max-line-bytes); skipped"
+            yield number, BadInput(LINE_TOO_LONG, text)
+            return
+        line = _without_bom(line)
+        if not line.strip():
+            self.stats.blank_lines += 1
+            return
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            stack = bytearray()
+            if _brackets(line, stack) == _BALANCED and not stack:
+                yield from _document([line], number)
+            else:
+                yield number, _bad_line(line, exc)
+            return
+        for item in _messages(message):
+            yield number, item
+
+
+# No real line holds a newline, so these can mark what is not a line.
+TOO_LONG = b"\n"
+_END = b"\n\n"
+
+# A string (group 1 is its closing quote, absent when the line ends inside it) or a bracket.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(")?|[][{}]', re.S)
+_CLOSES = {ord("}"): ord("{"), ord("]"): ord("[")}
+
+
+def _brackets(line: bytes, stack: bytearray) -> int:
+    """Push the brackets the line opens onto ``stack`` and pop those it closes. ``_OPEN_STRING``
+    when a string is still open at the line's end (JSON strings never span lines), ``_MISMATCH``
+    when a bracket is closed that was not open, else ``_BALANCED``."""
+    for match in _TOKEN.finditer(line):
+        char = line[match.start()]
+        if char == 0x22:  # '"'
+            if match.group(1) is None:
+                return _OPEN_STRING
+        elif char in _CLOSES:
+            if not stack or stack.pop() != _CLOSES[char]:
+                return _MISMATCH
         else:
-            yield number, message
-    else:
-        yield number, BadInput(NOT_AN_OBJECT, f"a JSON {_json_kind(message)}, not an object")
+            stack.append(char)
+    return _BALANCED
+
+
+_BALANCED, _OPEN_STRING, _MISMATCH = range(3)
+
+
+def _value_may_follow(last: bytes, stack: bytearray) -> bool:
+    """Whether a value may come after ``last``, the last byte before a line break."""
+    return last in (b"[", b":") or (last == b"," and stack[-1] == ord("["))
+
+
+def _without_bom(line: bytes) -> bytes:
+    """The line without the BOMs at its start (``cat`` of files that each begin with one, even
+    an empty one, puts them at the start of any line)."""
+    while line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    return line
+
+
+def _messages(value) -> list[dict | BadInput]:
+    """The messages in a JSON value: an object, a batch's items, or an array's."""
+    if type(value) is dict:
+        return _batch_items(value) if "batch" in value else [value]
+    if type(value) is list:
+        if not value:
+            return [BadInput(EMPTY_BATCH, "an empty array: no messages")]
+        return [
+            item if type(item) is dict else _not_an_object(item, f"array item {index} is")
+            for index, item in enumerate(value)
+        ]
+    return [_not_an_object(value)]
+
+
+def _not_an_object(value, what: str = "") -> BadInput:
+    if what:
+        return BadInput(NOT_AN_OBJECT, f"{what} a JSON {_json_kind(value)}")
+    return BadInput(NOT_AN_OBJECT, f"a JSON {_json_kind(value)}, not an object")
 
 
 def _bad_line(line: bytes, exc: Exception) -> BadInput:
@@ -378,11 +545,13 @@ def _bad_line(line: bytes, exc: Exception) -> BadInput:
     match = _ORJSON_POSITION.search(text)
     if match:
         text = f"{text[: match.start()]} at column {match.group(1)}"
+    return BadInput(INVALID_JSON, f"not valid JSON ({text}): {_shown(line)}")
+
+
+def _shown(line: bytes) -> str:
     if len(line) > 60:
-        shown = line[:60].decode("utf-8", "replace") + "…"
-    else:
-        shown = line.decode("utf-8", "replace")
-    return BadInput(INVALID_JSON, f"not valid JSON ({text}): {shown}")
+        return line[:60].decode("utf-8", "replace") + "…"
+    return line.decode("utf-8", "replace")
 
 
 def _batch_items(batch: dict) -> list[dict | BadInput]:
@@ -390,6 +559,8 @@ def _batch_items(batch: dict) -> list[dict | BadInput]:
     items = batch.get("batch")
     if not isinstance(items, list):
         return [batch]
+    if not items:
+        return [BadInput(EMPTY_BATCH, "a batch with no messages")]
     shared = {
         key: batch[key] for key in ("context", "integrations") if isinstance(batch.get(key), dict)
     }
@@ -430,26 +601,26 @@ def _json_kind(value) -> str:
     return "number"
 
 
-def _read_document(head: list[bytes], lines, number: int, stats: ReadStats):
-    """A pretty-printed JSON document: one or more objects, or an array, read whole.
+def _document(region: list[bytes], number: int) -> list[tuple[int, dict | BadInput]] | None:
+    """Records for lines whose brackets all close: one or more values, perhaps pretty-printed.
 
-    Such inputs are small (a copy from Segment's debugger, a webhook body). Each message gets the
-    line on which it starts.
+    Each message gets the line on which it starts (an array's or a batch's items their own). A
+    value that fails to parse is one record at its first line, naming the fault's line, unless
+    one of its later lines starts with a bracket, which pretty-printers never write: then it is
+    None, to be read line by line, so that such a line (an NDJSON record, say) is never hidden in
+    a broken value.
     """
-    parts = list(head)
-    for line in lines:
-        stats.lines += 1
-        parts.append(line)
-    raw = b"\n".join(parts)
+    raw = b"\n".join(region)
+    last = number + len(region) - 1
+    records: list[tuple[int, dict | BadInput]] = []
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as bad:
-        line = number + raw.count(b"\n", 0, bad.start)
-        yield (
-            line,
-            BadInput(INVALID_UTF8, f"invalid UTF-8 at byte {bad.start + 1}; document skipped"),
-        )
-        return
+        message = f"invalid UTF-8 at byte {bad.start + 1}"
+        if last > number:
+            line = number + raw.count(b"\n", 0, bad.start)
+            message = f"invalid UTF-8 on line {line}; lines {number} to {last} skipped"
+        return _unless_hiding(region, [(number, BadInput(INVALID_UTF8, message))])
     newlines = [m.start() for m in re.finditer("\n", text)]
 
     def line_of(pos: int) -> int:
@@ -461,36 +632,41 @@ def _read_document(head: list[bytes], lines, number: int, stats: ReadStats):
         try:
             if text[pos] == "[":
                 items, end = _array_items(decoder, text, pos + 1)
+                if not items:
+                    records.append((line_of(pos), BadInput(EMPTY_BATCH, "an empty array")))
                 for item_pos, item in items:
-                    yield line_of(item_pos), _as_message(item)
+                    records.append((line_of(item_pos), _as_message(item)))
             else:
                 value, end = decoder.raw_decode(text, pos)
                 if isinstance(value, dict) and isinstance(value.get("batch"), list):
                     for item_pos, item in _batch_positions(decoder, text, pos, end, value):
-                        yield line_of(item_pos), item
+                        records.append((line_of(item_pos), item))
                 else:
-                    yield line_of(pos), _as_message(value)
+                    records.append((line_of(pos), _as_message(value)))
             pos = end
         except RecursionError:
-            yield (
-                line_of(pos),
-                BadInput(TOO_DEEP, "nested too deeply; rest of the document skipped"),
-            )
-            return
+            bad = BadInput(TOO_DEEP, f"nested too deeply; lines to {last} skipped")
+            records.append((line_of(pos), bad))
+            return records
         except ValueError as exc:  # JSONDecodeError, or a constant refused above
             if not isinstance(exc, json.JSONDecodeError):
                 exc = json.JSONDecodeError(str(exc), text, pos)
-            last = number + len(newlines)
-            yield (
-                line_of(exc.pos),
-                BadInput(
-                    INVALID_JSON,
-                    f"not valid JSON ({exc.msg} at column {exc.colno}); "
-                    f"rest of the document (to line {last}) skipped",
-                ),
-            )
-            return
+            start = line_of(pos)
+            if last > number:
+                where = f"line {line_of(exc.pos)} column {exc.colno}"
+                message = f"not valid JSON ({exc.msg} at {where}); lines {start} to {last} skipped"
+            else:
+                message = f"not valid JSON ({exc.msg} at column {exc.colno}): {_shown(region[0])}"
+            records.append((start, BadInput(INVALID_JSON, message)))
+            return _unless_hiding(region, records)
         pos = _WHITESPACE.match(text, pos).end()
+    return records
+
+
+def _unless_hiding(region: list[bytes], records: list) -> list | None:
+    if any(line[:1] in (b"{", b"[") for line in region[1:]):
+        return None
+    return records
 
 
 def _int_as_orjson_does(text: str) -> int | float:

@@ -432,7 +432,9 @@ def test_check_help_shows_an_example_and_the_exit_codes(flag):
     assert "retently check -c config.example.yaml" in lines
     assert "Exit codes:" in lines
     assert "0 all good" in lines
-    assert "2 usage or config error (nothing was sent), or the ledger failed during the run" in lines
+    assert (
+        "2 usage or config error (nothing was sent), or the ledger failed during the run" in lines
+    )
 
 
 def test_version():

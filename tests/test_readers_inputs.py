@@ -1,0 +1,269 @@
+"""Issue 8's reader defects: bad lines cost only themselves, long lines are bounded, every input
+is read or reported."""
+
+import gzip
+import io
+import itertools
+import os
+import tracemalloc
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from conftest import EXAMPLE_CONFIG, ndjson, records, track
+
+from retently_cli.cli import cli
+from retently_cli.readers import BadInput, ReadStats, Source, expand_paths, read_source
+
+MiB = 1 << 20
+
+
+def read_bytes(data: bytes, max_line_bytes=None):
+    stats = ReadStats()
+    source = Source("input", lambda: io.BytesIO(data))
+    if max_line_bytes is not None:
+        source.max_line_bytes = max_line_bytes
+    return list(read_source(source, stats)), stats
+
+
+def events(items):
+    return [(line, item.get("messageId")) for line, item in items if isinstance(item, dict)]
+
+
+def bad(items):
+    return [(line, item.reason) for line, item in items if isinstance(item, BadInput)]
+
+
+def many(n, start=0):
+    return ndjson(*(track(message_id=str(i)) for i in range(start, start + n)))
+
+
+# 5. A bad record anywhere costs its own line(s) only.
+
+BAD_LINES = [
+    b'{"type": "track", "ev',  # cut inside a string
+    b'{"type": "track", "event": 1',  # cut between tokens
+    b"[",
+    b"{",
+    b"[1, 2",
+    b'[{"type": "track", "messageId": "x"}',  # an array that never closes
+    b'{"a": [',
+    b'{"a": [1,',
+]
+
+
+@pytest.mark.parametrize("broken", BAD_LINES)
+@pytest.mark.parametrize("position", [0, 5, 20])
+def test_one_bad_line_anywhere_costs_that_line_only(broken, position):
+    data = many(position) + broken + b"\n" + many(20, start=position)
+    items, stats = read_bytes(data)
+    assert bad(items) == [(position + 1, "invalid_json")]
+    expected = [(i + 1, str(i)) for i in range(position)]
+    expected += [(i + 2, str(i)) for i in range(position, position + 20)]
+    assert events(items) == expected
+    assert stats.lines == position + 21
+
+
+def test_a_record_split_inside_a_string_costs_its_two_lines():
+    whole = orjson.dumps(track(message_id="split"))
+    cut = whole.index(b"Order") + 3
+    data = whole[:cut] + b"\n" + whole[cut:] + b"\n" + many(3)
+    items, _ = read_bytes(data)
+    assert bad(items) == [(1, "invalid_json"), (2, "invalid_json")]
+    assert events(items) == [(3, "0"), (4, "1"), (5, "2")]
+
+
+def test_a_record_split_between_tokens_is_one_message_and_the_rest_is_ndjson():
+    whole = orjson.dumps(track(message_id="split"))
+    cut = whole.index(b'"properties"')
+    data = whole[:cut] + b"\n" + whole[cut:] + b"\n" + many(3)
+    items, _ = read_bytes(data)
+    assert events(items) == [(1, "split"), (3, "0"), (4, "1"), (5, "2")]
+    assert not bad(items)
+
+
+def test_a_value_that_never_closes_is_held_no_longer_than_the_line_limit():
+    # "{"a": [1," allows an object after it, so only the limit stops it from swallowing the file
+    data = b'{"a": [1,\n' + many(200)
+    items, _ = read_bytes(data, max_line_bytes=4096)
+    assert bad(items) == [(1, "invalid_json")]
+    assert events(items) == [(i + 2, str(i)) for i in range(200)]
+
+
+def test_a_broken_pretty_document_is_one_record_but_never_hides_a_line_of_ndjson():
+    pretty = orjson.dumps(track(message_id="p"), option=orjson.OPT_INDENT_2)
+    broken = pretty.replace(b'"event": "Order Completed"', b'"event": "Order" Completed"')
+    items, _ = read_bytes(broken + b"\n" + many(2))
+    lines = len(pretty.splitlines())
+    assert [reason for _, reason in bad(items)] == ["invalid_json"]
+    assert events(items) == [(lines + 1, "0"), (lines + 2, "1")]
+    # a bracket that lets an object follow, NDJSON, and a closer: not one broken value
+    items, _ = read_bytes(b"[\n" + many(1) + b"x]\n" + many(1, start=1))
+    assert events(items) == [(2, "0"), (4, "1")]
+    assert bad(items) == [(1, "invalid_json"), (3, "invalid_json")]
+
+
+def test_compact_items_of_a_pretty_array_keep_their_lines():
+    data = b"[\n" + b",\n".join(orjson.dumps(track(message_id=m)) for m in "abc") + b"\n]\n"
+    items, _ = read_bytes(data + many(1))
+    assert events(items) == [(2, "a"), (3, "b"), (4, "c"), (6, "0")]
+
+
+# 9. Long lines: linear, bounded, reported.
+
+
+class Zeros(io.RawIOBase):
+    """``size`` NUL bytes (for ever when None), then ``tail``."""
+
+    def __init__(self, size=None, tail=b""):
+        self.left, self.tail = size, tail
+
+    def readable(self):
+        return True
+
+    def read1(self, n=-1):
+        if self.left is None:
+            return b"\0" * n
+        if self.left == 0:
+            tail, self.tail = self.tail, b""
+            return tail
+        n = min(n, self.left)
+        self.left -= n
+        return b"\0" * n
+
+
+def test_a_line_over_the_limit_is_reported_and_skipped_without_being_held():
+    tracemalloc.start()
+    try:
+        source = Source("zeros", lambda: Zeros(48 * MiB, b"\n" + many(1)))
+        source.max_line_bytes = MiB
+        items = list(read_source(source, ReadStats()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert bad(items) == [(1, "line_too_long")]
+    assert "1,048,576 bytes" in items[0][1].message
+    assert events(items) == [(2, "0")]
+    assert peak < 20 * MiB  # the queue of read chunks, not the line
+
+
+def test_an_endless_line_is_reported_once_its_over_the_limit():
+    source = Source("/dev/zero", lambda: Zeros())
+    source.max_line_bytes = 2 * MiB
+    [(line, item)] = itertools.islice(read_source(source, ReadStats()), 1)
+    assert (line, item.reason) == (1, "line_too_long")
+
+
+def test_gzipped_zeros_are_one_long_line_like_the_plain_ones():
+    data = gzip.compress(b"\0" * (8 * MiB) + b"\n" + many(1))
+    items, _ = read_bytes(data, max_line_bytes=MiB)
+    assert bad(items) == [(1, "line_too_long")]
+    assert events(items) == [(2, "0")]
+
+
+def test_lines_at_the_limit_are_read_and_one_byte_over_is_not():
+    line = orjson.dumps(track(message_id="edge"))
+    items, _ = read_bytes(line + b"\n" + line + b"  \n", max_line_bytes=len(line))
+    assert events(items) == [(1, "edge")]
+    assert bad(items) == [(2, "line_too_long")]
+
+
+def test_send_reports_a_line_too_long_with_its_file_and_line(tmp_path):
+    path = tmp_path / "long.ndjson"
+    path.write_bytes(many(1) + b'{"pad": "' + b"x" * 5000 + b'"}\n' + many(1, start=1))
+    for command in (["send", "-n", "-o", "ndjson"], ["coverage"], ["diff"]):
+        args = [*command, "--max-line-bytes", "1000"]
+        if command[0] == "diff":
+            args += [str(EXAMPLE_CONFIG), str(EXAMPLE_CONFIG)]
+        else:
+            args += ["-c", str(EXAMPLE_CONFIG)]
+        result = CliRunner().invoke(cli, [*args, str(path)])
+        assert result.exit_code in (0, 1), result.output
+        if command[0] == "send":
+            [failed] = [r for r in records(result.stdout) if r["outcome"] == "failed"]
+            assert (failed["source"], failed["line"]) == (str(path), 2)
+            assert failed["reason"] == "line_too_long"
+        else:
+            assert "line_too_long 1" in result.stderr
+
+
+# 10. Every input is read, or said to be skipped; every line gives a record.
+
+
+def test_a_fifo_in_a_walked_folder_is_skipped_with_a_warning(tmp_path):
+    (tmp_path / "a.ndjson").write_bytes(many(1))
+    os.mkfifo(tmp_path / "b.fifo")
+    warnings = []
+    sources = expand_paths([str(tmp_path)], stdin=None, warn=warnings.append)
+    assert [s.name for s in sources] == [str(tmp_path / "a.ndjson")]
+    assert len(warnings) == 1 and "b.fifo" in warnings[0] and "not a regular file" in warnings[0]
+
+
+def test_send_on_a_folder_with_a_fifo_warns_once_and_reads_the_rest(tmp_path):
+    (tmp_path / "a.ndjson").write_bytes(many(2))
+    os.mkfifo(tmp_path / "b.fifo")
+    result = CliRunner().invoke(
+        cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert {r["line"] for r in records(result.stdout)} == {1, 2}
+    assert result.stderr.count("b.fifo") == 1
+
+
+def test_symlinked_folders_are_followed_once_and_loops_reported(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "x.ndjson").write_bytes(many(1))
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "y.ndjson").write_bytes(many(1))
+    (top / "linked").symlink_to(real, target_is_directory=True)
+    (top / "sub" / "up").symlink_to(top, target_is_directory=True)  # a loop
+    warnings = []
+    names = [s.name for s in expand_paths([str(top)], stdin=None, warn=warnings.append)]
+    assert names == [str(top / "linked" / "x.ndjson"), str(top / "sub" / "y.ndjson")]
+    assert len(warnings) == 1 and str(top / "sub" / "up") in warnings[0]
+
+
+@pytest.mark.parametrize("data", [b'{"batch": []}', b"[]", b'{\n  "batch": []\n}', b"[\n]"])
+def test_an_empty_batch_or_array_is_one_record(data):
+    items, _ = read_bytes(data)
+    assert bad(items) == [(1, "empty_batch")]
+
+
+def test_a_bom_is_stripped_at_the_start_of_any_line():
+    data = b"\xef\xbb\xbf" + many(1) + b"\xef\xbb\xbf" + many(1, start=1)  # cat a.json b.json
+    items, _ = read_bytes(data)
+    assert events(items) == [(1, "0"), (2, "1")]
+    items, _ = read_bytes(many(1) + b"\xef\xbb\xbf" + PRETTY)
+    assert events(items) == [(1, "0"), (2, "p")]
+
+
+PRETTY = orjson.dumps(track(message_id="p"), option=orjson.OPT_INDENT_2)
+
+
+@pytest.mark.parametrize("ending", [b"\r", b"\r\n", b"\n"])
+def test_every_line_ending_gives_lines(ending):
+    data = many(3).replace(b"\n", ending) + PRETTY.replace(b"\n", ending)
+    items, stats = read_bytes(data)
+    assert events(items) == [(1, "0"), (2, "1"), (3, "2"), (4, "p")]
+    assert stats.lines == 3 + PRETTY.count(b"\n") + 1
+
+
+def test_a_crlf_split_between_reads_is_one_line_ending():
+    data = many(3).replace(b"\n", b"\r\n")
+
+    class Bytewise(io.RawIOBase):
+        def __init__(self):
+            self.data = data
+
+        def readable(self):
+            return True
+
+        def read1(self, n=-1):
+            head, self.data = self.data[:1], self.data[1:]
+            return head
+
+    items, stats = list(read_source(Source("in", Bytewise), st := ReadStats())), st
+    assert events(items) == [(1, "0"), (2, "1"), (3, "2")]
+    assert (stats.lines, stats.blank_lines) == (3, 0)
