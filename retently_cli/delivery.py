@@ -234,6 +234,7 @@ class Sender:
         log_bodies: bool = False,
         sleep: Callable[[float], None] | None = None,
         ledger: Ledger | None = None,
+        warn: Callable[[str], None] | None = None,
     ):
         self.client = client
         self.ledger = ledger
@@ -244,6 +245,9 @@ class Sender:
         self._log = log
         self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
+        self._warn = warn or (lambda line: None)
+        self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
 
     def deliver_recorded(self, batch: Batch) -> list[Outcome]:
         """``deliver``, with the ledger told before the first request and after the last."""
@@ -264,11 +268,33 @@ class Sender:
             except Exception as exc:  # the ledger is busy or the disk is full: say so, not fail
                 problem = exc
                 self._sleep(0.5 * (attempt + 1))
-        # The rows stay pending: the next run lists these events as uncertain, never resends.
-        note = f"the ledger could not record this ({problem!r}); the next run lists it as uncertain"
+        # The outcomes stay what Retently answered; the rows stay pending, so the next run lists
+        # these events as uncertain and never resends them blindly.
+        self._ledger_failed(problem)
+        note = (
+            f"the ledger could not record this ({problem}): the next run lists it as uncertain "
+            "and does not resend it without --retry-uncertain"
+        )
         for outcome in outcomes:
             outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
         return outcomes
+
+    def _ledger_failed(self, problem: Exception) -> None:
+        """Nothing more can be recorded, so nothing more is sent: a survey sent unrecorded
+        could be sent again by the next run."""
+        self.stop.set()
+        self._warn_once(
+            "ledger",
+            f"retently: the ledger {self.ledger.path} cannot be written ({problem}): nothing "
+            "more is sent. Re-run once it can be: what was not sent is sent then.",
+        )
+
+    def _warn_once(self, topic: str, line: str) -> None:
+        with self._warned_lock:
+            if topic in self._warned:
+                return
+            self._warned.add(topic)
+        self._warn(line)
 
     def deliver(self, batch: Batch, recorded: bool = True) -> list[Outcome]:
         body = batch.body()
@@ -277,9 +303,14 @@ class Sender:
             if not self.limiter.acquire(self.stop):
                 return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
             if not recorded:
-                self.ledger.begin(
-                    (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
-                )
+                try:
+                    self.ledger.begin(
+                        (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
+                    )
+                except Exception as exc:  # the disk is full, say: no request has gone out
+                    self._ledger_failed(exc)
+                    detail = f"the ledger could not record it ({exc}): nothing was sent"
+                    return _all(batch, False, None, attempts, NOT_SENT, detail)
                 recorded = True
             attempts += 1
             answer = self.client.post_survey(body)
