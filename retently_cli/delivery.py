@@ -378,14 +378,8 @@ class Sender:
                 else:
                     failed += 1
                 if failed >= self.policy.max_attempts or paced >= self.policy.max_paced:
-                    return _all(
-                        batch,
-                        False,
-                        answer.status,
-                        attempts,
-                        GAVE_UP,
-                        _gave_up(answer, attempts, paced),
-                    )
+                    detail = _gave_up(answer, attempts, paced)
+                    return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
                 wait = self.policy.backoff(max(1, failed), answer.retry_after)
                 if answer.status == 429:
                     self._slow_down(asked)

@@ -4,6 +4,7 @@ import threading
 
 from click.testing import CliRunner
 from conftest import NPS, TEST_KEY, ndjson, records, track
+from test_delivery import deliver_all, sender_for, surveys
 
 from retently_cli.cli import cli
 from retently_cli.delivery import RateLimiter
@@ -63,3 +64,16 @@ def test_a_429_halves_the_rate_once_per_burst_and_successes_win_it_back_up_to_th
         now[0] += 1.0
         limiter.slow_down(now[0])
     assert limiter.per_minute == 1  # a floor: one request a minute
+
+
+def test_429s_with_retry_after_spare_max_attempts_but_have_a_cap_of_their_own():
+    with FakeRetently(api_key=TEST_KEY, fault_retry_after=0) as server:
+        server.inject("429", times=2)
+        sender = sender_for(server, attempts=1)
+        assert all(o.sent and o.attempts == 3 for o in deliver_all(sender, surveys(2)))
+        server.inject("429", times=10)
+        sender.policy.max_paced = 4
+        outcomes = deliver_all(sender, surveys(2))
+        assert server.survey_count() == 2  # the first two only
+    assert {(o.reason, o.status, o.attempts) for o in outcomes} == {("retries_exhausted", 429, 4)}
+    assert "4 of them HTTP 429" in outcomes[0].detail
