@@ -449,6 +449,7 @@ def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
         threading.Event(),
         log=log if verbose else None,
         log_bodies=verbose > 1,
+        warn=lambda line: console.print(Text(line, style="yellow"), soft_wrap=True),
     )
     return Dispatcher(sender, delivery.concurrency)
 

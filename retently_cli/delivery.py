@@ -2,6 +2,7 @@
 
 The policy (see the README): retry what provably did not take effect (connection failures,
 408, 429, 5xx but 501) with capped exponential backoff and full jitter, honouring Retry-After;
+slow the whole run down on 429s (a 429 with Retry-After is pacing, not a failed attempt);
 fail other 4xx at once, bisecting a rejected batch to find the bad subscriber; stop the whole
 run on 401/403. A connection that breaks after the request was written may have delivered it:
 that batch is reported ``uncertain`` and not resent, since a second survey annoys a customer
@@ -37,6 +38,7 @@ _BISECT_STATUSES = frozenset({400, 413, 422})
 # Keeps requests a little under the limit, so that jitter between sending here and arriving
 # there never puts one request too many into the server's window.
 _RATE_MARGIN = 1.02
+_SLOWEST = 1.0  # requests a minute: however many 429s, the client never stops altogether
 
 
 @dataclass(slots=True)
@@ -142,39 +144,86 @@ class Batcher:
 
 
 class RateLimiter:
-    """Spaces requests evenly so that no 60-second window holds more than ``per_minute``."""
+    """Spaces requests evenly so that no 60-second window holds more than ``per_minute``.
+
+    The rate adapts to the server, never above the configured one: a 429 halves it (once for a
+    burst of 429s: only a request that asked for its slot after the last cut cuts again), and
+    each request that goes through wins back one request a minute. A ``rate_limit`` set higher
+    than the account's thus settles near the account's instead of retrying into 429s.
+    """
 
     def __init__(self, per_minute: float | None, clock=time.monotonic):
-        self.interval = 60.0 / per_minute * _RATE_MARGIN if per_minute else 0.0
-        self._clock = clock
+        self.ceiling = per_minute
+        self.clock = clock
+        self._rate = float(per_minute) if per_minute else None
+        self.interval = self._interval()
         self._next = 0.0
+        self._paused_until = 0.0
+        self._last_cut = float("-inf")
         self._lock = threading.Lock()
+
+    @property
+    def per_minute(self) -> float | None:
+        """The rate in force now."""
+        return self._rate
 
     def acquire(self, stop: threading.Event) -> bool:
         """Wait for this request's slot; False if the run is stopping."""
         if not self.interval and not self._next:
             return not stop.is_set()
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        wait = slot - self._clock()
-        if wait > 0:
-            stop.wait(wait)
-        return not stop.is_set()
+        while True:
+            with self._lock:
+                now = self.clock()
+                slot = max(now, self._next)
+                self._next = slot + self.interval
+            wait = slot - self.clock()
+            if wait > 0:
+                stop.wait(wait)
+            if stop.is_set():
+                return False
+            if slot >= self._paused_until:  # else a 429 paused everyone meanwhile: queue again
+                return True
 
     def pause(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` (the server said so)."""
         with self._lock:
-            self._next = max(self._next, self._clock() + seconds)
+            until = self.clock() + seconds
+            self._paused_until = max(self._paused_until, until)
+            self._next = max(self._next, until)
+
+    def slow_down(self, asked: float) -> float | None:
+        """After a 429 for a request that asked for its slot at ``asked`` (by ``clock``): the
+        halved rate, or None when it stays (no limit, at the floor, or already cut since)."""
+        with self._lock:
+            if self._rate is None or self._rate <= _SLOWEST or asked < self._last_cut:
+                return None
+            self._rate = max(_SLOWEST, self._rate / 2)
+            self.interval = self._interval()
+            self._last_cut = self.clock()
+            return self._rate
+
+    def succeeded(self) -> None:
+        """A request went through: one more request a minute, up to the configured rate."""
+        if self._rate is None or self._rate >= self.ceiling:
+            return
+        with self._lock:
+            self._rate = min(float(self.ceiling), self._rate + 1)
+            self.interval = self._interval()
+
+    def _interval(self) -> float:
+        return 60.0 / self._rate * _RATE_MARGIN if self._rate else 0.0
 
 
 @dataclass
 class RetryPolicy:
+    """``max_attempts`` bounds the attempts that failed; a 429 with Retry-After is the server
+    pacing the client, not a failure, so it counts only against ``max_paced``."""
+
     max_attempts: int = 6
     base: float = 0.5
     cap: float = 30.0
     max_retry_after: float = 120.0
+    max_paced: int = 30
 
     def backoff(self, attempt: int, retry_after: str | None) -> float:
         """Seconds to wait before attempt ``attempt + 1``."""
@@ -234,6 +283,7 @@ class Sender:
         log_bodies: bool = False,
         sleep: Callable[[float], None] | None = None,
         ledger: Ledger | None = None,
+        warn: Callable[[str], None] | None = None,
     ):
         self.client = client
         self.ledger = ledger
@@ -244,6 +294,9 @@ class Sender:
         self._log = log
         self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
+        self._warn = warn or (lambda line: None)
+        self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
 
     def deliver_recorded(self, batch: Batch) -> list[Outcome]:
         """``deliver``, with the ledger told before the first request and after the last."""
@@ -264,16 +317,39 @@ class Sender:
             except Exception as exc:  # the ledger is busy or the disk is full: say so, not fail
                 problem = exc
                 self._sleep(0.5 * (attempt + 1))
-        # The rows stay pending: the next run lists these events as uncertain, never resends.
-        note = f"the ledger could not record this ({problem!r}); the next run lists it as uncertain"
+        # The outcomes stay what Retently answered; the rows stay pending, so the next run lists
+        # these events as uncertain and never resends them blindly.
+        self._ledger_failed(problem)
+        note = (
+            f"the ledger could not record this ({problem}): the next run lists it as uncertain "
+            "and does not resend it without --retry-uncertain"
+        )
         for outcome in outcomes:
             outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
         return outcomes
 
+    def _ledger_failed(self, problem: Exception) -> None:
+        """Nothing more can be recorded, so nothing more is sent: a survey sent unrecorded
+        could be sent again by the next run."""
+        self.stop.set()
+        self._warn_once(
+            "ledger",
+            f"retently: the ledger {self.ledger.path} cannot be written ({problem}): nothing "
+            "more is sent. Re-run once it can be: what was not sent is sent then.",
+        )
+
+    def _warn_once(self, topic: str, line: str) -> None:
+        with self._warned_lock:
+            if topic in self._warned:
+                return
+            self._warned.add(topic)
+        self._warn(line)
+
     def deliver(self, batch: Batch, recorded: bool = True) -> list[Outcome]:
         body = batch.body()
-        attempts = 0
+        attempts = failed = paced = 0
         while True:
+            asked = self.limiter.clock()
             if not self.limiter.acquire(self.stop):
                 return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
             if not recorded:
@@ -284,22 +360,32 @@ class Sender:
                 except LedgerLost as exc:  # nothing sent from now on could be remembered
                     self.stop.set()
                     return _all(batch, False, None, attempts, NOT_SENT, str(exc))
+                except Exception as exc:  # the disk is full, say: no request has gone out
+                    self._ledger_failed(exc)
+                    detail = f"the ledger could not record it ({exc}): nothing was sent"
+                    return _all(batch, False, None, attempts, NOT_SENT, detail)
                 recorded = True
             attempts += 1
             answer = self.client.post_survey(body)
             self._trace(body, answer, len(batch.surveys))
             if answer.status is not None and 200 <= answer.status < 300:
+                self.limiter.succeeded()
                 return _attribute(batch, answer, attempts)
             if answer.status in (401, 403):
                 self.unauthorized = True
                 self.stop.set()
                 return _all(batch, False, answer.status, attempts, UNAUTHORIZED, _message(answer))
             if is_retryable(answer):
-                if attempts >= self.policy.max_attempts:
-                    detail = f"{_describe(answer)} on each of {attempts} attempts"
+                if answer.status == 429 and answer.retry_after is not None:
+                    paced += 1
+                else:
+                    failed += 1
+                if failed >= self.policy.max_attempts or paced >= self.policy.max_paced:
+                    detail = _gave_up(answer, attempts, paced)
                     return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
-                wait = self.policy.backoff(attempts, answer.retry_after)
+                wait = self.policy.backoff(max(1, failed), answer.retry_after)
                 if answer.status == 429:
+                    self._slow_down(asked)
                     self.limiter.pause(wait)
                 self._sleep(wait)
                 continue
@@ -309,6 +395,16 @@ class Sender:
             if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
                 return self._bisect(batch)
             return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
+
+    def _slow_down(self, asked: float) -> None:
+        rate = self.limiter.slow_down(asked)
+        if rate is not None:
+            self._warn_once(
+                "rate",
+                "retently: Retently is answering 429 (too many requests): sending slower than "
+                f"rate_limit {self.limiter.ceiling:g}/min (now {rate:.0f}/min, adjusting to what "
+                "it accepts). Set rate_limit to the account's limit.",
+            )
 
     def _bisect(self, batch: Batch) -> list[Outcome]:
         middle = len(batch.surveys) // 2
@@ -354,6 +450,12 @@ def _message(answer: Answer) -> str:
     if isinstance(answer.body, dict) and answer.body.get("message"):
         return f"HTTP {answer.status}: {answer.body['message']}"
     return f"HTTP {answer.status}"
+
+
+def _gave_up(answer: Answer, attempts: int, paced: int) -> str:
+    if not paced:
+        return f"{_describe(answer)} on each of {attempts} attempts"
+    return f"{_describe(answer)} after {attempts} attempts ({paced} of them HTTP 429)"
 
 
 def _describe(answer: Answer) -> str:

@@ -351,29 +351,6 @@ def test_a_batch_body_is_the_dry_run_request_with_every_subscriber():
     }
 
 
-def test_a_ledger_that_cannot_record_a_delivery_never_turns_it_into_a_failure(tmp_path):
-    from retently_cli.ledger import Ledger
-
-    ledger = Ledger(tmp_path / "l.sqlite3")
-    items = surveys(2)
-    for item in items:
-        item.key = item.decision.message_id
-
-    def locked(*args, **kwargs):
-        raise RuntimeError("database is locked")
-
-    with FakeRetently(api_key=TEST_KEY) as server:
-        sender = sender_for(server)
-        sender.ledger = ledger
-        sender._sleep = lambda seconds: None
-        ledger.settle = locked
-        outcomes = deliver_all(sender, items)
-        assert server.survey_count() == 2
-    assert all(o.sent for o in outcomes)
-    assert "the next run lists it as uncertain" in outcomes[0].detail
-    assert ledger.state("m0", CSAT) == "pending"  # so the next run will not resend it
-
-
 def test_batches_never_exceed_the_size_even_when_repeats_pile_up():
     batcher = Batcher(3)
     items = surveys(7, email="same@example.com") + surveys(7, email="u{i}@example.com")
