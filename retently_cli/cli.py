@@ -55,7 +55,7 @@ from retently_cli.ledger import (
     default_ledger_path,
 )
 from retently_cli.matching import Matcher
-from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
+from retently_cli.outputs import Output, ReplacingOutput, check_output_paths, same_file
 from retently_cli.planning import Filters, Planner
 from retently_cli.preview_cli import coverage, diff, init
 from retently_cli.progress import SendProgress
@@ -230,14 +230,14 @@ def send(
     ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
     paths_check = check_output_paths(
         {"--report": report_path, "--failed": failed_path},
-        [s.name for s in sources if s.name != STDIN_NAME],
+        [s.name for s in sources],
         [p for p in paths if p != STDIN_NAME and Path(p).is_dir()],
         ledger_where,
     )
     if paths_check.problems:
         fail(console, paths_check.problems)
     for warning in paths_check.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+        console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
@@ -274,6 +274,9 @@ def send(
     job = SendJob(
         Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
     )
+    console.file.on_failure = lambda: job.halt("stderr was closed")
+    if isinstance(failed_file, ReplacingOutput):
+        job.replaced_inputs = frozenset(s.name for s in sources if same_file(s.name, failed_path))
 
     def on_source(source):
         if verbose > 1:
@@ -304,7 +307,7 @@ def send(
         if dead_letters is not None and dead_letters.count and not quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
         if isinstance(failed_file, ReplacingOutput):
-            kept = failed_file.finish(input_read=job.read_complete)
+            kept = failed_file.finish(input_read=job.read_complete and not job.kept_back)
             if kept:
                 console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
     except OSError:  # stderr itself is gone: the exit code still tells
@@ -319,7 +322,7 @@ def send(
     lost = ledger.verify() if ledger is not None else None
     if lost is not None:  # the ledger vanished under the run: it stopped sending
         code = EXIT_USAGE
-        console.print(Text(f"retently: {lost}"), soft_wrap=True)
+        console.print(Text(visible(f"retently: {lost}")), soft_wrap=True)
     if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
         _flush_all(streams)
         os._exit(code)
@@ -379,10 +382,13 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         return
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     then = f"; {not_sent:,} surveys not sent" if not_sent else ""
-    console.print(
-        Text(f"retently: {reason}; stopped reading{then}. Re-run the same command to resume."),
-        soft_wrap=True,
-    )
+    if job.read_complete and not not_sent:  # everything was read and settled all the same
+        line = f"retently: {reason}"
+    elif failure is not None and not isinstance(failure, _LEDGER_ERRORS):
+        line = f"retently: {reason}; the run stopped{then} (-vv shows where)"
+    else:
+        line = f"retently: {reason}; stopped reading{then}. Re-run the same command to resume."
+    console.print(Text(visible(line)), soft_wrap=True)
 
 
 def _exit_code(report, job, dispatcher, interrupted, failure) -> int:

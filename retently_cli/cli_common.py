@@ -37,9 +37,42 @@ Exit codes:
   130  interrupted (Ctrl-C)"""
 
 
+class TolerantStream:
+    """stderr for the Rich console. When it can no longer be written (``2>&1 | head``, a
+    closed terminal), writes are dropped and ``on_failure`` is called once, instead of an
+    exception that would abandon the requests in flight."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = False
+        self.on_failure = lambda: None
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except (OSError, ValueError):
+                self._failed()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._failed()
+
+    def _failed(self) -> None:
+        self.broken = True
+        self.on_failure()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def stderr_console() -> Console:
     width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
-    return Console(stderr=True, highlight=False, width=width)
+    return Console(file=TolerantStream(sys.stderr), highlight=False, width=width)
 
 
 def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
@@ -129,7 +162,9 @@ def max_line_bytes_option(f):
 
 def input_warning(console: Console):
     """Where readers say what they pass over (a FIFO in a folder, a link looping back)."""
-    return lambda text: console.print(Text(f"retently: {text}", style="yellow"), soft_wrap=True)
+    return lambda text: console.print(
+        Text(f"retently: {visible(text)}", style="yellow"), soft_wrap=True
+    )
 
 
 def verbosity_options(f):

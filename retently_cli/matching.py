@@ -26,14 +26,13 @@ INVALID_EMAIL = "invalid_email"
 TOO_DEEP = "too_deeply_nested"
 RETENTLY_RECORD = "retently_record"  # a line of our own report or dry-run output, read back
 _DEEP = "nested too deeply to be read or written back"
-_OWN_RECORD = "a record written by retently (a report or dry-run output), not an event"
+_OWN_RECORD = "a record written by retently (a report, dry-run or diff output), not an event"
 
 # Where else an email commonly sits on a Track call (segment-inputs.md).
 OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
 
 # No control characters either: they have no place in an address, and could reach a terminal.
-_PART = rf"[^@\s{CONTROL_CLASS}]+"
-_EMAIL = re.compile(rf"^{_PART}@{_PART}\.{_PART}$")
+_NOT_IN_EMAIL = re.compile(rf"[\s{CONTROL_CLASS}]")
 _HINT_CACHE_LIMIT = 100_000
 
 
@@ -71,7 +70,7 @@ class Matcher:
         message_id = event.get("messageId")
         if message_id is not None and not isinstance(message_id, str):
             message_id = str(message_id)
-        if "outcome" in event and "source" in event and "type" not in event:
+        if "source" in event and "line" in event and "type" not in event:
             return [Decision(None, None, None, None, RETENTLY_RECORD, _OWN_RECORD)]
         if not is_track(event):
             kind = event.get("type")
@@ -122,7 +121,7 @@ class Matcher:
             value = _lookup(event, path)
             if isinstance(value, str) and value.strip():
                 email = value.strip()
-                if _EMAIL.match(email):
+                if _is_email(email):
                     return email, None, None
                 return email, INVALID_EMAIL, f"{'.'.join(path)} is not an email address"
         elsewhere = self.email_elsewhere(event)
@@ -156,7 +155,10 @@ def legacy_event_key(message: dict) -> str | None:
     message_id = message.get("messageId")
     if isinstance(message_id, bool) or not isinstance(message_id, str | int):
         if _message_id_key(message_id) is not None:
-            return content_key(message)
+            try:
+                return content_key(message)
+            except (orjson.JSONEncodeError, RecursionError):  # too deep to have been recorded
+                return None
     return None
 
 
@@ -178,6 +180,18 @@ def _message_id_key(message_id) -> str | None:
     if isinstance(message_id, list | dict) and message_id:
         return "json:" + orjson.dumps(message_id, option=orjson.OPT_SORT_KEYS).decode()
     return None
+
+
+def _is_email(text: str) -> bool:
+    """One @, something before it, a dot inside the domain, no space or control character.
+    Checked without a backtracking pattern, which took quadratic time on long junk."""
+    local, at, domain = text.partition("@")
+    return (
+        bool(local and at)
+        and "@" not in domain
+        and "." in domain[1:-1]
+        and _NOT_IN_EMAIL.search(text) is None
+    )
 
 
 def is_track(message: dict) -> bool:

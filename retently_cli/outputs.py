@@ -82,8 +82,8 @@ class ReplacingOutput(Output):
         kept = self.path.with_name(self.path.name + ".new")
         os.replace(self.temp, kept)
         return (
-            f"{self.path} was not read to the end, so it is left as it was; this run's "
-            f"entries are in {kept}"
+            f"{self.path} holds events this run did not settle (not read to the end, filtered, "
+            f"a dry-run, or malformed), so it is left as it was; this run's entries are in {kept}"
         )
 
 
@@ -107,7 +107,13 @@ def check_output_paths(
     that is the ledger, or the same file as another output, is refused; one inside an input
     folder is warned about (a later run over that folder reads it)."""
     check = PathCheck()
-    input_ids = {_identity(Path(p)): p for p in inputs}
+    input_ids = {_identity(Path(p)): p for p in inputs if p != "-"}
+    if "-" in inputs:  # stdin redirected from a file (`< events.ndjson`)
+        try:
+            info = os.fstat(0)
+            input_ids[("inode", info.st_dev, info.st_ino)] = "stdin"
+        except OSError:
+            pass
     seen: dict[object, str] = {}
     for option, raw in outputs.items():
         if raw is None or raw == "-":
@@ -139,6 +145,17 @@ def check_output_paths(
                 )
                 break
     return check
+
+
+def same_file(name: str, path: str) -> bool:
+    """Whether the input ``name`` (``-`` for stdin) is the file at ``path``."""
+    if name == "-":
+        try:
+            info, other = os.fstat(0), os.stat(path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == (other.st_dev, other.st_ino)
+    return _identity(Path(name)) == _identity(Path(path))
 
 
 def _identity(path: Path):

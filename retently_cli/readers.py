@@ -712,6 +712,10 @@ def _as_message(value) -> dict | BadInput:
     if _too_deep(value):
         return BadInput(TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, dict):
+        try:  # the stdlib parser lets through what no JSON writer takes: lone surrogates
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            return BadInput(INVALID_JSON, f"not valid JSON ({exc})")
         return value
     return BadInput(NOT_AN_OBJECT, f"a JSON {_json_kind(value)}, not an object")
 

@@ -203,7 +203,7 @@ class Report:
             return
         if self._rows:
             self._print_rows()
-        self.console.print(Text(f"warning: {text}", style="yellow"), soft_wrap=True)
+        self.console.print(Text(f"warning: {visible(text)}", style="yellow"), soft_wrap=True)
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
-from retently_cli.matching import RETENTLY_RECORD, Matcher
-from retently_cli.planning import UNCERTAIN_OUTCOME, Planner
+from retently_cli.matching import DUPLICATE, RETENTLY_RECORD, Matcher
+from retently_cli.planning import ALREADY_SENT, UNCERTAIN_OUTCOME, Planner
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.report import SKIPPED, Report
 
@@ -46,6 +46,11 @@ class SendJob:
         self.read_complete = False
         self.halted_by: str | None = None
         self._own_record_sources: set[str] = set()
+        # Inputs that an output replaces at the end (--failed F F): their events that this
+        # run neither settled nor wrote back out (filtered, dry-run, malformed) are counted,
+        # and while any is, the old file must stay.
+        self.replaced_inputs: frozenset[str] = frozenset()
+        self.kept_back = 0
 
     def halt(self, why: str) -> None:
         """Stop reading at the next event (an output can no longer be written): what was
@@ -64,16 +69,19 @@ class SendJob:
         for source in sources:
             on_source(source)
             name = source.name
+            watched = name in self.replaced_inputs
             for line, item in read_source(source, self.stats, self._idle):
                 if self.stopped:
                     return
                 if type(item) is BadInput:
                     report.bad_input(name, line, item)
+                    self.kept_back += watched
                     continue
                 item.pop(DEAD_LETTER_FIELD, None)
                 for decision in decide(item):
                     if decision.reason is not None:
                         report.decision(name, line, decision, SKIPPED)
+                        self.kept_back += watched and decision.reason != DUPLICATE
                         if decision.reason == RETENTLY_RECORD:
                             self._own_records_in(name)
                         continue
@@ -85,8 +93,11 @@ class SendJob:
                         )  # fmt: skip
                         if verdict.outcome == UNCERTAIN_OUTCOME and self.dead_letters:
                             self.dead_letters.write(item, decision.campaign.id, verdict.reason)
+                        else:
+                            self.kept_back += watched and verdict.reason != ALREADY_SENT
                     elif self.dispatcher is None:
                         report.dry_run(name, line, decision)
+                        self.kept_back += watched
                     else:
                         key, when = self.planner.identity(item)
                         survey = Survey(name, line, decision, item, key, when)

@@ -197,3 +197,23 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
     assert "pending" not in states
     sent = [r for r in records(result.stdout) if r["outcome"] == "sent"]
     assert len(sent) == states.get("sent", 0) == slow_server.survey_count()
+
+
+def test_a_closed_stderr_does_not_abandon_requests_in_flight(slow_server, tmp_path):
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(events(2000))
+    ledger = tmp_path / "ledger.sqlite3"
+    proc = subprocess.Popen(  # `retently send --all-rows ... 2>&1 | head -3`
+        command("--all-rows", "--ledger", str(ledger), str(source)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=tool_env(slow_server, tmp_path),
+        cwd=tmp_path,
+    )
+    for _ in range(3):
+        proc.stderr.readline()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 1
+    states = ledger_states(ledger)
+    assert "pending" not in states, states
+    assert states.get("sent", 0) == slow_server.survey_count() < 4000
