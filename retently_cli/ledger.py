@@ -321,7 +321,7 @@ class Ledger:
             return
         try:
             now = os.stat(self.file)
-        except FileNotFoundError:
+        except OSError:  # gone, or a folder on its path is a file now
             problem = "was deleted"
         else:
             if _identity(now) != self._identity:

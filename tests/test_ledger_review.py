@@ -46,3 +46,18 @@ def test_an_old_ledger_in_use_by_an_older_run_is_left_where_it_is(tmp_path, monk
     path = default_ledger_path("http://localhost:8787", environ={}, notify=lambda _: 0)
     assert path == old and old.exists()
     running.close()
+
+
+# -- C: the ledger's folder replaced by a file ----------------------------------------------------
+
+
+def test_a_ledger_folder_turned_into_a_file_is_a_lost_ledger_not_a_traceback(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    ledger = Ledger(folder / "ledger.sqlite3")
+    ledger.begin([("a", NPS, "a@x.com", None)])
+    folder.rename(tmp_path / "d2")
+    folder.write_text("")
+    lost = ledger.verify()
+    assert lost is not None and "ledger" in str(lost)
+    ledger.close()
