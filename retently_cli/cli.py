@@ -376,6 +376,8 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         reason = f"internal error ({type(failure).__name__}: {failure})"
         if verbose > 1:
             console.print_exception()
+    elif job.dispatcher is not None and job.dispatcher.sender.ledger_error is not None:
+        reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
     elif job.halted_by is not None:
         reason = job.halted_by
     if reason is None:
@@ -398,6 +400,8 @@ def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
         return EXIT_UNAUTHORIZED
     if isinstance(failure, _LEDGER_ERRORS):
         return EXIT_USAGE
+    if dispatcher is not None and dispatcher.sender.ledger_error is not None:
+        return EXIT_USAGE  # nothing more could be recorded, so the run stopped sending
     if failure is not None or job.halted_by is not None:
         return max(report.exit_code(), EXIT_PROBLEMS)
     return report.exit_code()

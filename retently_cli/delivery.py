@@ -291,6 +291,7 @@ class Sender:
         self.policy = policy
         self.stop = stop
         self.unauthorized = False
+        self.ledger_error: Exception | None = None  # the ledger could not be written
         self._log = log
         self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
@@ -300,8 +301,11 @@ class Sender:
 
     def deliver_recorded(self, batch: Batch) -> list[Outcome]:
         """``deliver``, with the ledger told before the first request and after the last."""
-        outcomes = self.deliver(batch, recorded=self.ledger is None)
         if self.ledger is None:
+            return self.deliver(batch)
+        began: list = []
+        outcomes = self._send(batch, began)
+        if not began:  # none of its rows is this run's: pending ones a killed run left stay so
             return outcomes
         campaign = batch.campaign
         for attempt in range(3):
@@ -314,6 +318,9 @@ class Sender:
                     ],
                 )
                 return outcomes
+            except LedgerLost as exc:  # it does not come back by waiting; it says what is lost
+                self.stop.set()
+                return _noted(outcomes, f"the ledger could not record this: {exc}")
             except Exception as exc:  # the ledger is busy or the disk is full: say so, not fail
                 problem = exc
                 self._sleep(0.5 * (attempt + 1))
@@ -324,13 +331,12 @@ class Sender:
             f"the ledger could not record this ({problem}): the next run lists it as uncertain "
             "and does not resend it without --retry-uncertain"
         )
-        for outcome in outcomes:
-            outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
-        return outcomes
+        return _noted(outcomes, note)
 
     def _ledger_failed(self, problem: Exception) -> None:
         """Nothing more can be recorded, so nothing more is sent: a survey sent unrecorded
-        could be sent again by the next run."""
+        could be sent again by the next run. ``ledger_error`` tells the run why it stopped."""
+        self.ledger_error = self.ledger_error or problem
         self.stop.set()
         self._warn_once(
             "ledger",
@@ -345,14 +351,18 @@ class Sender:
             self._warned.add(topic)
         self._warn(line)
 
-    def deliver(self, batch: Batch, recorded: bool = True) -> list[Outcome]:
+    def deliver(self, batch: Batch) -> list[Outcome]:
+        return self._send(batch, None)
+
+    def _send(self, batch: Batch, began: list | None) -> list[Outcome]:
+        """``began`` is None when nothing is to be recorded, else it is told when the rows are."""
         body = batch.body()
         attempts = failed = paced = 0
         while True:
             asked = self.limiter.clock()
             if not self.limiter.acquire(self.stop):
                 return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
-            if not recorded:
+            if began is not None and not began:
                 try:
                     self.ledger.begin(
                         (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
@@ -364,7 +374,7 @@ class Sender:
                     self._ledger_failed(exc)
                     detail = f"the ledger could not record it ({exc}): nothing was sent"
                     return _all(batch, False, None, attempts, NOT_SENT, detail)
-                recorded = True
+                began.append(True)
             attempts += 1
             answer = self.client.post_survey(body)
             self._trace(body, answer, len(batch.surveys))
@@ -424,6 +434,12 @@ class Sender:
         if self._log_bodies:
             line += f"\n  request: {json.dumps(body)}\n  response: {json.dumps(answer.body)}"
         self._log(line)
+
+
+def _noted(outcomes: list[Outcome], note: str) -> list[Outcome]:
+    for outcome in outcomes:
+        outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
+    return outcomes
 
 
 def _all(batch, sent, status, attempts, reason=None, detail=None) -> list[Outcome]:

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -43,16 +44,56 @@ CREATE INDEX IF NOT EXISTS deliveries_by_email ON deliveries (campaign, email_ha
 """
 
 
-def default_ledger_path(base_url: str = DEFAULT_BASE_URL, environ=None) -> Path:
+def default_ledger_path(base_url: str = DEFAULT_BASE_URL, environ=None, notify=None) -> Path:
     """``$RETENTLY_LEDGER``, else a file in the user's data directory. Another API address
     (the fake server, say) gets a file of its own, so trials never mark real surveys sent;
-    every spelling of one address gets the same file (see ``_ledger_name``)."""
+    every spelling of one address gets the same file (see ``_ledger_name``). A ledger still
+    under the name an older version gave this address is renamed (``notify`` is told)."""
     env = os.environ if environ is None else environ
     if env.get(LEDGER_ENV):
         return Path(env[LEDGER_ENV])
     from platformdirs import user_data_path
 
-    return user_data_path("retently-cli", appauthor=False) / _ledger_name(base_url)
+    folder = user_data_path("retently-cli", appauthor=False)
+    path = folder / _ledger_name(base_url)
+    old = folder / _old_ledger_name(base_url)
+    if path.exists() or old == path or not old.exists():
+        return path
+    return _adopt(old, path, notify or _tell_stderr)
+
+
+def _old_ledger_name(base_url: str) -> str:
+    """The name versions before the normalised one gave, for this spelling of the address."""
+    if base_url.rstrip("/") == DEFAULT_BASE_URL:
+        return "ledger.sqlite3"
+    parts = urlsplit(base_url)
+    return f"ledger-{parts.hostname}-{parts.port or parts.scheme}.sqlite3"
+
+
+def _adopt(old: Path, path: Path, notify) -> Path:
+    """Rename the old ledger (its -wal and -shm first, the file itself last, so that a crash
+    in between is finished by the next run) unless a run holds it: then it stays in use."""
+    try:
+        lock = _exclusive(old.with_name(old.name + ".lock"))
+    except (LedgerBusy, OSError):
+        return old
+    try:
+        if not old.exists():  # another run renamed it meanwhile
+            return path
+        for suffix in ("-wal", "-shm"):
+            if Path(f"{old}{suffix}").exists():
+                os.rename(f"{old}{suffix}", f"{path}{suffix}")
+        os.rename(old, path)
+    except OSError:
+        return old if old.exists() else path
+    finally:
+        lock.close()
+    notify(f"retently: ledger {old} renamed to {path} (this version's name for the address)")
+    return path
+
+
+def _tell_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _ledger_name(base_url: str) -> str:
@@ -280,7 +321,7 @@ class Ledger:
             return
         try:
             now = os.stat(self.file)
-        except FileNotFoundError:
+        except OSError:  # gone, or a folder on its path is a file now
             problem = "was deleted"
         else:
             if _identity(now) != self._identity:
