@@ -9,6 +9,7 @@ not grow with it; objects are read in blocks, never downloaded whole.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Entry:
     is_dir: bool
     size: int | None
     error: str | None = None
+    details: dict | None = None  # as listed, for the filesystem's file object
 
 
 class Location:
@@ -52,10 +54,12 @@ class Location:
         self.url = url
         try:
             import fsspec
+            from fsspec.spec import AbstractBufferedFile
         except ImportError:
             raise RemoteError(f"{url}: reading URLs needs the s3 extra: {EXTRA}") from None
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url)
+            # a filesystem of its own: credentials and endpoint are read afresh from the chain
+            self.fs, self.root = fsspec.core.url_to_fs(url, skip_instance_cache=True)
         except ImportError as exc:  # fsspec is there, the protocol's implementation is not
             raise RemoteError(f"{url}: {_first_line(exc)} (for s3://: {EXTRA})") from None
         except (ValueError, TypeError) as exc:
@@ -64,7 +68,10 @@ class Location:
         info = self._info()
         self.is_dir = info.get("type") == "directory"
         self.size = None if self.is_dir else info.get("size")
+        self.details = None if self.is_dir else info
         self._top = self._checked(self._list, self.root) if self.is_dir else []
+        self._takes_size = "size" in inspect.signature(self.fs._open).parameters
+        self._buffered = AbstractBufferedFile
 
     def _info(self) -> dict:
         return self._checked(self.fs.info, self.root)
@@ -100,7 +107,8 @@ class Location:
                 continue  # some stores list a folder's own marker object
             name = path.rsplit("/", 1)[-1]
             is_dir = item.get("type") == "directory"
-            entries.append(Entry(path, name, is_dir, None if is_dir else item.get("size")))
+            size = None if is_dir else item.get("size")
+            entries.append(Entry(path, name, is_dir, size, details=None if is_dir else item))
         entries.sort(key=lambda entry: entry.name)
         return entries
 
@@ -128,9 +136,14 @@ class Location:
         name = self.name_of(entry.path)
         if entry.error is not None:
             raise OSError(entry.error)
-        path = entry.path
+        options = {"block_size": BLOCK_SIZE}
+        if entry.size is not None and self._takes_size:
+            options["size"] = entry.size  # known from the listing: spares a HEAD per object
         try:
-            return _Stream(self.fs.open(path, "rb", block_size=BLOCK_SIZE), name)
+            file = self.fs.open(entry.path, "rb", **options)
+            if entry.details and isinstance(file, self._buffered):
+                file.details = entry.details  # its ETag too: no HEAD before the first read
+            return _Stream(file, name)
         except OSError:
             raise
         except Exception as exc:

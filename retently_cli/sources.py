@@ -155,7 +155,7 @@ def _remote_sources(location: Location, selection: Selection, limit: int) -> Ite
     if location.is_dir:
         entries = location.walk(selection)
     else:
-        entries = [Entry(location.root, "", False, location.size)]
+        entries = [Entry(location.root, "", False, location.size, details=location.details)]
     for entry in entries:
         name = location.name_of(entry.path)
         yield Source(name, lambda entry=entry: location.open(entry), entry.size, limit)
