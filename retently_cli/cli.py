@@ -20,6 +20,7 @@ from retently_cli.account import campaigns_from, check_campaigns
 from retently_cli.cli_common import (
     CONTEXT,
     EXIT_CODES,
+    INPUT_PATH,
     TIME,
     answer_text,
     api_client,
@@ -28,9 +29,11 @@ from retently_cli.cli_common import (
     config_option,
     exit_if_key_refused,
     fail,
-    input_warning,
     load_or_exit,
+    max_lateness_option,
     max_line_bytes_option,
+    open_inputs,
+    selection_options,
     stderr_console,
     verbosity_options,
 )
@@ -55,11 +58,11 @@ from retently_cli.ledger import (
     default_ledger_path,
 )
 from retently_cli.matching import Matcher
-from retently_cli.outputs import Output, ReplacingOutput, check_output_paths, same_file
+from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
 from retently_cli.preview_cli import coverage, diff, init
 from retently_cli.progress import SendProgress
-from retently_cli.readers import STDIN_NAME, expand_paths
+from retently_cli.pruning import Window
 from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -69,6 +72,7 @@ from retently_cli.report import (
     Report,
 )
 from retently_cli.run import SendJob
+from retently_cli.sources import Inputs, Selection
 from retently_cli.visible import visible
 
 
@@ -181,9 +185,11 @@ Examples:
     metavar="SECONDS",
     help="After Ctrl-C, how long requests in flight may take to finish.",
 )
+@max_lateness_option
+@selection_options
 @max_line_bytes_option
 @verbosity_options
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
+@click.argument("paths", nargs=-1, type=INPUT_PATH)
 def send(
     config_path,
     dry_run,
@@ -202,6 +208,9 @@ def send(
     campaigns,
     limit,
     grace,
+    max_lateness,
+    includes,
+    excludes,
     max_line_bytes,
     verbose,
     quiet,
@@ -211,7 +220,9 @@ def send(
 
     PATHS are files or folders (walked recursively, in name order) of Segment messages: NDJSON,
     gzipped S3 exports, a JSON object, array or Tracking API batch; the format is read from the
-    bytes. No PATH, or -, reads stdin.
+    bytes. No PATH, or -, reads stdin. A PATH may be a URL (s3://bucket/prefix, with the s3
+    extra). With --since/--until, day folders of a Segment export that cannot hold an event of
+    the window are not opened.
 
     Surveys for the same campaign go out in batches of up to batch_size subscribers, at most
     rate_limit requests a minute; failures are retried with backoff. The ledger remembers
@@ -223,15 +234,21 @@ def send(
     unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
     if unknown:
         fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
-    sources = expand_paths(paths, sys.stdin.buffer, input_warning(console), max_line_bytes)
+    outputs = {"--report": report_path, "--failed": failed_path}
+    selection = Selection(
+        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
+    )
+    sources = open_inputs(console, paths, max_line_bytes, selection)
     if verbose:
-        console.print(Text(f"inputs: {len(sources)} source(s)", style="dim"))
+        console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(console, config)
     ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
     paths_check = check_output_paths(
-        {"--report": report_path, "--failed": failed_path},
-        [s.name for s in sources],
-        [p for p in paths if p != STDIN_NAME and Path(p).is_dir()],
+        outputs,
+        sources.local_files()
+        + sources.inputs_among(outputs.values())
+        + (["-"] if sources.reads_stdin else []),
+        sources.local_folders(),
         ledger_where,
     )
     if paths_check.problems:
@@ -276,7 +293,7 @@ def send(
     )
     console.file.on_failure = lambda: job.halt("stderr was closed")
     if isinstance(failed_file, ReplacingOutput):
-        job.replaced_inputs = frozenset(s.name for s in sources if same_file(s.name, failed_path))
+        job.replaced_path = failed_path
 
     def on_source(source):
         if verbose > 1:
@@ -301,6 +318,7 @@ def send(
                 clean = _stop_after_failure(console, job, grace, streams)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    job.stats.pruned_folders = sources.pruned_folders
     try:
         report.summary(job.stats, interrupted, job.read_complete)
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
@@ -335,6 +353,12 @@ def send(
     if stdout.error is not None:
         _quiet_stdout()
     sys.exit(code)
+
+
+def _new_files(paths) -> tuple[str, ...]:
+    """The output files this run creates: a walk leaves them out. One that exists already is
+    an input where a walk reaches it, refused or replaced as such."""
+    return tuple(p for p in paths if p and p != "-" and not os.path.lexists(p))
 
 
 def _interrupt(signum, frame):
@@ -446,7 +470,7 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
 
 def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
     delivery = config.delivery
-    client = api_client(console, config, api_key_file, sources, verbose)
+    client = api_client(console, config, api_key_file, sources.reads_stdin, verbose)
 
     def log(lines: str) -> None:
         shown = "\n".join(visible(line) for line in lines.split("\n"))
@@ -475,11 +499,14 @@ class _NoProgress:
         return None
 
 
-def _progress(console, job, report, sources, dry_run, quiet):
+def _progress(console, job, report, sources: Inputs, dry_run, quiet):
     if dry_run or quiet or not console.is_terminal:
         return _NoProgress()
-    sizes = [s.size for s in sources]
-    total = sum(sizes) if all(size is not None for size in sizes) else None
+
+    def total() -> int | None:
+        """The bytes listed so far: folders are listed as the run reaches them."""
+        return None if sources.reads_stdin or sources.unsized else sources.listed_bytes
+
     return SendProgress(console, job.stats, report, total)
 
 

@@ -20,8 +20,11 @@ from retently_cli.config import (
     find_config,
     load_config,
 )
-from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME
+from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
+from retently_cli.readers import MAX_LINE_BYTES
+from retently_cli.remote import RemoteError, is_url, local_path
 from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
+from retently_cli.sources import Inputs, Selection
 from retently_cli.timeparse import parse_time
 from retently_cli.visible import visible
 
@@ -160,6 +163,62 @@ def max_line_bytes_option(f):
     )(f)
 
 
+class _InputPath(click.Path):
+    """A path that must exist, ``-`` for stdin, or a URL (``s3://bucket/prefix``), taken as
+    it is here and checked, extra and bucket, before the run starts."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and is_url(value):
+            local = local_path(value)
+            if local is None:
+                return value
+            value = local
+        return super().convert(value, param, ctx)
+
+
+INPUT_PATH = _InputPath(exists=True, allow_dash=True)
+
+
+def selection_options(f):
+    """--include and --exclude: which files a folder walk reads."""
+    f = click.option(
+        "--exclude", "excludes", multiple=True, metavar="GLOB",
+        help="In a folder walk, leave out files whose path below the folder matches GLOB "
+        "(* matches across /; repeatable).",
+    )(f)  # fmt: skip
+    return click.option(
+        "--include", "includes", multiple=True, metavar="GLOB",
+        help="In a folder walk, read only files whose path below the folder matches GLOB "
+        "(repeatable).",
+    )(f)  # fmt: skip
+
+
+def max_lateness_option(f):
+    return click.option(
+        "--max-lateness",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_MAX_LATENESS_DAYS,
+        show_default=True,
+        metavar="DAYS",
+        help="With --until, day folders of a Segment export starting this long after --until "
+        "are not opened (events received later than that are not read).",
+    )(f)
+
+
+def open_inputs(
+    console: Console,
+    paths,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    selection: Selection | None = None,
+) -> Inputs:
+    """The run's inputs; a URL that cannot be read (no s3 extra, no bucket, access denied)
+    fails here, before anything is sent."""
+    try:
+        return Inputs(paths, sys.stdin.buffer, input_warning(console), max_line_bytes, selection)
+    except RemoteError as exc:
+        fail(console, [str(exc)])
+
+
 def input_warning(console: Console):
     """Where readers say what they pass over (a FIFO in a folder, a link looping back)."""
     return lambda text: console.print(
@@ -184,11 +243,10 @@ def base_url_in_use(console, config) -> str:
         fail(console, [f"${BASE_URL_ENV}: {exc}"])
 
 
-def api_client(console, config, api_key_file, sources=(), verbose=0):
+def api_client(console, config, api_key_file, events_from_stdin=False, verbose=0):
     """An API client with the key and base URL, all checked before anything is read."""
     base_url = base_url_in_use(console, config)
     try:
-        events_from_stdin = any(s.name == STDIN_NAME for s in sources)
         key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
     except ConfigError as exc:
         fail(console, exc.problems)

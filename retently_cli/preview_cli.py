@@ -17,15 +17,17 @@ from rich.text import Text
 from retently_cli.account import campaigns_from
 from retently_cli.cli_common import (
     CONTEXT,
+    INPUT_PATH,
     api_client,
     api_key_file_option,
     config_option,
     exit_if_key_refused,
     fail,
-    input_warning,
     load_or_exit,
     max_line_bytes_option,
+    open_inputs,
     quiet_broken_pipe,
+    selection_options,
     stderr_console,
     verbosity_options,
     warn_if_key_exposed,
@@ -36,34 +38,27 @@ from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
-from retently_cli.readers import (
-    MAX_LINE_BYTES,
-    BadInput,
-    ReadStats,
-    expand_paths,
-    iter_messages,
-)
+from retently_cli.readers import MAX_LINE_BYTES, BadInput, ReadStats, iter_messages
+from retently_cli.sources import Selection
 from retently_cli.starter import starter_config, transactional
 from retently_cli.visible import visible
 
-PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
+PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
 
 
 def _stdout_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _read(paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES):
-    """Every message of the inputs, once; malformed lines are counted in ``stats``."""
+def _read(paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES, selection=None):
+    """Every message of the inputs, once; malformed lines are counted in ``stats``. A URL that
+    cannot be read at all fails here (exit 2)."""
     stats = ReadStats()
     bad = Counter()
-
-    warn = input_warning(stderr_console())
+    inputs = open_inputs(stderr_console(), paths, max_line_bytes, selection)
 
     def messages():
-        for name, line, item in iter_messages(
-            expand_paths(paths, sys.stdin.buffer, warn, max_line_bytes), stats, before_wait
-        ):
+        for name, line, item in iter_messages(inputs, stats, before_wait):
             if type(item) is BadInput:
                 bad[item.reason] += 1
             else:
@@ -99,10 +94,11 @@ Exit codes:
     "-o", "--output", type=click.Choice(["table", "ndjson"]), default="table", show_default=True,
     help="table: a summary of the changes; ndjson: every changed (event, campaign) decision.",
 )  # fmt: skip
+@selection_options
 @max_line_bytes_option
 @verbosity_options
 @PATHS
-def diff(old_config, new_config, output, max_line_bytes, verbose, quiet, paths):
+def diff(old_config, new_config, output, includes, excludes, max_line_bytes, verbose, quiet, paths):
     """What changing OLD_CONFIG into NEW_CONFIG does to the events in PATHS.
 
     Both configs run over the same events in one pass (stdin is fine). Per campaign: surveys
@@ -114,7 +110,9 @@ def diff(old_config, new_config, output, max_line_bytes, verbose, quiet, paths):
     differ = Differ(old, new)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
-    stats, bad, messages = _read(paths, out.flush if ndjson else lambda: None, max_line_bytes)
+    selection = Selection(includes, excludes)
+    flush = out.flush if ndjson else lambda: None
+    stats, bad, messages = _read(paths, flush, max_line_bytes, selection)
     try:
         for source, line, message in messages:
             for change in differ.compare(message):
@@ -203,10 +201,11 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@selection_options
 @max_line_bytes_option
 @verbosity_options
 @PATHS
-def coverage(config_path, output, max_line_bytes, verbose, quiet, paths):
+def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, quiet, paths):
     """How the config covers a log: every Track event name, mapped or not.
 
     For each distinct Track event name in PATHS: its count and the campaign(s) it maps to;
@@ -216,7 +215,8 @@ def coverage(config_path, output, max_line_bytes, verbose, quiet, paths):
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
     result = Coverage(config)
-    stats, bad, messages = _read(paths, max_line_bytes=max_line_bytes)
+    selection = Selection(includes, excludes)
+    stats, bad, messages = _read(paths, max_line_bytes=max_line_bytes, selection=selection)
     try:
         for _, _, message in messages:
             result.add(message)
@@ -272,7 +272,7 @@ Examples:
 )
 @click.argument("path", default="retently.yaml", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
-    "--from-log", "logs", multiple=True, type=click.Path(exists=True, allow_dash=True),
+    "--from-log", "logs", multiple=True, type=INPUT_PATH,
     metavar="PATH", help="List this log's most frequent Track event names as candidates.",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
@@ -288,12 +288,14 @@ def init(path, logs, force, api_key_file, verbose, quiet):
     target = Path(path)
     if path != "-" and target.exists() and not force:
         fail(console, [f"{path} exists; --force overwrites it"])
+    own = Selection(own_outputs=(path,) if path != "-" and not target.exists() else ())
     if path != "-" and logs:
-        inputs = [s.name for s in expand_paths(logs, sys.stdin.buffer) if s.name != "-"]
+        read = open_inputs(console, logs, selection=own)
+        inputs = read.local_files() + read.inputs_among([path])
         check = check_output_paths({"PATH": path}, inputs, [], None)
         if check.problems:
             fail(console, [f"{path}: it is also a --from-log input; write the config elsewhere"])
-    candidates = _frequent_names(logs) if logs else None
+    candidates = _frequent_names(logs, own) if logs else None
     campaigns = _account_campaigns(console, api_key_file, verbose, quiet)
     text = starter_config(campaigns, candidates, ", ".join(logs) if logs else None)
     if path == "-":
@@ -312,9 +314,9 @@ def init(path, logs, force, api_key_file, verbose, quiet):
         )
 
 
-def _frequent_names(logs) -> list[tuple[str, int]]:
+def _frequent_names(logs, selection: Selection) -> list[tuple[str, int]]:
     names: Counter = Counter()
-    _, _, messages = _read(logs)
+    _, _, messages = _read(logs, selection=selection)
     for _, _, message in messages:
         name = message.get("event")
         if is_track(message) and isinstance(name, str) and name:

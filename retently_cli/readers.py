@@ -13,13 +13,11 @@ import json
 import os
 import queue
 import re
-import stat
 import threading
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 
@@ -77,6 +75,7 @@ class ReadStats:
     blank_lines: int = 0
     sources: int = 0
     bytes_read: int = 0  # as stored (compressed), for progress against the files' sizes
+    pruned_folders: int = 0  # day folders of an export left unopened by --since/--until
     per_source: dict[str, int] = field(default_factory=dict)
 
 
@@ -85,64 +84,11 @@ def expand_paths(
     stdin,
     warn: Callable[[str], None] = lambda text: None,
     max_line_bytes: int = MAX_LINE_BYTES,
-) -> list[Source]:
-    """Sources for the given paths; folders are walked recursively in a stable order.
+):
+    """Kept for callers of this module: listing inputs is ``sources.expand_paths``."""
+    from retently_cli.sources import expand_paths
 
-    Hidden files and folders (a leading dot) inside a walked folder are passed over. What a walk
-    finds that is not a regular file (a FIFO would block the run for ever) is skipped with a
-    ``warn``; a path named on its own is read whatever it is (a pipe from ``<(...)``, say).
-    """
-    sources: list[Source] = []
-    for raw in paths or [STDIN_NAME]:
-        if raw == STDIN_NAME:
-            sources.append(Source(STDIN_NAME, lambda: _unlocked(stdin), None, max_line_bytes))
-            continue
-        path = Path(raw)
-        if path.is_dir():
-            for file in _walk(path, warn):
-                sources.append(_file_source(file, max_line_bytes))
-        else:
-            sources.append(_file_source(path, max_line_bytes))
-    return sources
-
-
-def _walk(top: Path, warn: Callable[[str], None]) -> Iterator[Path]:
-    """The files under ``top`` in name order. Symlinked folders are followed, each real folder
-    once: a second way into one (a link back up would loop) is skipped with a ``warn``."""
-    seen = {_identity(top)}
-    for root, dirs, files in os.walk(top, followlinks=True):
-        kept = []
-        for name in sorted(dirs):
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            identity = _identity(Path(path))
-            if identity in seen:
-                warn(f"{path}: skipped, a link to a folder that is read already")
-                continue
-            seen.add(identity)
-            kept.append(name)
-        dirs[:] = kept
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = Path(root) / name
-            try:
-                regular = stat.S_ISREG(path.stat().st_mode)
-            except OSError:
-                regular = True  # a dangling link: reading it reports it as unreadable
-            if regular:
-                yield path
-            else:
-                warn(f"{path}: skipped, not a regular file")
-
-
-def _identity(path: Path) -> tuple[int, int] | Path:
-    try:
-        info = path.stat()
-    except OSError:
-        return path
-    return info.st_dev, info.st_ino
+    return expand_paths(paths, stdin, warn, max_line_bytes)
 
 
 class _FdReader:
@@ -161,14 +107,6 @@ def _unlocked(stream):
         return _FdReader(stream.fileno())
     except (AttributeError, OSError, ValueError):
         return stream  # an in-memory stream (tests)
-
-
-def _file_source(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Source:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = None
-    return Source(str(path), lambda: open(path, "rb"), size, max_line_bytes)
 
 
 def iter_messages(

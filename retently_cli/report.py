@@ -287,6 +287,7 @@ class Report:
             f": {stats.lines:,} lines read from {stats.sources:,} source"
             f"{'s' if stats.sources != 1 else ''}"
             + (f" ({stats.blank_lines:,} blank)" if stats.blank_lines else "")
+            + (f", {stats.pruned_folders:,} day folders pruned" if stats.pruned_folders else "")
             + f", {total:,} record{'s' if total != 1 else ''}",
             style="",
         )

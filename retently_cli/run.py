@@ -14,6 +14,7 @@ from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
 from retently_cli.matching import DUPLICATE, RETENTLY_RECORD, Matcher
+from retently_cli.outputs import same_file
 from retently_cli.planning import ALREADY_SENT, UNCERTAIN_OUTCOME, Planner
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.report import SKIPPED, Report
@@ -49,7 +50,7 @@ class SendJob:
         # Inputs that an output replaces at the end (--failed F F): their events that this
         # run neither settled nor wrote back out (filtered, dry-run, malformed) are counted,
         # and while any is, the old file must stay.
-        self.replaced_inputs: frozenset[str] = frozenset()
+        self.replaced_path: str | None = None
         self.kept_back = 0
 
     def halt(self, why: str) -> None:
@@ -69,7 +70,7 @@ class SendJob:
         for source in sources:
             on_source(source)
             name = source.name
-            watched = name in self.replaced_inputs
+            watched = self.replaced_path is not None and same_file(name, self.replaced_path)
             for line, item in read_source(source, self.stats, self._idle):
                 if self.stopped:
                     return
