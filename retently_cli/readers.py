@@ -397,9 +397,9 @@ class _Pushback:
             return self.front.pop()
         return next(self.chunks)
 
-    def push(self, data: bytes) -> None:
-        if data:
-            self.front.append(data)
+    def push(self, *data: bytes) -> None:
+        """Put ``data`` back, to be read next in this order."""
+        self.front.extend(part for part in reversed(data) if part)
 
 
 _LEAD = re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*")
@@ -426,7 +426,7 @@ def _longer_than(chunks: _Pushback, limit: int) -> bool:
         size += len(chunk)
         if size > limit:
             break
-    chunks.push(b"".join(held))
+    chunks.push(*held)
     return size > limit
 
 
