@@ -69,6 +69,8 @@ def _read(paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES, select
 
 def _input_note(console: Console, stats: ReadStats, bad: Counter) -> None:
     note = f"{stats.lines:,} lines read from {stats.sources:,} source(s)"
+    if stats.skipped_files:
+        note += f", {stats.skipped_files:,} file(s) skipped (not JSON)"
     if bad:
         note += "; malformed and ignored: " + ", ".join(f"{r} {n:,}" for r, n in bad.items())
     console.print(Text(note, style="dim"))

@@ -9,6 +9,7 @@ gzip are streamed in chunks, so memory does not grow with the input. A bad line 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import queue
@@ -35,6 +36,7 @@ CORRUPT_GZIP = "corrupt_gzip"
 TOO_DEEP = "too_deeply_nested"
 LINE_TOO_LONG = "line_too_long"
 EMPTY_BATCH = "empty_batch"
+INVALID_UTF16 = "invalid_utf16"
 
 # Longer lines are reported and skipped as they are read, so that memory stays bounded.
 MAX_LINE_BYTES = 16 << 20
@@ -67,6 +69,9 @@ class Source:
     open: Callable[[], object]
     size: int | None = None
     max_line_bytes: int = MAX_LINE_BYTES
+    # Set for a file found by a folder walk: a file that does not start like JSON is then
+    # skipped, and this is called with the warning. A file named on its own is read line by line.
+    skip_unless_json: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -77,6 +82,7 @@ class ReadStats:
     bytes_read: int = 0  # as stored (compressed), for progress against the files' sizes
     pruned_folders: int = 0  # day folders of an export left unopened by --since/--until
     per_source: dict[str, int] = field(default_factory=dict)
+    skipped_files: int = 0  # walked files that do not start like JSON
 
 
 def expand_paths(
@@ -139,8 +145,19 @@ def read_source(
         return
     try:
         chunks = _prefetched(_decompressed(_chunks(stream, stats)), before_wait)
-        lines = _lines(chunks, source.max_line_bytes)
-        yield from _LineReader(lines, stats, source.max_line_bytes).records()
+        chunks = _Pushback(_lf(_as_utf8(chunks)))
+        start = _start(chunks)
+        if source.skip_unless_json and start not in (b"", b"{", b"["):
+            stats.skipped_files += 1
+            stats.sources -= 1
+            source.skip_unless_json(f"{source.name}: skipped, does not start like JSON")
+            return
+        limit = source.max_line_bytes
+        first = 1
+        if start == b"[" and _longer_than(chunks, limit):
+            first = yield from _ArrayStream(chunks, stats, limit).records()
+        lines = _lines(chunks, limit)
+        yield from _LineReader(lines, stats, limit, first).records()
     except _ReadFailure as failure:
         yield stats.lines - start_lines + 1, BadInput(failure.reason, failure.message)
     finally:
@@ -258,17 +275,8 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise _ReadFailure(CORRUPT_GZIP, "gzip stream ends early (a truncated download?)")
 
 
-def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
-    """Raw lines without their ending (``\\n``, ``\\r\\n`` or a lone ``\\r``); the last one even
-    without an ending.
-
-    A line longer than ``limit`` bytes is given as ``TOO_LONG`` as soon as it is known to be, and
-    the rest of it is dropped as it is read: memory stays bounded whatever the input (an endless
-    line, as from /dev/zero, gives one ``TOO_LONG`` and then nothing, in flat memory).
-    """
-    head: list[bytes] = []  # the start of a line that spans chunks
-    held = 0
-    skipping = False  # inside a line already given as TOO_LONG
+def _lf(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks with every line ending (``\\r\\n`` or a lone ``\\r``) made ``\\n``."""
     after_cr = False
     for chunk in chunks:
         if after_cr and chunk[:1] == b"\n":
@@ -277,6 +285,275 @@ def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
         if b"\r" in chunk:
             after_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if chunk:
+            yield chunk
+
+
+def _as_utf8(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks as they are, or transcoded from UTF-16 when they start with its BOM (what a
+    PowerShell redirect writes). Line breaks stay where they were, so line numbers hold."""
+    first = b""
+    for chunk in chunks:
+        first += chunk
+        if len(first) >= 2:
+            break
+    if first[:2] not in (b"\xff\xfe", b"\xfe\xff"):
+        if first:
+            yield first
+        yield from chunks
+        return
+    decoder = codecs.getincrementaldecoder("utf-16")()
+    offset = 0
+    try:
+        for chunk in _chained(first, chunks):
+            yield decoder.decode(chunk).encode()
+            offset += len(chunk)
+        yield decoder.decode(b"", final=True).encode()
+    except UnicodeDecodeError as bad:
+        where = offset + max(bad.start, 0) + 1
+        raise _ReadFailure(INVALID_UTF16, f"invalid UTF-16 near byte {where:,}") from None
+
+
+def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+class _Pushback:
+    """Chunks, with bytes read ahead put back in front of them."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.front = chunks, []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        if self.front:
+            return self.front.pop()
+        return next(self.chunks)
+
+    def push(self, *data: bytes) -> None:
+        """Put ``data`` back, to be read next in this order."""
+        self.front.extend(part for part in reversed(data) if part)
+
+
+_LEAD = re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*")
+
+
+def _start(chunks: _Pushback) -> bytes:
+    """The first byte that is not whitespace or a BOM (b"" when there is none within the first
+    MiB); nothing is consumed."""
+    held = b""
+    for chunk in chunks:
+        held += chunk
+        if _LEAD.match(held).end() + 3 <= len(held) or len(held) > CHUNK:
+            break
+    chunks.push(held)
+    end = _LEAD.match(held).end()
+    return held[end : end + 1]
+
+
+def _longer_than(chunks: _Pushback, limit: int) -> bool:
+    """Whether more than ``limit`` bytes are left; nothing is consumed."""
+    held, size = [], 0
+    for chunk in chunks:
+        held.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    chunks.push(*held)
+    return size > limit
+
+
+class _Broken(Exception):
+    """The array cannot be read on: one record, and what follows goes to the line reader."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+# Where an object item may end: '}' then ',' and the next item (not a key), or the array's ']'.
+_ITEM_END = re.compile(rb'\}[ \t\n]*(?:,[ \t\n]*[^ \t\n"]|\])')
+_SPACE = re.compile(rb"[ \t\n]*")
+_LINE_REST = re.compile(rb"[ \t]*\n?")
+_SCALAR = re.compile(rb'"(?:[^"\\]|\\.)*"|[^,\]\s]+')
+_FAST_TRIES = 8
+
+
+class _ArrayStream:
+    """The items of a JSON array longer than the line limit, streamed: each item's extent is
+    found in the bytes and only the item is parsed, so memory holds one item, not the array.
+
+    An object item is cut at a '}' that may end it and kept when that slice parses (it then ends
+    exactly there); after a few misses (objects in arrays inside it) its brackets are counted.
+    Each item is limited to ``limit`` bytes. When the array breaks (a missing ',', a truncated
+    file), one record says so and what follows is read by the line reader from that point.
+    """
+
+    def __init__(self, chunks: _Pushback, stats: ReadStats, limit: int):
+        self.chunks, self.stats, self.limit = chunks, stats, limit
+        self.buf, self.pos, self.line, self.last = b"", 0, 1, b""
+
+    def records(self):
+        """(line, message or BadInput) per item; returns the line at which reading goes on."""
+        self._skip(_LEAD)
+        opened = self.line
+        self._advance(self.pos + 1)  # '['
+        try:
+            if self._skip(_SPACE) == b"]":
+                self._advance(self.pos + 1)
+                yield opened, BadInput(EMPTY_BATCH, "an empty array: no messages")
+                return self._end_line()
+            while True:
+                line = self.line
+                item, end = self._item()
+                self._advance(end)
+                yield line, item
+                char = self._skip(_SPACE)
+                if char == b"]":
+                    self._advance(self.pos + 1)
+                    return self._end_line()
+                if char != b",":
+                    shown = repr(char.decode("utf-8", "replace")) if char else "the end"
+                    raise _Broken(INVALID_JSON, f"expected ',' or ']' in the array, not {shown}")
+                self._advance(self.pos + 1)
+                self._skip(_SPACE)
+        except _Broken as broken:
+            message = f"not valid JSON ({broken.message}; the array opened on line {opened})"
+            yield self.line, BadInput(broken.reason, message)
+            if broken.reason == LINE_TOO_LONG:
+                self._drop_line()
+            return self._hand_over()
+
+    def _item(self) -> tuple[dict | BadInput, int]:
+        end = self._object_end() if self.buf[self.pos : self.pos + 1] == b"{" else None
+        if end is None:
+            end = self._counted_end()
+        try:
+            value = orjson.loads(memoryview(self.buf)[self.pos : end])
+        except orjson.JSONDecodeError as exc:
+            return _bad_line(self.buf[self.pos : end], exc), end
+        return (value if type(value) is dict else _not_an_object(value)), end
+
+    def _object_end(self) -> int | None:
+        """Where the object at ``pos`` ends, found by parsing slices; None after a few misses."""
+        search, tries = self.pos, 0
+        while tries < _FAST_TRIES:
+            found = _ITEM_END.search(self.buf, search)
+            if found is None or found.start() - self.pos >= self.limit:
+                if found is None and len(self.buf) - self.pos <= self.limit:
+                    search -= self._more()
+                    continue
+                raise self._too_long()
+            end = found.start() + 1
+            try:
+                orjson.loads(memoryview(self.buf)[self.pos : end])
+                return end
+            except orjson.JSONDecodeError:
+                tries, search = tries + 1, end
+        return None
+
+    def _counted_end(self) -> int:
+        """Where the item at ``pos`` ends, by counting brackets outside strings."""
+        if self.buf[self.pos : self.pos + 1] not in (b"{", b"["):
+            while True:
+                found = _SCALAR.match(self.buf, self.pos)
+                if found is None:
+                    raise _Broken(INVALID_JSON, "an array item expected")
+                if found.end() < len(self.buf) or not self._more(required=False):
+                    return found.end()
+        stack, at = bytearray(), self.pos
+        while True:
+            for match in _TOKEN.finditer(self.buf, at):
+                char = self.buf[match.start()]
+                if char == 0x22:  # '"'
+                    if match.group(1) is None:
+                        break  # the string goes on in the next chunk
+                elif char in _CLOSES:
+                    if not stack or stack.pop() != _CLOSES[char]:
+                        raise _Broken(INVALID_JSON, "a bracket closed that was not open")
+                    if not stack:
+                        return match.end()
+                else:
+                    stack.append(char)
+                at = match.end()
+            if len(self.buf) - self.pos > self.limit:
+                raise self._too_long()
+            at -= self._more()
+
+    def _too_long(self) -> _Broken:
+        text = f"an item longer than {self.limit:,} bytes (--max-line-bytes); rest of line skipped"
+        return _Broken(LINE_TOO_LONG, text)
+
+    def _more(self, required: bool = True) -> int:
+        """Read the next chunk, dropping what is read; returns how far positions moved back."""
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            if not required:
+                return 0
+            raise _Broken(INVALID_JSON, "the input ends inside the array (a truncated file?)")
+        shift = self.pos
+        self.last = self.buf[self.pos - 1 : self.pos] or self.last
+        self.buf, self.pos = self.buf[self.pos :] + chunk, 0
+        return shift
+
+    def _advance(self, to: int) -> None:
+        newlines = self.buf.count(b"\n", self.pos, to)
+        self.line += newlines
+        self.stats.lines += newlines
+        self.pos = to
+
+    def _skip(self, pattern: re.Pattern) -> bytes:
+        """Skip what ``pattern`` matches; the next byte, b"" at the end of the input."""
+        while True:
+            self._advance(pattern.match(self.buf, self.pos).end())
+            if self.pos < len(self.buf):
+                return self.buf[self.pos : self.pos + 1]
+            if not self._more(required=False):
+                return b""
+
+    def _end_line(self) -> int:
+        """After the array: the rest of its line (blanks, a line break) is its own."""
+        self._advance(_LINE_REST.match(self.buf, self.pos).end())
+        return self._hand_over()
+
+    def _drop_line(self) -> None:
+        while (cut := self.buf.find(b"\n", self.pos)) < 0:
+            self.pos = len(self.buf)
+            if not self._more(required=False):
+                return
+        self._advance(cut + 1)
+
+    def _hand_over(self) -> int:
+        """Put back what is left; returns the line at which it starts."""
+        rest = self.buf[self.pos :]
+        last = self.buf[self.pos - 1 : self.pos] or self.last
+        if not rest and last not in (b"", b"\n") and self._at_end():
+            self.stats.lines += 1  # the last line, which has no line break
+        self.chunks.push(rest)
+        return self.line
+
+    def _at_end(self) -> bool:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return True
+        self.chunks.push(chunk)
+        return False
+
+
+def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """Raw lines (``\\n``-ended, see ``_lf``) without their ending; the last one even without one.
+
+    A line longer than ``limit`` bytes is given as ``TOO_LONG`` as soon as it is known to be, and
+    the rest of it is dropped as it is read: memory stays bounded whatever the input (an endless
+    line, as from /dev/zero, gives one ``TOO_LONG`` and then nothing, in flat memory).
+    """
+    head: list[bytes] = []  # the start of a line that spans chunks
+    held = 0
+    skipping = False  # inside a line already given as TOO_LONG
+    for chunk in chunks:
         parts = chunk.split(b"\n")
         tail = parts.pop()
         if parts:
@@ -314,14 +591,14 @@ class _LineReader:
     by a candidate, which keeps time linear.
     """
 
-    def __init__(self, lines: Iterator[bytes], stats: ReadStats, limit: int):
-        self.lines, self.stats, self.limit = lines, stats, limit
+    def __init__(self, lines: Iterator[bytes], stats: ReadStats, limit: int, first: int = 1):
+        self.lines, self.stats, self.limit, self.first = lines, stats, limit, first
 
     def records(self) -> Iterator[tuple[int, dict | BadInput]]:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         stats = self.stats
-        number = 0
+        number = self.first - 1
         for line in self.lines:
             number += 1
             stats.lines += 1

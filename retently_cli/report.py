@@ -288,7 +288,8 @@ class Report:
             f"{'s' if stats.sources != 1 else ''}"
             + (f" ({stats.blank_lines:,} blank)" if stats.blank_lines else "")
             + (f", {stats.pruned_folders:,} day folders pruned" if stats.pruned_folders else "")
-            + f", {total:,} record{'s' if total != 1 else ''}",
+            + f", {total:,} record{'s' if total != 1 else ''}"
+            + _skipped_files(stats),
             style="",
         )
         if interrupted:
@@ -369,3 +370,11 @@ def _event_text(event: str | None) -> str:
 
 def _tail(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def _skipped_files(stats: ReadStats) -> str:
+    """The files a folder walk passed over because they do not start like JSON."""
+    count = stats.skipped_files
+    if not count:
+        return ""
+    return f", {count:,} file{'s' if count != 1 else ''} skipped (not JSON)"

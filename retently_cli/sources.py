@@ -128,10 +128,12 @@ class Inputs:
             stdin = self.stdin
             yield Source(STDIN_NAME, lambda: _unlocked(stdin), None, limit)
         elif raw in self.locations:
-            yield from _remote_sources(self.locations[raw], self.selection, limit)
+            yield from _remote_sources(self.locations[raw], self.selection, limit, self.warn)
         elif _isdir(raw):
             for file in _walk(Path(raw), self.selection, self.warn):
-                yield _file_source(file, limit)
+                source = _file_source(file, limit)
+                source.skip_unless_json = self.warn  # a walk passes over what is not events
+                yield source
         else:
             yield _file_source(Path(raw), limit)
 
@@ -151,14 +153,19 @@ def _isdir(path: str) -> bool:
     return path != STDIN_NAME and os.path.isdir(path)
 
 
-def _remote_sources(location: Location, selection: Selection, limit: int) -> Iterator[Source]:
+def _remote_sources(
+    location: Location, selection: Selection, limit: int, warn: Callable[[str], None]
+) -> Iterator[Source]:
     if location.is_dir:
         entries = location.walk(selection)
     else:
         entries = [Entry(location.root, "", False, location.size, details=location.details)]
     for entry in entries:
         name = location.name_of(entry.path)
-        yield Source(name, lambda entry=entry: location.open(entry), entry.size, limit)
+        source = Source(name, lambda entry=entry: location.open(entry), entry.size, limit)
+        if location.is_dir:
+            source.skip_unless_json = warn
+        yield source
 
 
 def _walk(top: Path, selection: Selection, warn: Callable[[str], None]) -> Iterator[Path]:

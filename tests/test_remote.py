@@ -98,7 +98,7 @@ def test_a_bucket_reads_as_the_same_files_on_disk(s3, tmp_path):
     url = f"s3://{s3.bucket}/segment-logs"
     remote = send(url)
     on_disk = send(str(local / "segment-logs"))
-    assert remote.exit_code == on_disk.exit_code == 1, remote.output  # the bad lines
+    assert remote.exit_code == on_disk.exit_code == 1, remote.stderr  # the bad lines
     assert remote.stdout.replace(url, "ROOT") == on_disk.stdout.replace(
         str(local / "segment-logs"), "ROOT"
     )
