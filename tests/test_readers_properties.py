@@ -9,7 +9,7 @@ import re
 import orjson
 from click.testing import CliRunner
 from conftest import EXAMPLE_CONFIG, records
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from retently_cli.cli import cli
@@ -125,6 +125,9 @@ def _values(part: bytes):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(files(), min_size=1, max_size=4))
 def test_send_on_a_folder_of_any_files_accounts_for_every_line(tmp_path_factory, contents):
+    # gzip's magic starts a compressed (or truncated, corrupt_gzip) file, counted in the lines
+    # it inflates to: the gzip properties test those
+    assume(not any(data.startswith(b"\x1f\x8b") for data in contents))
     folder = tmp_path_factory.mktemp("inputs")
     for index, data in enumerate(contents):
         (folder / f"{index:02}.json").write_bytes(data)
