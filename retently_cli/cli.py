@@ -379,10 +379,15 @@ def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
 
 def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -> bool:
     """An unexpected error: stop reading, and still give requests in flight their answer."""
+    return _stop_within_grace(console, job, grace, streams, "interrupted: quitting now")
+
+
+def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on_ctrl_c) -> bool:
+    """``job.stop``; a Ctrl-C meanwhile leaves at once (the ledger stays consistent)."""
     try:
         return job.stop(grace)
     except KeyboardInterrupt:
-        console.print(Text("interrupted: quitting now"))
+        console.print(Text(on_ctrl_c))
         _flush_all(streams)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
@@ -521,12 +526,7 @@ def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams)
             f"interrupted: finishing requests in flight, at most {grace:g} s (Ctrl-C again to quit)"
         )
     )
-    try:
-        return job.stop(grace)
-    except KeyboardInterrupt:
-        console.print(Text("interrupted again: quitting now"))
-        _flush_all(streams)
-        os._exit(EXIT_INTERRUPTED)
+    return _stop_within_grace(console, job, grace, streams, "interrupted again: quitting now")
 
 
 def _flush_all(streams) -> None:
