@@ -57,6 +57,7 @@ from retently_cli.ledger import (
     LedgerLost,
     default_ledger_path,
 )
+from retently_cli.ledger_cli import is_large, ledger, ledger_option, tell_where
 from retently_cli.matching import Matcher
 from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
@@ -137,13 +138,7 @@ Examples:
     help="Table rows shown before the rest are only counted.",
 )
 @api_key_file_option
-@click.option(
-    "--ledger",
-    "ledger_path",
-    metavar="PATH",
-    help="The delivery ledger (SQLite) that makes re-runs safe "
-    "[default: $RETENTLY_LEDGER, else one in the user's data directory; -v names it].",
-)
+@ledger_option
 @click.option("--no-ledger", is_flag=True, help="Keep no ledger: a re-run may survey again.")
 @click.option(
     "--retry-uncertain",
@@ -258,7 +253,12 @@ def send(
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
+    ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
+    if ledger is not None and not (dry_run or quiet):
+        chosen = click.get_current_context().get_parameter_source("ledger_path")
+        large = is_large(sources) and chosen != click.core.ParameterSource.COMMANDLINE
+        tell_where(console, ledger.path, ledger_new, large)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
 
@@ -467,7 +467,7 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
                  "records (in its -wal file); the dry-run may show some as not yet sent"),
             soft_wrap=True,
         )  # fmt: skip
-    if verbose:
+    if verbose and dry_run:  # a live send names it anyway (tell_where)
         state = "" if ledger is not None else " (none yet: nothing recorded)"
         console.print(Text(f"ledger: {visible(str(where))}{state}", style="dim"))
     return ledger
@@ -684,6 +684,7 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
 cli.add_command(diff)
 cli.add_command(coverage)
 cli.add_command(init)
+cli.add_command(ledger)
 
 
 def main():

@@ -365,7 +365,8 @@ class Sender:
             if began is not None and not began:
                 try:
                     self.ledger.begin(
-                        (s.key, batch.campaign, s.decision.email, s.when) for s in batch.surveys
+                        (s.key, batch.campaign, s.decision.email, s.when, s.decision.event)
+                        for s in batch.surveys
                     )
                 except LedgerLost as exc:  # nothing sent from now on could be remembered
                     self.stop.set()

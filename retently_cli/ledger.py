@@ -17,7 +17,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from retently_cli.config import DEFAULT_BASE_URL, _is_loopback
@@ -38,17 +40,22 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at REAL NOT NULL,
     status     INTEGER,           -- the HTTP status of the delivery
     retried    INTEGER NOT NULL DEFAULT 0,  -- pending again after being uncertain
+    email      TEXT,              -- the address surveyed, for `ledger list` (none before 0.3)
+    event      TEXT,              -- the event's name, for `ledger list` (none before 0.3)
     PRIMARY KEY (event_key, campaign)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_by_email ON deliveries (campaign, email_hash);
 """
 
 
-def default_ledger_path(base_url: str = DEFAULT_BASE_URL, environ=None, notify=None) -> Path:
+def default_ledger_path(
+    base_url: str = DEFAULT_BASE_URL, environ=None, notify=None, adopt: bool = True
+) -> Path:
     """``$RETENTLY_LEDGER``, else a file in the user's data directory. Another API address
     (the fake server, say) gets a file of its own, so trials never mark real surveys sent;
     every spelling of one address gets the same file (see ``_ledger_name``). A ledger still
-    under the name an older version gave this address is renamed (``notify`` is told)."""
+    under the name an older version gave this address is renamed (``notify`` is told), unless
+    ``adopt`` is false (a command that only reads): then that old file is the ledger."""
     env = os.environ if environ is None else environ
     if env.get(LEDGER_ENV):
         return Path(env[LEDGER_ENV])
@@ -59,6 +66,8 @@ def default_ledger_path(base_url: str = DEFAULT_BASE_URL, environ=None, notify=N
     old = folder / _old_ledger_name(base_url)
     if path.exists() or old == path or not old.exists():
         return path
+    if not adopt:
+        return old
     return _adopt(old, path, notify or _tell_stderr)
 
 
@@ -117,6 +126,44 @@ _DEFAULT_ADDRESS = ("https", urlsplit(DEFAULT_BASE_URL).hostname, None)
 
 def email_hash(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class Entry(NamedTuple):
+    """One survey as the ledger holds it (``email`` and ``event`` are None in rows recorded
+    before version 0.3, which kept only the email's hash)."""
+
+    key: str
+    campaign: str
+    state: str
+    email: str | None
+    event: str | None
+    event_time: float | None
+    updated_at: float
+    status: int | None
+
+
+@dataclass
+class Resolved:
+    settled: int = 0  # surveys whose delivery was unknown, now settled
+    left: int = 0  # surveys named that were not uncertain: left as they were
+    unknown: int = 0  # surveys named that the ledger does not hold
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the ledger's lock (a sending run), else None. Creates nothing: a ledger
+    without a lock file has never been written."""
+    file = Path(os.path.realpath(path))
+    try:
+        handle = open(file.with_name(file.name + ".lock"))
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 class LedgerBusy(Exception):
@@ -239,15 +286,92 @@ class Ledger:
             ).fetchall()
         return [event_time if event_time is not None else updated for event_time, updated in rows]
 
-    def begin(self, rows: Iterable[tuple[str, str, str, float | None]]) -> None:
-        """Record (key, campaign, email, event time) as pending, durably, before sending.
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(campaign, state, surveys), for ``ledger status``."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT campaign, state, count(*) FROM deliveries "
+                "GROUP BY campaign, state ORDER BY campaign, state"
+            ).fetchall()
+
+    def sent_between(self) -> tuple[float | None, float | None]:
+        """When the first and the last survey recorded as sent were recorded."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT min(updated_at), max(updated_at) FROM deliveries WHERE state = 'sent'"
+            ).fetchone()
+
+    def entries(self, states: Iterable[str] = (), campaign: str | None = None):
+        """The rows, oldest record first, as ``Entry``s, fetched a thousand at a time."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+        optional = ", ".join(name if name in columns else "NULL" for name in ("email", "event"))
+        where, args = [], []
+        states = list(states)
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            args += states
+        if campaign is not None:
+            where.append("campaign = ?")
+            args.append(campaign)
+        query = (
+            f"SELECT event_key, campaign, state, {optional}, event_time, updated_at, status "
+            "FROM deliveries"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY updated_at, event_key, campaign"
+        )
+        cursor = self._db.execute(query, args)
+        while rows := cursor.fetchmany(1000):
+            yield from (Entry(*row) for row in rows)
+
+    def resolve(self, surveys: Iterable[tuple[str, str | None]] | None, sent: bool) -> Resolved:
+        """Settle surveys whose delivery is unknown (uncertain, or pending from a run that
+        died: this ledger is locked, so no run has them in flight). ``surveys``: (key,
+        campaign, or None for each of the event's campaigns); None for all of them. Marked
+        sent, they are never sent again; marked not sent, they are forgotten, so the next run
+        sends them. Surveys in another state are left as they are."""
+        done = Resolved()
+
+        def write(db):
+            change = (
+                "UPDATE deliveries SET state = 'sent', retried = 0"
+                if sent
+                else "DELETE FROM deliveries"
+            )
+            unsettled = "state IN ('pending', 'uncertain')"
+            if surveys is None:
+                done.settled = db.execute(f"{change} WHERE {unsettled}").rowcount
+                return
+            for key, campaign in dict.fromkeys(surveys):
+                where, args = "event_key = ?", [key]
+                if campaign is not None:
+                    where, args = where + " AND campaign = ?", args + [campaign]
+                states = [
+                    r[0] for r in db.execute(f"SELECT state FROM deliveries WHERE {where}", args)
+                ]
+                if not states:
+                    done.unknown += 1
+                    continue
+                done.settled += db.execute(f"{change} WHERE {where} AND {unsettled}", args).rowcount
+                done.left += sum(state not in (PENDING, UNCERTAIN) for state in states)
+
+        with self._lock:
+            self._check()
+            if self.lost is not None:
+                raise self.lost
+            self._transaction(write)
+        return done
+
+    def begin(self, rows: Iterable[tuple]) -> None:
+        """Record (key, campaign, email, event time[, event name]) as pending, durably, before
+        sending.
 
         A row that was pending or uncertain (``--retry-uncertain``) is marked as retried, so
         that a retry which surely did not go out leaves it uncertain rather than forgotten.
         Raises ``LedgerLost`` (and keeps raising it) once the file is not the one opened."""
         now = time.time()
         rows = [
-            (key, campaign, email_hash(email), when, now) for key, campaign, email, when in rows
+            (key, campaign, email_hash(email), when, now, email, event[0] if event else None)
+            for key, campaign, email, when, *event in rows
         ]
         with self._lock:
             self._check()
@@ -256,10 +380,11 @@ class Ledger:
             self._transaction(
                 lambda db: db.executemany(
                     "INSERT INTO deliveries "
-                    "(event_key, campaign, state, email_hash, event_time, updated_at) "
-                    "VALUES (?, ?, 'pending', ?, ?, ?) "
+                    "(event_key, campaign, state, email_hash, event_time, updated_at, email, "
+                    "event) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?) "
                     "ON CONFLICT (event_key, campaign) DO UPDATE SET "
                     "state = 'pending', updated_at = excluded.updated_at, "
+                    "email = excluded.email, event = coalesce(excluded.event, deliveries.event), "
                     "retried = (deliveries.state IN ('pending', 'uncertain'))",
                     rows,
                 )
@@ -428,10 +553,13 @@ def _damaged(path: Path, problem) -> LedgerInvalid:
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
-    """A ledger of the first version: mark it, and add the column it did not have yet."""
+    """A ledger of an earlier version: mark it, and add the columns it did not have yet."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
     if "retried" not in columns:
         db.execute("ALTER TABLE deliveries ADD COLUMN retried INTEGER NOT NULL DEFAULT 0")
+    for name in ("email", "event"):
+        if name not in columns:
+            db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} TEXT")
     if db.execute("PRAGMA application_id").fetchone()[0] == 0:
         db.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
