@@ -246,7 +246,8 @@ def list_(config_path, ledger_path, state, campaign, output):
         return
     opened = _open(console, where, read_only=True)
     busy = lock_holder(where) is not None
-    states = {UNCERTAIN: (UNCERTAIN, PENDING), SENT: (SENT,)}.get(state, ())
+    unknown = (UNCERTAIN,) if busy else (UNCERTAIN, PENDING)  # see _shown
+    states = {UNCERTAIN: unknown, SENT: (SENT,)}.get(state, ())
     entries = opened.entries(states, campaign)
     try:
         if output == "ndjson":

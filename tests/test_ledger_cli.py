@@ -2,6 +2,7 @@
 Retently, and the ledger's location as a live send names it."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -271,3 +272,47 @@ def test_subprocess_status_and_resolve_from_a_pipe(setup, fake):
     assert status.returncode == 0 and b"surveys:     2 sent\n" in status.stdout
     for result in (sent, listed, resolved, status):
         assert TEST_KEY.encode() not in result.stdout + result.stderr
+
+
+def test_list_while_a_send_runs_tells_in_flight_from_uncertain(setup, fake):
+    one_uncertain_of_three(setup, fake)
+    running = Ledger(default_ledger(fake, setup))
+    running.begin([("m9", CSAT, "u9@example.com", None, "Ticket Closed")])
+    try:
+        every = records(run(setup, "ledger", "list", "-o", "ndjson").stdout)
+        uncertain = records(run(setup, "ledger", "list", "--state", "uncertain", "-o",
+                                "ndjson").stdout)  # fmt: skip
+    finally:
+        running.close()
+    assert {r["message_id"]: r["state"] for r in every}["m9"] == "in_flight"
+    assert [r["message_id"] for r in uncertain] == ["m0"]
+
+
+def test_a_ledger_of_an_earlier_version_is_read_and_settled(setup):
+    where = setup / "old.sqlite3"
+    old = sqlite3.connect(where)  # before this version: no email, no event name
+    old.executescript(
+        "CREATE TABLE deliveries (event_key TEXT NOT NULL, campaign TEXT NOT NULL, "
+        "state TEXT NOT NULL, email_hash TEXT NOT NULL, event_time REAL, "
+        "updated_at REAL NOT NULL, status INTEGER, PRIMARY KEY (event_key, campaign)) "
+        "WITHOUT ROWID;"
+        f"INSERT INTO deliveries VALUES ('a', '{NPS}', 'uncertain', 'h', NULL, 1.0, NULL);"
+    )
+    old.commit()
+    old.close()
+    listed = records(run(setup, "ledger", "list", "--ledger", str(where), "-o", "ndjson").stdout)
+    assert [(r["key"], r["email"], r["state"]) for r in listed] == [("a", None, "uncertain")]
+    settled = run(setup, "ledger", "resolve", "--ledger", str(where), "--sent", "--all-uncertain")
+    assert settled.exit_code == 0 and "1 uncertain survey marked sent" in settled.stdout
+
+
+def test_reading_commands_do_not_rename_a_ledger_under_an_older_name(tmp_path, monkeypatch):
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    monkeypatch.setenv("RETENTLY_BASE_URL", "http://localhost:8787")
+    folder = tmp_path / "xdg-data" / "retently-cli"
+    folder.mkdir(parents=True)
+    old = folder / "ledger-localhost-8787.sqlite3"  # the name versions before 0.2 gave it
+    Ledger(old).close()
+    status = run(tmp_path, "ledger", "status")
+    assert f"ledger:      {old}" in status.stdout and "surveys:     0 sent" in status.stdout
+    assert old.exists() and not (folder / "ledger-127.0.0.1-8787.sqlite3").exists()
