@@ -316,3 +316,26 @@ def test_reading_commands_do_not_rename_a_ledger_under_an_older_name(tmp_path, m
     status = run(tmp_path, "ledger", "status")
     assert f"ledger:      {old}" in status.stdout and "surveys:     0 sent" in status.stdout
     assert old.exists() and not (folder / "ledger-127.0.0.1-8787.sqlite3").exists()
+
+
+def test_a_failed_file_names_events_without_a_message_id_by_their_content(setup, fake):
+    bare = {k: v for k, v in track("Ticket Closed", None, "bo@example.com").items()
+            if k != "messageId"}  # fmt: skip
+    failed = setup / "failed.ndjson"
+    fake.inject("drop_after", times=1)
+    assert send(setup, "--failed", str(failed), "-", input=ndjson(bare)).exit_code == 1
+    listed = records(run(setup, "ledger", "list", "-o", "ndjson").stdout)
+    assert listed[0]["key"].startswith("sha256:") and listed[0]["message_id"] is None
+    resolved = run(setup, "ledger", "resolve", "--not-sent", str(failed))
+    assert "1 uncertain survey marked not sent" in resolved.stdout
+    again = records(send(setup, "-", input=ndjson(bare)).stdout)
+    assert [r["outcome"] for r in again] == ["sent"] and fake.survey_count() == 2
+
+
+def test_a_file_that_is_no_ledger_is_refused_and_left_alone(setup):
+    where = setup / "notes.sqlite3"
+    where.write_bytes(b"my notes\n")
+    for command in ("status", "list"):
+        refused = run(setup, "ledger", command, "--ledger", str(where))
+        assert refused.exit_code == 2 and "not an SQLite database" in refused.stderr
+    assert where.read_bytes() == b"my notes\n"
