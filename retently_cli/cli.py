@@ -57,7 +57,7 @@ from retently_cli.ledger import (
     LedgerLost,
     default_ledger_path,
 )
-from retently_cli.ledger_cli import is_large, ledger, ledger_option, tell_where
+from retently_cli.ledger_cli import ledger, ledger_option, tell_where
 from retently_cli.matching import Matcher
 from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
@@ -256,9 +256,7 @@ def send(
     ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if ledger is not None and not (dry_run or quiet):
-        chosen = click.get_current_context().get_parameter_source("ledger_path")
-        large = is_large(sources) and chosen != click.core.ParameterSource.COMMANDLINE
-        tell_where(console, ledger.path, ledger_new, large)
+        tell_where(console, ledger.path, ledger_new, sources)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
 

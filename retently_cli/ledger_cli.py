@@ -58,11 +58,13 @@ def ledger_option(f):
     )(f)
 
 
-def tell_where(console: Console, path: Path, new: bool, large_input: bool) -> None:
-    """A live send names its ledger; a new one over a large input is a warning: a backfill
-    on another machine, or under another user, would resend what was sent from here."""
+def tell_where(console: Console, path: Path, new: bool, sources) -> None:
+    """A live send names its ledger. A new one over a large input gets a warning, unless
+    --ledger named it: a backfill begun on another machine, or with another ledger, would be
+    sent again."""
     console.print(Text(visible(f"ledger: {path}" + (" (new)" if new else ""))), soft_wrap=True)
-    if new and large_input:
+    chosen = click.get_current_context().get_parameter_source("ledger_path")
+    if new and chosen != click.core.ParameterSource.COMMANDLINE and is_large(sources):
         console.print(
             Text(visible(f"warning: ledger {path} is new: nothing is known here of earlier "
                          "runs, so events sent from another machine or ledger would be sent "
