@@ -123,13 +123,20 @@ def _located(console, config_path, ledger_path) -> tuple[Path, str]:
 
 def _open(console, where: Path, read_only: bool) -> Ledger:
     try:
-        return Ledger(where, read_only=read_only)
+        opened = Ledger(where, read_only=read_only)
     except LedgerBusy as exc:
         fail(console, [f"ledger {where}: {exc}; settle it once that run has ended"])
     except LedgerInvalid as exc:
         fail(console, [str(exc)])
     except (OSError, sqlite3.Error) as exc:
         fail(console, [f"ledger {where}: cannot open it ({exc})"])
+    if opened.without_wal:
+        console.print(
+            Text(visible(f"warning: ledger {where}: its folder is read-only, so it is read "
+                         "without its latest records (in its -wal file)"), style="yellow"),
+            soft_wrap=True,
+        )  # fmt: skip
+    return opened
 
 
 def _no_ledger(console, where: Path) -> None:
