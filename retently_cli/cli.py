@@ -22,6 +22,7 @@ from retently_cli.cli_common import (
     EXIT_CODES,
     INPUT_PATH,
     TIME,
+    RetentlyCommand,
     answer_text,
     api_client,
     api_key_file_option,
@@ -33,9 +34,12 @@ from retently_cli.cli_common import (
     max_lateness_option,
     max_line_bytes_option,
     open_inputs,
+    refuse_placeholders,
+    refuse_unknown_filters,
     selection_options,
     stderr_console,
     verbosity_options,
+    warn_of_empty_inputs,
 )
 from retently_cli.config import (
     Config,
@@ -77,6 +81,8 @@ from retently_cli.visible import visible
 
 
 class _Commands(click.Group):
+    command_class = RetentlyCommand
+
     def invoke(self, ctx):
         """Ctrl-C outside a send's own handling (loading the config, say) exits 130, where
         click would print "Aborted!" and exit 1."""
@@ -231,9 +237,8 @@ def send(
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
-    unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
-    if unknown:
-        fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
+    refuse_unknown_filters(console, config, campaigns, events)
+    refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
     outputs = {"--report": report_path, "--failed": failed_path}
     selection = Selection(
         includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
@@ -320,6 +325,8 @@ def send(
         signal.signal(signal.SIGTERM, previous)
     job.stats.pruned_folders = sources.pruned_folders
     try:
+        if job.read_complete and not quiet:
+            warn_of_empty_inputs(console, sources, job.stats)
         report.summary(job.stats, interrupted, job.read_complete)
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
         if dead_letters is not None and dead_letters.count and not quiet:
@@ -565,6 +572,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
+    refuse_placeholders(console, config)
     code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
         sys.exit(code)
