@@ -38,6 +38,7 @@ from retently_cli.cli_common import (
     refuse_unknown_filters,
     selection_options,
     stderr_console,
+    stdout_console,
     verbosity_options,
     warn_of_empty_inputs,
 )
@@ -194,6 +195,7 @@ Examples:
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
+@click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
 def send(
@@ -218,6 +220,7 @@ def send(
     includes,
     excludes,
     max_line_bytes,
+    no_progress,
     verbose,
     quiet,
     paths,
@@ -307,7 +310,7 @@ def send(
     interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _progress(console, job, report, sources, dry_run, quiet) as progress:
+        with _progress(console, job, report, sources, dry_run, quiet or no_progress) as progress:
             job.on_progress = progress.update
             try:
                 job.read(sources, on_source)
@@ -512,7 +515,7 @@ class _NoProgress:
 
 
 def _progress(console, job, report, sources: Inputs, dry_run, quiet):
-    if dry_run or quiet or not console.is_terminal:
+    if dry_run or quiet or not console.file.isatty():  # --color always colours a pipe, no more
         return _NoProgress()
 
     def total() -> int | None:
@@ -576,7 +579,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
         sys.exit(code)
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    out = stdout_console(120)
     out.print(Text(f"{visible(str(config.path))}: OK", style="green"))
     out.print(Text("campaign -> events", style="bold"))
     campaigns = Table(box=None, pad_edge=False)
@@ -672,7 +675,7 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    out = stdout_console(160)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("id", "name", "metric", "type", "channel", "active"):
         table.add_column(column)

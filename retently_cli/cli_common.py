@@ -78,8 +78,43 @@ class TolerantStream:
 
 
 def stderr_console() -> Console:
-    width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
-    return Console(file=TolerantStream(sys.stderr), highlight=False, width=width)
+    piped_width = int(os.environ.get("COLUMNS") or 160)
+    return _console(TolerantStream(sys.stderr), piped_width)
+
+
+def stdout_console(width_when_piped: int) -> Console:
+    """For what a command prints on stdout (check's mapping, a preview's tables)."""
+    return _console(sys.stdout, width_when_piped)
+
+
+def _console(stream, width_when_piped: int) -> Console:
+    """A console that colours only as ``--color`` says. Without colour it writes no escape
+    code at all (Rich would still write bold and underline under ``NO_COLOR``)."""
+    terminal = stream.isatty()
+    width = None if terminal else width_when_piped
+    choice = color_choice()
+    if choice == "always":
+        return Console(
+            file=stream, highlight=False, width=width, force_terminal=True, no_color=False
+        )
+    colour = choice == "auto" and terminal and not os.environ.get("NO_COLOR")
+    return Console(
+        file=stream, highlight=False, width=width, color_system="auto" if colour else None
+    )
+
+
+_COLOR = "retently.color"
+
+
+def color_choice() -> str:
+    """The command's --color: auto, always or never."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_COLOR, "auto") if ctx is not None else "auto"
+
+
+def _remember_color(ctx: click.Context, param, value: str) -> str:
+    ctx.meta[_COLOR] = value
+    return value
 
 
 # Options that make no sense together: each pair is refused when both are given. A name with
@@ -372,6 +407,13 @@ def input_warning(console: Console):
 
 
 def verbosity_options(f):
+    """-v, -q and --color: every command has them."""
+    f = click.option(
+        "--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+        show_default=True, expose_value=False, callback=_remember_color,
+        help="Colour: auto is on a terminal unless $NO_COLOR is set; never also draws the "
+        "progress line without escape codes.",
+    )(f)  # fmt: skip
     f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
     return click.option(
         "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."

@@ -30,6 +30,7 @@ from retently_cli.cli_common import (
     quiet_broken_pipe,
     selection_options,
     stderr_console,
+    stdout_console,
     verbosity_options,
     warn_if_key_exposed,
     warn_of_empty_inputs,
@@ -49,7 +50,7 @@ PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
 
 
 def _stdout_console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return stdout_console(160)
 
 
 def _read(

@@ -247,3 +247,163 @@ def test_no_terminal_note_when_stdin_is_a_pipe():
     )
     assert result.returncode == 0
     assert b"Ctrl-D" not in result.stderr
+
+
+# -- the table at 80 and 200 columns --------------------------------------------------------------
+
+
+def _table_lines(stderr: str) -> list[str]:
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("source"))
+    end = lines.index("", start) if "" in lines[start:] else len(lines)
+    return lines[start:end]
+
+
+def _uncertain_run(fake_env, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    fake_env.inject("drop_after")  # delivered, but the answer never comes: uncertain
+    long_id = "a-message-id-far-longer-than-any-column-0123456789"
+    data = ndjson(
+        track(event="Onboarding Finished", message_id=long_id, email="someone.long@example.com")
+    )
+    return send("--no-ledger", "-", input=data)
+
+
+def test_at_80_columns_the_outcome_is_whole_and_ids_give_way(fake_env, monkeypatch):
+    result = _uncertain_run(fake_env, monkeypatch, 80)
+    table = _table_lines(result.stderr)
+    header = table[0].split()
+    assert header == ["source", "event", "email", "outcome", "reason"]
+    assert all(len(line) <= 80 for line in table)
+    row = table[1]
+    assert "uncertain" in row.split()
+    assert "connection_lost" in row
+
+
+def test_a_wide_terminal_shows_every_column_and_gives_reason_the_room(fake_env, monkeypatch):
+    result = _uncertain_run(fake_env, monkeypatch, 200)
+    table = _table_lines(result.stderr)
+    assert table[0].split() == [
+        "source", "messageId", "event", "email", "campaign", "outcome", "reason",
+    ]  # fmt: skip
+    row = table[1]
+    assert "uncertain" in row.split() and "someone.long@example.com" in row
+    assert "connection_lost: " in row
+    assert len(row.split(" uncertain ", 1)[1].strip()) >= 60  # the room goes to the reason
+
+
+def test_between_the_two_the_campaign_stays_longer_than_the_message_id(fake_env, monkeypatch):
+    result = _uncertain_run(fake_env, monkeypatch, 90)
+    header = _table_lines(result.stderr)[0].split()
+    assert "campaign" in header and "messageId" not in header
+
+
+# -- colour, cursor codes and the progress line ---------------------------------------------------
+
+
+def _on_a_terminal(args, env_extra, env_drop=()):
+    """stderr (and stdout) on a pseudo-terminal; returns (exit code, what the terminal got)."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", **env_extra}
+    for name in ("COLUMNS", *env_drop):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retently_cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        cwd=ROOT,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=10), seen
+    finally:
+        proc.kill()
+        os.close(leader)
+
+
+@pytest.fixture
+def slow_events(tmp_path):
+    """A send that lasts long enough for the progress line to be drawn."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        'campaigns: {"5e1f9a3c2b7d4e0012ab34cd": "Order Completed"}\n'
+        "batch_size: 1\nrate_limit: 1200\nconcurrency: 1\n"
+    )
+    events = tmp_path / "e.ndjson"
+    events.write_bytes(
+        ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(20)))
+    )
+    return config, events
+
+
+def _live_env(fake):
+    return {"RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
+
+
+def test_no_color_means_no_escape_codes_at_all_yet_a_progress_line(fake, slow_events):
+    config, events = slow_events
+    env = {**_live_env(fake), "NO_COLOR": "1"}
+    code, seen = _on_a_terminal(["send", "--no-ledger", "-c", str(config), str(events)], env)
+    assert code == 0
+    assert b"surveys/s" in seen  # the progress line, redrawn with a carriage return
+    assert b"\x1b" not in seen
+    assert b"uncertain" not in seen and b"Summary" in seen
+
+
+def test_color_never_is_no_color_too(fake, slow_events):
+    config, events = slow_events
+    args = ["send", "--color", "never", "--no-ledger", "-c", str(config), str(events)]
+    code, seen = _on_a_terminal(args, _live_env(fake), env_drop=("NO_COLOR",))
+    assert code == 0
+    assert b"surveys/s" in seen and b"\x1b" not in seen
+
+
+def test_a_terminal_gets_colour_and_the_bar_by_default(fake, slow_events):
+    config, events = slow_events
+    args = ["send", "--no-ledger", "-c", str(config), str(events)]
+    code, seen = _on_a_terminal(args, _live_env(fake), env_drop=("NO_COLOR",))
+    assert code == 0
+    assert b"\x1b[" in seen and b"surveys/s" in seen
+
+
+def test_no_progress_turns_the_bar_off(fake, slow_events):
+    config, events = slow_events
+    args = ["send", "--no-progress", "--no-ledger", "-c", str(config), str(events)]
+    code, seen = _on_a_terminal(args, {**_live_env(fake), "NO_COLOR": "1"})
+    assert code == 0
+    assert b"surveys/s" not in seen and b"\r\r" not in seen and b"Summary" in seen
+
+
+def test_check_on_a_terminal_under_no_color_prints_no_codes():
+    code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": "1"})
+    assert code == 0 and b"campaign -> events" in seen
+    assert b"\x1b" not in seen
+
+
+def test_color_always_colours_a_pipe_even_under_no_color_but_draws_no_bar(fake_env):
+    result = send("--color", "always", "-n", "-", input=ndjson(track()))
+    assert result.exit_code == 0
+    assert "\x1b[" in result.stderr and "surveys/s" not in result.stderr
+
+
+def test_a_pipe_gets_no_codes_by_default(fake_env, monkeypatch):
+    monkeypatch.delenv("NO_COLOR")
+    result = send("-", input=ndjson(track()))
+    assert result.exit_code == 0
+    assert "\x1b" not in result.stderr
