@@ -134,6 +134,8 @@ class RetentlyCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         rest = super().parse_args(ctx, args)
+        if ctx.resilient_parsing:  # shell completion: complete, never refuse
+            return rest
         for first, second in CONTRADICTIONS:
             if _given(ctx, first) and _given(ctx, second):
                 raise click.UsageError(

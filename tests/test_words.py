@@ -407,3 +407,29 @@ def test_a_pipe_gets_no_codes_by_default(fake_env, monkeypatch):
     result = send("-", input=ndjson(track()))
     assert result.exit_code == 0
     assert "\x1b" not in result.stderr
+
+
+# -- shell completion -----------------------------------------------------------------------------
+
+
+def _complete(words: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "_RETENTLY_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "retently_cli"], capture_output=True, env=env, cwd=ROOT
+    )
+
+
+def test_completion_offers_commands_and_the_new_options():
+    assert "plain,send" in _complete("retently se").stdout.decode().splitlines()
+    assert "plain,--color" in _complete("retently send --col").stdout.decode().splitlines()
+
+
+def test_completion_is_not_refused_over_options_that_contradict():
+    completed = _complete("retently send -q -v --no-pro")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.decode().splitlines() == ["plain,--no-progress"]
