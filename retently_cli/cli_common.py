@@ -389,14 +389,16 @@ def open_inputs(
     paths,
     max_line_bytes: int = MAX_LINE_BYTES,
     selection: Selection | None = None,
+    announce_stdin: bool = True,
 ) -> Inputs:
     """The run's inputs; a URL that cannot be read (no s3 extra, no bucket, access denied)
-    fails here, before anything is sent."""
+    fails here, before anything is sent. Stdin on a terminal is announced, or the command
+    would seem to hang."""
     try:
         inputs = Inputs(paths, sys.stdin.buffer, input_warning(console), max_line_bytes, selection)
     except RemoteError as exc:
         fail(console, [str(exc)])
-    if inputs.reads_stdin and sys.stdin.isatty():
+    if announce_stdin and inputs.reads_stdin and sys.stdin.isatty():
         console.print(Text("reading events from stdin (Ctrl-D to end)"))
     return inputs
 

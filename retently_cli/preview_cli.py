@@ -305,7 +305,7 @@ def init(path, logs, force, api_key_file, verbose, quiet):
         fail(console, [f"{path} exists; --force overwrites it"])
     own = Selection(own_outputs=(path,) if path != "-" and not target.exists() else ())
     if path != "-" and logs:
-        read = open_inputs(console, logs, selection=own)
+        read = open_inputs(console, logs, selection=own, announce_stdin=False)  # not read here
         inputs = read.local_files() + read.inputs_among([path])
         check = check_output_paths({"PATH": path}, inputs, [], None)
         if check.problems:

@@ -433,3 +433,11 @@ def test_completion_is_not_refused_over_options_that_contradict():
     completed = _complete("retently send -q -v --no-pro")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.decode().splitlines() == ["plain,--no-progress"]
+
+
+def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
+    target = tmp_path / "retently.yaml"
+    code, stderr = _on_a_terminal_stdin(["init", str(target), "--from-log", "-"])
+    assert code == 0, stderr
+    assert stderr.count("reading events from stdin (Ctrl-D to end)") == 1
+    assert target.exists()
