@@ -441,3 +441,8 @@ def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
     assert code == 0, stderr
     assert stderr.count("reading events from stdin (Ctrl-D to end)") == 1
     assert target.exists()
+
+
+def test_an_empty_no_color_is_no_request():
+    code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": ""})
+    assert code == 0 and b"\x1b[1m" in seen  # the headings are bold: NO_COLOR needs a value
