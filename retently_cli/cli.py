@@ -22,6 +22,7 @@ from retently_cli.cli_common import (
     EXIT_CODES,
     INPUT_PATH,
     TIME,
+    RetentlyCommand,
     answer_text,
     api_client,
     api_key_file_option,
@@ -33,9 +34,13 @@ from retently_cli.cli_common import (
     max_lateness_option,
     max_line_bytes_option,
     open_inputs,
+    refuse_placeholders,
+    refuse_unknown_filters,
     selection_options,
     stderr_console,
+    stdout_console,
     verbosity_options,
+    warn_of_empty_inputs,
 )
 from retently_cli.config import (
     Config,
@@ -78,6 +83,8 @@ from retently_cli.visible import visible
 
 
 class _Commands(click.Group):
+    command_class = RetentlyCommand
+
     def invoke(self, ctx):
         """Ctrl-C outside a send's own handling (loading the config, say) exits 130, where
         click would print "Aborted!" and exit 1."""
@@ -183,6 +190,7 @@ Examples:
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
+@click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
 def send(
@@ -207,6 +215,7 @@ def send(
     includes,
     excludes,
     max_line_bytes,
+    no_progress,
     verbose,
     quiet,
     paths,
@@ -226,9 +235,8 @@ def send(
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
-    unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
-    if unknown:
-        fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
+    refuse_unknown_filters(console, config, campaigns, events)
+    refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
     outputs = {"--report": report_path, "--failed": failed_path}
     selection = Selection(
         includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
@@ -300,7 +308,7 @@ def send(
     interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _progress(console, job, report, sources, dry_run, quiet) as progress:
+        with _progress(console, job, report, sources, dry_run, quiet or no_progress) as progress:
             job.on_progress = progress.update
             try:
                 job.read(sources, on_source)
@@ -318,6 +326,8 @@ def send(
         signal.signal(signal.SIGTERM, previous)
     job.stats.pruned_folders = sources.pruned_folders
     try:
+        if job.read_complete and not quiet:
+            warn_of_empty_inputs(console, sources, job.stats)
         report.summary(job.stats, interrupted, job.read_complete)
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
         if dead_letters is not None and dead_letters.count and not quiet:
@@ -503,7 +513,7 @@ class _NoProgress:
 
 
 def _progress(console, job, report, sources: Inputs, dry_run, quiet):
-    if dry_run or quiet or not console.is_terminal:
+    if dry_run or quiet or not console.file.isatty():  # --color always colours a pipe, no more
         return _NoProgress()
 
     def total() -> int | None:
@@ -563,10 +573,11 @@ def check(config_path, online, api_key_file, verbose, quiet):
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
+    refuse_placeholders(console, config)
     code = _check_online(console, config, api_key_file, verbose) if online else 0
     if quiet:
         sys.exit(code)
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    out = stdout_console(120)
     out.print(Text(f"{visible(str(config.path))}: OK", style="green"))
     out.print(Text("campaign -> events", style="bold"))
     campaigns = Table(box=None, pad_edge=False)
@@ -662,7 +673,7 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    out = stdout_console(160)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("id", "name", "metric", "type", "channel", "active"):
         table.add_column(column)

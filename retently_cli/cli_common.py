@@ -3,10 +3,13 @@ and an API client built from the config, the key and the environment."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
@@ -21,10 +24,11 @@ from retently_cli.config import (
     load_config,
 )
 from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
-from retently_cli.readers import MAX_LINE_BYTES
+from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, ReadStats
 from retently_cli.remote import RemoteError, is_url, local_path
 from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
 from retently_cli.sources import Inputs, Selection
+from retently_cli.starter import PLACEHOLDER, PLACEHOLDER_ID
 from retently_cli.timeparse import parse_time
 from retently_cli.visible import visible
 
@@ -74,8 +78,183 @@ class TolerantStream:
 
 
 def stderr_console() -> Console:
-    width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
-    return Console(file=TolerantStream(sys.stderr), highlight=False, width=width)
+    piped_width = int(os.environ.get("COLUMNS") or 160)
+    return _console(TolerantStream(sys.stderr), piped_width)
+
+
+def stdout_console(width_when_piped: int) -> Console:
+    """For what a command prints on stdout (check's mapping, a preview's tables)."""
+    return _console(sys.stdout, width_when_piped)
+
+
+def _console(stream, width_when_piped: int) -> Console:
+    """A console that colours only as ``--color`` says. Without colour it writes no escape
+    code at all (Rich would still write bold and underline under ``NO_COLOR``)."""
+    terminal = stream.isatty()
+    width = None if terminal else width_when_piped
+    choice = color_choice()
+    if choice == "always":
+        return Console(
+            file=stream, highlight=False, width=width, force_terminal=True, no_color=False
+        )
+    colour = choice == "auto" and terminal and not os.environ.get("NO_COLOR")
+    return Console(
+        file=stream, highlight=False, width=width, color_system="auto" if colour else None
+    )
+
+
+_COLOR = "retently.color"
+
+
+def color_choice() -> str:
+    """The command's --color: auto, always or never."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_COLOR, "auto") if ctx is not None else "auto"
+
+
+def _remember_color(ctx: click.Context, param, value: str) -> str:
+    ctx.meta[_COLOR] = value
+    return value
+
+
+# Options that make no sense together: each pair is refused when both are given. A name with
+# "=value" counts only when the option has that value.
+CONTRADICTIONS = (
+    ("no_ledger", "ledger_path"),
+    ("no_ledger", "retry_uncertain"),
+    ("quiet", "verbose"),
+    ("output=ndjson", "all_rows"),
+    ("output=ndjson", "max_rows"),
+)
+
+
+class RetentlyCommand(click.Command):
+    """A command that refuses contradictory options once click has parsed them all (a
+    callback sees only the options parsed before its own)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        if ctx.resilient_parsing:  # shell completion: complete, never refuse
+            return rest
+        for first, second in CONTRADICTIONS:
+            if _given(ctx, first) and _given(ctx, second):
+                raise click.UsageError(
+                    f"{_option_name(ctx, first)} and {_option_name(ctx, second)} cannot be used "
+                    "together",
+                    ctx,
+                )
+        since, until = ctx.params.get("since"), ctx.params.get("until")
+        if since is not None and until is not None and since >= until:
+            raise click.UsageError(
+                f"--since {_iso(since)} must be before --until {_iso(until)}: no event is "
+                "in that window",
+                ctx,
+            )
+        return rest
+
+
+def _given(ctx: click.Context, spec: str) -> bool:
+    name, _, value = spec.partition("=")
+    if name not in ctx.params:
+        return False
+    if ctx.get_parameter_source(name) in (None, ParameterSource.DEFAULT):
+        return False
+    return not value or ctx.params[name] == value
+
+
+def _option_name(ctx: click.Context, spec: str) -> str:
+    name, _, value = spec.partition("=")
+    for param in ctx.command.params:
+        if param.name == name:
+            option = max(param.opts, key=len)
+            return f"{option} {value}" if value else option
+    return name
+
+
+def _iso(when) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def refuse_unknown_filters(console: Console, config: Config, campaigns, events) -> None:
+    """--campaign and --event must name what the config maps: a typo would otherwise filter
+    every event out, and the run would look like one with nothing to do."""
+    problems = []
+    known = [c.id for c in config.campaigns]
+    for cid in sorted(set(campaigns) - set(known)):
+        problems.append(f"--campaign {cid}: the config maps no such campaign{_hint(cid, known)}")
+    names = list(config.campaigns_by_event())
+    for name in sorted(set(events) - set(names)):
+        problems.append(f"--event {name!r}: the config maps no campaign to it{_hint(name, names)}")
+    if problems:
+        fail(console, problems)
+
+
+def _hint(value: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(value, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def placeholder_problems(config: Config) -> list[str]:
+    """Where the config still holds what ``retently init`` left to fill in."""
+    problems = []
+    for campaign in config.campaigns:
+        where = f"{config.path}:{campaign.line}"
+        if campaign.id == PLACEHOLDER_ID:
+            problems.append(
+                f'{where}: campaigns: "{PLACEHOLDER_ID}" is the starter\'s placeholder: put a '
+                "campaign id there (retently campaigns lists them)"
+            )
+        if PLACEHOLDER in campaign.events:
+            problems.append(
+                f'{where}: campaigns.{campaign.id}: "{PLACEHOLDER}" is the starter\'s '
+                "placeholder: write the Track event names there"
+            )
+    return problems
+
+
+def refuse_placeholders(
+    console: Console, config: Config, warn_only: bool = False, quiet: bool = False
+) -> None:
+    """A config straight from ``retently init`` is refused; a dry-run is told, and runs
+    (trying a half-written config on real events is what a dry-run is for)."""
+    problems = placeholder_problems(config)
+    if problems and not warn_only:
+        fail(console, problems)
+    for problem in problems if not quiet else ():
+        console.print(Text(f"warning: {visible(problem)}", style="yellow"), soft_wrap=True)
+
+
+def warn_of_empty_inputs(console: Console, inputs: Inputs, stats: ReadStats) -> None:
+    """One line per named input that held nothing (a run that reads nothing exits 0, and
+    would otherwise look like a run with nothing to do)."""
+    found = [what for what in map(lambda p: _emptiness(p, inputs, stats), inputs.paths) if what]
+    if not found and stats.lines == 0:
+        found = ["no events read from the input"]
+    for what in found:
+        console.print(Text(f"warning: {visible(what)}", style="yellow"), soft_wrap=True)
+
+
+def _emptiness(path: str, inputs: Inputs, stats: ReadStats) -> str | None:
+    read = stats.per_source
+    if path == STDIN_NAME:
+        alone = len(inputs.paths) == 1
+        if read.get(STDIN_NAME) == 0 and (not alone or stats.bytes_read == 0):
+            return "stdin was empty: no events read"
+        return None
+    if path in inputs.locations:
+        return None
+    if os.path.isdir(path):
+        below = os.path.join(str(Path(path)), "")
+        if not any(name.startswith(below) for name in read):
+            return f"{path} holds no files to read"
+        return None
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        return None
+    if empty and read.get(str(Path(path))) == 0:
+        return f"{path} is empty: no events read"
+    return None
 
 
 def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
@@ -210,13 +389,18 @@ def open_inputs(
     paths,
     max_line_bytes: int = MAX_LINE_BYTES,
     selection: Selection | None = None,
+    announce_stdin: bool = True,
 ) -> Inputs:
     """The run's inputs; a URL that cannot be read (no s3 extra, no bucket, access denied)
-    fails here, before anything is sent."""
+    fails here, before anything is sent. Stdin on a terminal is announced, or the command
+    would seem to hang."""
     try:
-        return Inputs(paths, sys.stdin.buffer, input_warning(console), max_line_bytes, selection)
+        inputs = Inputs(paths, sys.stdin.buffer, input_warning(console), max_line_bytes, selection)
     except RemoteError as exc:
         fail(console, [str(exc)])
+    if announce_stdin and inputs.reads_stdin and sys.stdin.isatty():
+        console.print(Text("reading events from stdin (Ctrl-D to end)"))
+    return inputs
 
 
 def input_warning(console: Console):
@@ -227,6 +411,13 @@ def input_warning(console: Console):
 
 
 def verbosity_options(f):
+    """-v, -q and --color: every command has them."""
+    f = click.option(
+        "--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+        show_default=True, expose_value=False, callback=_remember_color,
+        help="Colour: auto is on a terminal unless $NO_COLOR is set; never also draws the "
+        "progress line without escape codes.",
+    )(f)  # fmt: skip
     f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
     return click.option(
         "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."

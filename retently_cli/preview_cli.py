@@ -18,6 +18,7 @@ from retently_cli.account import campaigns_from
 from retently_cli.cli_common import (
     CONTEXT,
     INPUT_PATH,
+    RetentlyCommand,
     api_client,
     api_key_file_option,
     config_option,
@@ -29,8 +30,10 @@ from retently_cli.cli_common import (
     quiet_broken_pipe,
     selection_options,
     stderr_console,
+    stdout_console,
     verbosity_options,
     warn_if_key_exposed,
+    warn_of_empty_inputs,
 )
 from retently_cli.config import Config, ConfigError, load_config
 from retently_cli.coverage import Coverage
@@ -47,15 +50,18 @@ PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
 
 
 def _stdout_console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return stdout_console(160)
 
 
-def _read(paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES, selection=None):
+def _read(
+    paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES, selection=None, quiet=False
+):
     """Every message of the inputs, once; malformed lines are counted in ``stats``. A URL that
-    cannot be read at all fails here (exit 2)."""
+    cannot be read at all fails here (exit 2); an empty input is warned of once read."""
     stats = ReadStats()
     bad = Counter()
-    inputs = open_inputs(stderr_console(), paths, max_line_bytes, selection)
+    console = stderr_console()
+    inputs = open_inputs(console, paths, max_line_bytes, selection)
 
     def messages():
         for name, line, item in iter_messages(inputs, stats, before_wait):
@@ -63,6 +69,8 @@ def _read(paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES, select
                 bad[item.reason] += 1
             else:
                 yield name, line, item
+        if not quiet:
+            warn_of_empty_inputs(console, inputs, stats)
 
     return stats, bad, messages()
 
@@ -77,6 +85,7 @@ def _input_note(console: Console, stats: ReadStats, bad: Counter) -> None:
 
 
 @click.command(
+    cls=RetentlyCommand,
     context_settings=CONTEXT,
     epilog="""\b
 Examples:
@@ -114,7 +123,7 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
     out = sys.stdout.buffer
     selection = Selection(includes, excludes)
     flush = out.flush if ndjson else lambda: None
-    stats, bad, messages = _read(paths, flush, max_line_bytes, selection)
+    stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet)
     try:
         for source, line, message in messages:
             for change in differ.compare(message):
@@ -193,6 +202,7 @@ def _weight(entry) -> int:
 
 
 @click.command(
+    cls=RetentlyCommand,
     context_settings=CONTEXT,
     epilog="""\b
 Examples:
@@ -218,7 +228,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     config = load_or_exit(console, config_path, verbose, quiet)
     result = Coverage(config)
     selection = Selection(includes, excludes)
-    stats, bad, messages = _read(paths, max_line_bytes=max_line_bytes, selection=selection)
+    stats, bad, messages = _read(
+        paths, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
+    )
     try:
         for _, _, message in messages:
             result.add(message)
@@ -265,6 +277,7 @@ def _show_coverage(out: Console, summary: dict) -> None:
 
 
 @click.command(
+    cls=RetentlyCommand,
     context_settings=CONTEXT,
     epilog="""\b
 Examples:
@@ -292,7 +305,7 @@ def init(path, logs, force, api_key_file, verbose, quiet):
         fail(console, [f"{path} exists; --force overwrites it"])
     own = Selection(own_outputs=(path,) if path != "-" and not target.exists() else ())
     if path != "-" and logs:
-        read = open_inputs(console, logs, selection=own)
+        read = open_inputs(console, logs, selection=own, announce_stdin=False)  # not read here
         inputs = read.local_files() + read.inputs_among([path])
         check = check_output_paths({"PATH": path}, inputs, [], None)
         if check.problems:

@@ -228,32 +228,29 @@ class Report:
             self._print_rows()
 
     def _print_rows(self) -> None:
-        widths = self._widths
+        layout = self._widths
         table = Table(
             show_header=not self._header_shown,
             box=None,
             padding=(0, 1, 0, 0),
             header_style="bold",
         )
-        for title, width in zip(
-            ("source", "messageId", "event", "email", "campaign", "outcome", "reason"),
-            widths,
-            strict=True,
-        ):
+        for title, width in layout.items():
             table.add_column(title, width=width, no_wrap=True, overflow="ellipsis")
         for source, line, message_id, event, email, campaign, outcome, reason, detail in self._rows:
             why = reason or ""
             if detail:
                 why = f"{why}: {detail}" if why else detail
-            table.add_row(
-                Text(_tail(visible(f"{source}:{line}"), widths[0])),
-                Text(visible(message_id or "")),
-                Text(_event_text(event)),
-                Text(visible(email or "")),
-                Text(_tail(visible(campaign or ""), widths[4])),
-                Text(outcome, style=_STYLES.get(outcome, "")),
-                Text(visible(why)),
-            )
+            cells = {
+                "source": Text(_tail(visible(f"{source}:{line}"), layout["source"])),
+                "messageId": Text(visible(message_id or "")),
+                "event": Text(_event_text(event)),
+                "email": Text(visible(email or "")),
+                "campaign": Text(_tail(visible(campaign or ""), layout.get("campaign", 0))),
+                "outcome": Text(outcome, style=_STYLES.get(outcome, "")),
+                "reason": Text(visible(why)),
+            }
+            table.add_row(*(cells[title] for title in layout))
         self._rows.clear()
         self._header_shown = True
         self.console.print(table)
@@ -351,14 +348,44 @@ class Report:
             )
 
 
-def _column_widths(total: int) -> tuple[int, ...]:
-    """Fixed widths for source, messageId, event, email, campaign, outcome and reason."""
-    flexible = max(total - 7 - 12 - 10 - 7, 40)  # messageId, campaign, outcome, separators
-    if flexible >= 92:
-        source, event, email = 24, 22, 26
-    else:
-        source, event, email = (int(flexible * share) for share in (0.24, 0.22, 0.28))
-    return source, 12, event, email, 10, 7, flexible - source - event - email
+# The table's columns. Outcome is as wide as its longest value, so "uncertain" is never cut;
+# messageId, then campaign, leave a narrow terminal first; source, event, email and reason
+# share the rest, event and email up to a cap, so that a wide terminal gives its room to the
+# source (a long path) and the reason (Retently's message).
+_COLUMNS = ("source", "messageId", "event", "email", "campaign", "outcome", "reason")
+_FIXED = {"messageId": 12, "campaign": 10, "outcome": max(map(len, _STYLES))}
+_LEAST = {"source": 12, "event": 14, "email": 18, "reason": 14}
+_SHARE = {"source": 0.2, "event": 0.2, "email": 0.25, "reason": 0.35}
+_CAP = {"event": 24, "email": 30}
+_LEFT_OVER = {"source": 0.3, "reason": 0.7}  # what the capped columns do not take
+
+
+def _column_widths(total: int) -> dict[str, int]:
+    """Column title -> width, for a console ``total`` characters wide (each column is
+    followed by one space)."""
+    for dropped in ((), ("messageId",), ("messageId", "campaign")):
+        names = [name for name in _COLUMNS if name not in dropped]
+        room = total - len(names) - sum(_FIXED.get(name, 0) for name in names)
+        if room >= sum(_LEAST.values()):
+            break
+    widths = {name: _FIXED.get(name, 0) for name in names}
+    widths.update(_flexible_widths(room))
+    return widths
+
+
+def _flexible_widths(room: int) -> dict[str, int]:
+    least = sum(_LEAST.values())
+    if room < least:  # narrower than any layout: every column shrinks alike
+        room = max(room, len(_LEAST) * 4)
+        return {name: max(int(width * room / least), 4) for name, width in _LEAST.items()}
+    spare = room - least
+    widths = {name: _LEAST[name] + int(spare * _SHARE[name]) for name in _LEAST}
+    for name, cap in _CAP.items():
+        widths[name] = min(widths[name], cap)
+    freed = room - sum(widths.values())
+    widths["source"] += int(freed * _LEFT_OVER["source"])
+    widths["reason"] += freed - int(freed * _LEFT_OVER["source"])
+    return widths
 
 
 def _event_text(event: str | None) -> str:

@@ -8,6 +8,7 @@ from datetime import date
 from retently_cli.visible import visible
 
 PLACEHOLDER = "TODO: Track event names"
+PLACEHOLDER_ID = "YOUR-CAMPAIGN-ID"
 CANDIDATES = 20
 
 
@@ -38,7 +39,7 @@ def starter_config(
     else:
         lines += [
             "  # `retently campaigns` lists your campaigns and their ids.",
-            f'  "YOUR-CAMPAIGN-ID": {json.dumps(PLACEHOLDER)}',
+            f"  {json.dumps(PLACEHOLDER_ID)}: {json.dumps(PLACEHOLDER)}",
         ]
     if candidates:
         lines += [

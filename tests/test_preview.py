@@ -220,7 +220,9 @@ def test_init_writes_a_valid_starter_and_never_overwrites_without_force(tmp_path
     monkeypatch.chdir(tmp_path)
     first = run("init")
     assert first.exit_code == 0, first.stderr
-    assert run("check", "-c", "retently.yaml").exit_code == 0
+    checked = run("check", "-c", "retently.yaml")  # valid, but the TODOs are still there
+    assert checked.exit_code == 2 and "is the starter's placeholder" in checked.stderr
+    assert run("send", "-n", "-c", "retently.yaml", "-", input=b"").exit_code == 0
     (tmp_path / "retently.yaml").write_text("mine\n")
     again = run("init")
     assert again.exit_code == 2 and "retently.yaml exists; --force overwrites it" in again.stderr
