@@ -157,7 +157,8 @@ def _given(ctx: click.Context, spec: str) -> bool:
     name, _, value = spec.partition("=")
     if name not in ctx.params:
         return False
-    if ctx.get_parameter_source(name) in (None, ParameterSource.DEFAULT):
+    # Only what was typed counts: $RETENTLY_LEDGER with --no-ledger means no ledger.
+    if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
         return False
     return not value or ctx.params[name] == value
 

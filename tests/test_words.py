@@ -76,6 +76,14 @@ def test_contradictory_flags_are_refused(flags, names, tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_no_ledger_wins_over_a_ledger_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETENTLY_LEDGER", str(tmp_path / "env.db"))
+    result = send("-n", "--no-ledger", "-", input=ndjson(track()))
+    assert result.exit_code == 0, result.stderr
+    assert "cannot be used together" not in result.stderr
+    assert not (tmp_path / "env.db").exists()
+
+
 @pytest.mark.parametrize("command", ["check", "coverage", "campaigns", "init"])
 def test_quiet_with_verbose_is_refused_by_every_command(command, tmp_path):
     args = [command, "-q", "-v"]
