@@ -73,6 +73,7 @@ from retently_cli.report import (
 )
 from retently_cli.run import SendJob
 from retently_cli.sources import Inputs, Selection
+from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
 
 
@@ -321,6 +322,9 @@ def send(
     job.stats.pruned_folders = sources.pruned_folders
     try:
         report.summary(job.stats, interrupted, job.read_complete)
+        conflicts = type_conflicts(job.matcher.property_types)
+        if conflicts and not quiet:
+            console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
         if dead_letters is not None and dead_letters.count and not quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
