@@ -49,6 +49,7 @@ from retently_cli.delivery import (
     RetryPolicy,
     Sender,
     call_with_retries,
+    envelope_error,
 )
 from retently_cli.ledger import (
     Ledger,
@@ -607,8 +608,9 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
         policy = RetryPolicy(max_attempts=3)
         ping = call_with_retries(client.ping, policy)
         exit_if_key_refused(console, ping)
-        if ping.status != 200:
-            fail(console, [f"cannot reach Retently: {answer_text(ping)}"], EXIT_PROBLEMS)
+        if ping.status != 200 or envelope_error(ping):
+            why = envelope_error(ping) or answer_text(ping)
+            fail(console, [f"cannot reach Retently: {why}"], EXIT_PROBLEMS)
         answer = call_with_retries(client.campaigns, policy)
         exit_if_key_refused(console, answer)
         campaigns = campaigns_from(answer)

@@ -447,7 +447,11 @@ def _all(batch, sent, status, attempts, reason=None, detail=None) -> list[Outcom
 
 
 def _attribute(batch: Batch, answer: Answer, attempts: int) -> list[Outcome]:
-    """Per-event outcomes of a 2xx: from the per-email result map when there is one."""
+    """Per-event outcomes of a 2xx: a failure when its envelope says so, else from the
+    per-email result map when there is one, else sent."""
+    refused = envelope_error(answer)
+    if refused is not None:
+        return _all(batch, False, answer.status, attempts, REJECTED, refused)
     data = answer.body.get("data") if isinstance(answer.body, dict) else None
     results = {k.lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
     outcomes = []
@@ -460,6 +464,18 @@ def _attribute(batch: Batch, answer: Answer, attempts: int) -> list[Outcome]:
         else:
             outcomes.append(Outcome(survey, True, answer.status, attempts, result=status))
     return outcomes
+
+
+def envelope_error(answer: Answer) -> str | None:
+    """Why a 2xx answer failed all the same: its envelope ``code`` is 400 or more."""
+    body = answer.body
+    code = body.get("code") if isinstance(body, dict) else None
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        code = int(code)
+    if isinstance(code, bool) or not isinstance(code, int) or code < 400:
+        return None
+    message = body.get("message")
+    return f"HTTP {answer.status} with code {code}" + (f": {message}" if message else "")
 
 
 def _message(answer: Answer) -> str:
