@@ -88,12 +88,10 @@ def build_subscriber(
             for label, leaf in _flatten(key, value):
                 if label in exclude:
                     continue
-                if _is_empty(leaf):
+                if _is_empty(leaf) or not _add_property(custom, notes, label, leaf, run):
                     empty.append(label)
-                else:
-                    _add_property(custom, notes, label, leaf, run)
-        else:
-            _add_property(custom, notes, key, value, run)
+        elif not _add_property(custom, notes, key, value, run):
+            empty.append(key)
     if "tags" not in exclude:
         tags = parse_tags(properties.get("tags"))
         if tags:
@@ -107,10 +105,15 @@ def build_subscriber(
 
 
 def _is_empty(value) -> bool:
-    """Retently reads an empty value as nothing (once as "unassign"): never worth sending."""
+    """Retently reads an empty value as nothing (once as "unassign"): never worth sending.
+    A list is empty when it holds nothing but nulls and blanks."""
     if isinstance(value, str):
         return not value.strip()
-    return isinstance(value, list) and not value
+    return isinstance(value, list) and all(_blank(item) for item in value)
+
+
+def _blank(item) -> bool:
+    return item is None or (isinstance(item, str) and not item.strip())
 
 
 def parse_tags(value) -> list[str]:
@@ -140,7 +143,8 @@ def _flatten(prefix: str, value: dict):
             yield label, leaf
 
 
-def _add_property(custom: list, notes: list, label: str, value, run: PropertyTypes) -> None:
+def _add_property(custom: list, notes: list, label: str, value, run: PropertyTypes) -> bool:
+    """Types and adds one value (or leaves it out, noted); False when it comes out empty."""
     inferred, converted = infer(value)
     kind = run._kind_for(label, inferred)
     forced = label in run.forced
@@ -149,19 +153,29 @@ def _add_property(custom: list, notes: list, label: str, value, run: PropertyTyp
             run.other_dates[label] += 1  # coverage offers the properties.types line
     if kind != inferred:
         coerced = coerce(value, kind, us_dates=forced)
+        if coerced == "":  # " , " as a collection: nothing in it
+            return False
         if not forced:
             run.conflicts[label, inferred] += 1
         why = " (properties.types)" if forced else f", the type {label!r} first had in this run"
         if coerced is None:
             run.left_out[label] += 1
             article = "an" if kind == "integer" else "a"
-            notes.append(f"property {label!r}: {value!r} is not {article} {kind}{why}; left out")
-            return
+            shown = _short(value)
+            notes.append(f"property {label!r}: {shown} is not {article} {kind}{why}; left out")
+            return True
         if not forced:
-            notes.append(f"property {label!r}: {value!r} sent as {kind}{why}")
+            notes.append(f"property {label!r}: {_short(value)} sent as {kind}{why}")
         converted = coerced
     run.sent[label] += 1
     custom.append({"label": label, "type": kind, "value": converted})
+    return True
+
+
+def _short(value) -> str:
+    """A value in a note: a long one would repeat a whole line in the record."""
+    text = _json_text(value) if isinstance(value, list) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def infer(value) -> tuple[str, object]:
@@ -181,7 +195,7 @@ def infer(value) -> tuple[str, object]:
         return "string", value
     if isinstance(value, list):
         if all(isinstance(item, (str, int, float, bool)) for item in value):
-            return "collection", ",".join(_scalar_text(item) for item in value)
+            return "collection", ",".join(_scalar_text(item) for item in value if not _blank(item))
         return "string", _json_text(value)
     return "string", str(value)
 
@@ -216,7 +230,9 @@ def coerce(value, kind: str, us_dates: bool = True):
     if kind == "collection":
         if isinstance(value, list):
             return ",".join(
-                _scalar_text(item) for item in value if isinstance(item, (str, int, float, bool))
+                _scalar_text(item)
+                for item in value
+                if isinstance(item, (str, int, float, bool)) and not _blank(item)
             )
         if isinstance(value, str):
             return ",".join(part.strip() for part in value.split(",") if part.strip())

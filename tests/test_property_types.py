@@ -7,6 +7,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from conftest import NPS, records
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retently_cli.cli import cli
 from retently_cli.subscriber import PropertyTypes, build_subscriber, infer, iso_date
@@ -146,6 +148,15 @@ def test_empty_values_are_left_out_like_nulls_and_named():
     assert run.empty == {"plan": 1, "note": 1, "roles": 1, "address_city": 1}
 
 
+@pytest.mark.parametrize("value", [[""], [" ", ""], " , "])
+def test_a_collection_of_nothing_is_empty_and_blank_items_are_dropped(value):
+    subscriber, notes = build_subscriber(EMAIL, {"p": value}, types={"p": "collection"})
+    assert "properties" not in subscriber
+    assert notes == ["left out as empty: p"]
+    subscriber, _ = build_subscriber(EMAIL, {"p": ["a", " ", "", 2]})
+    assert props(subscriber) == {"p": ("collection", "a,2")}
+
+
 def test_an_empty_value_does_not_fix_a_type():
     run = PropertyTypes()
     build(run, plan="")
@@ -239,3 +250,45 @@ def test_a_send_sends_exactly_what_the_dry_run_predicted(tmp_path, fake, monkeyp
     )
     assert live.exit_code == 0, live.output
     assert [s["subscriber"] for s in fake.surveys] == predicted
+
+
+# --- the rule, for any values -----------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "  ", "pro", "42", "2020-01-30", "01/30/2020", "yes", "a, b", " , "]),
+    st.lists(st.sampled_from(["a", "b", 1, True, "", " "]), max_size=2),
+)
+events = st.lists(
+    st.dictionaries(st.sampled_from(["plan", "n", "when", "tags", "firstName"]), scalars),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events, st.dictionaries(st.sampled_from(["plan", "n"]), st.sampled_from(["string",
+       "integer", "boolean", "date", "collection"])))  # fmt: skip
+def test_no_name_ever_goes_out_with_two_types_or_an_empty_value(properties, forced):
+    run = PropertyTypes(forced)
+    seen: dict[str, set] = {}
+    for one in properties:
+        subscriber, _ = build_subscriber(EMAIL, one, types=run)
+        for prop in subscriber.get("properties", []):
+            seen.setdefault(prop["label"], set()).add(prop["type"])
+            assert prop["value"] not in ("", [])
+            if prop["type"] == "collection":
+                assert all(part.strip() for part in prop["value"].split(","))
+            if prop["type"] == "integer":
+                assert -(2**63) <= prop["value"] < 2**63
+        for label, kind in forced.items():
+            assert seen.get(label, {kind}) == {kind}
+    assert all(len(kinds) == 1 for kinds in seen.values())
+
+
+def test_a_note_quotes_a_long_value_shortened():
+    run = PropertyTypes({"n": "integer"})
+    _, notes = build(run, n="x" * 100_000)
+    assert notes == [f"property 'n': '{'x' * 56}... is not an integer (properties.types); left out"]
