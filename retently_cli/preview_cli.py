@@ -216,7 +216,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
 
     For each distinct Track event name in PATHS: its count and the campaign(s) it maps to;
     near misses of mapped names; how many matched events lack an email at email_paths and
-    where it was found instead; and the mapped names never seen (likely typos). One pass.
+    where it was found instead; the mapped names never seen (likely typos); and the properties
+    the surveys would carry, with their types, the values that do not fit and the
+    properties.types line that fixes them. One pass.
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)

@@ -184,9 +184,7 @@ def infer(value) -> tuple[str, object]:
         return "boolean", value
     if isinstance(value, int):
         return ("integer", value) if value in _INT64 else ("string", str(value))
-    if isinstance(value, float):
-        if value.is_integer() and int(value) in _INT64:
-            return "integer", int(value)
+    if isinstance(value, float):  # 40.0 too: its writer had a decimal in mind, not a count
         return "string", _scalar_text(value)
     if isinstance(value, str):
         date = iso_date(value)

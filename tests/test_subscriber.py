@@ -114,12 +114,12 @@ def test_us_date_is_not_a_date_unless_forced():
             {
                 "email": EMAIL,
                 "properties": [
-                    {"label": "revenue", "type": "integer", "value": 25},
+                    {"label": "revenue", "type": "string", "value": "25"},
                     {"label": "price", "type": "string", "value": "25.5"},
                     {"label": "roles", "type": "collection", "value": "admin,billing"},
                 ],
             },
-            id="whole numbers as integers, other numbers as strings, lists as collections",
+            id="floats as strings, lists as collections",
         ),
         pytest.param(
             {"tags": ["vip", " beta ", ""]},
@@ -269,8 +269,8 @@ def test_parse_tags(value, expected):
         (-7, ("integer", -7)),
         (10**12, ("integer", 10**12)),
         (25.5, ("string", "25.5")),
-        (25.0, ("integer", 25)),
-        (-0.0, ("integer", 0)),
+        (25.0, ("string", "25")),
+        (-0.0, ("string", "0")),
         ("Professional", ("string", "Professional")),
         ("", ("string", "")),
         ("2020-01-30", ("date", "2020-01-30T00:00:00Z")),
