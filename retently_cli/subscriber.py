@@ -148,8 +148,8 @@ def _add_property(custom: list, notes: list, label: str, value, run: PropertyTyp
     inferred, converted = infer(value)
     kind = run._kind_for(label, inferred)
     forced = label in run.forced
-    if inferred == "string" and not (forced and kind == "date") and isinstance(value, str):
-        if _US_DATE.match(value.strip()):
+    if inferred == "string" and isinstance(value, str) and "/" in value:
+        if not (forced and kind == "date") and _US_DATE.match(value.strip()):
             run.other_dates[label] += 1  # coverage offers the properties.types line
     if kind != inferred:
         coerced = coerce(value, kind, us_dates=forced)
