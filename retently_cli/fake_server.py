@@ -41,8 +41,11 @@ STATUS_FAULTS = {
 }
 # Answers to /survey the API documents nothing against: a 2xx whose envelope says it failed
 # (nothing recorded), a 2xx with no body, and a 2xx with no per-email results (both recorded).
-ANSWER_SHAPES = frozenset({"envelope_error", "empty_body", "no_results"})
-ENVELOPE_ERROR = (422, "The given data was invalid.")
+ANSWER_SHAPES = frozenset({"envelope_error", "envelope_401", "empty_body", "no_results"})
+ENVELOPE_ERRORS = {
+    "envelope_error": (422, "The given data was invalid."),
+    "envelope_401": (401, BAD_KEY_MESSAGE),
+}
 FAULTS = frozenset(STATUS_FAULTS) | {"slow", "drop_before", "drop_after"} | ANSWER_SHAPES
 DEFAULT_FAULT_CHOICES = ("500", "502", "503", "429", "drop_before", "drop_after", "slow")
 REDACTED_HEADERS = frozenset({"authorization", "x-api-key"})
@@ -186,9 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
                 extra["Connection"] = "close"
             fake._log_request(self.command, path, code, started, headers, fault)
             return self._send(code, envelope(code, STATUS_FAULTS[fault]), extra)
-        if fault == "envelope_error":
+        if fault in ENVELOPE_ERRORS:
             fake._log_request(self.command, path, 200, started, headers, fault)
-            return self._send(200, envelope(*ENVELOPE_ERROR), {})
+            return self._send(200, envelope(*ENVELOPE_ERRORS[fault]), {})
         code, payload, extra = fake._process(self.command, self.path, self.headers, body, started)
         if fault == "no_results" and code == 200:
             payload = envelope(200, "OK")

@@ -81,3 +81,15 @@ def test_check_online_does_not_take_a_2xx_that_says_it_failed_for_a_working_key(
         result.stderr
     )
     assert "key accepted" not in result.output
+
+
+def test_a_2xx_whose_envelope_says_401_stops_the_run_like_a_refused_key(server, tmp_path):
+    server.inject("envelope_401")
+    many = ndjson(*(track(message_id=f"k{i}", email=f"u{i}@example.com") for i in range(300)))
+    result = CliRunner().invoke(
+        cli, ["send", "-c", str(EXAMPLE_CONFIG), "--no-ledger", "-o", "ndjson", "-"], input=many
+    )
+    assert result.exit_code == 3, result.output
+    assert server.survey_count() == 0 and len(server.requests) <= 4
+    assert "Retently refused the API key" in result.stderr
+    assert TEST_KEY not in result.stdout + result.stderr
