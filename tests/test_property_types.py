@@ -292,3 +292,10 @@ def test_a_note_quotes_a_long_value_shortened():
     run = PropertyTypes({"n": "integer"})
     _, notes = build(run, n="x" * 100_000)
     assert notes == [f"property 'n': '{'x' * 56}... is not an integer (properties.types); left out"]
+
+
+def test_quiet_leaves_the_summary_line_out(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    result = CliRunner().invoke(cli, ["send", "-n", "-q", "-c", str(config), "-"], input=EVENTS)
+    assert result.stderr == ""
