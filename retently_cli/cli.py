@@ -54,6 +54,7 @@ from retently_cli.delivery import (
     RetryPolicy,
     Sender,
     call_with_retries,
+    envelope_error,
 )
 from retently_cli.ledger import (
     Ledger,
@@ -79,6 +80,7 @@ from retently_cli.report import (
 )
 from retently_cli.run import SendJob
 from retently_cli.sources import Inputs, Selection
+from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
 
 
@@ -329,6 +331,9 @@ def send(
         if job.read_complete and not quiet:
             warn_of_empty_inputs(console, sources, job.stats)
         report.summary(job.stats, interrupted, job.read_complete)
+        conflicts = type_conflicts(job.matcher.property_types)
+        if conflicts and not quiet:
+            console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
         if dead_letters is not None and dead_letters.count and not quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
@@ -612,8 +617,9 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
         policy = RetryPolicy(max_attempts=3)
         ping = call_with_retries(client.ping, policy)
         exit_if_key_refused(console, ping)
-        if ping.status != 200:
-            fail(console, [f"cannot reach Retently: {answer_text(ping)}"], EXIT_PROBLEMS)
+        if ping.status != 200 or envelope_error(ping):
+            why = envelope_error(ping) or answer_text(ping)
+            fail(console, [f"cannot reach Retently: {why}"], EXIT_PROBLEMS)
         answer = call_with_retries(client.campaigns, policy)
         exit_if_key_refused(console, answer)
         campaigns = campaigns_from(answer)

@@ -3,11 +3,14 @@ Pure: fed one message at a time."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 from retently_cli.config import Config
 from retently_cli.matching import INVALID_EMAIL, MISSING_EMAIL, Matcher, NearMisses, is_track
+from retently_cli.subscriber import PropertyTypes
 
 
 @dataclass
@@ -35,7 +38,9 @@ class Coverage:
         if name not in self._mapped:
             return
         _, reason, _ = self._matcher.find_email(message)
-        if reason == INVALID_EMAIL:
+        if reason is None:
+            self._matcher.decide(message)  # types its properties as a send would
+        elif reason == INVALID_EMAIL:
             self.invalid_email[name] += 1
         elif reason == MISSING_EMAIL:
             self.missing_email[name] += 1
@@ -66,4 +71,47 @@ class Coverage:
             "email_paths": list(self.config.email_paths),
             "events": rows,
             "mapped_never_seen": sorted(n for n in self._mapped if n not in self.names),
+            "properties": property_rows(self._matcher.property_types),
         }
+
+
+def property_rows(run: PropertyTypes) -> list[dict]:
+    """Every property name the surveys would carry, by count: the type it gets, values of
+    other types, values left out, and the ``properties.types`` line that would fix it."""
+    conflicts: dict[str, dict[str, int]] = {}
+    for (name, kind), count in run.conflicts.items():
+        conflicts.setdefault(name, {})[kind] = count
+    names = set(run.sent) | set(run.left_out) | set(run.empty) | set(run.other_dates)
+    rows = []
+    for name in names:
+        kind = run.type_of(name)
+        row = {
+            "name": name,
+            "count": run.sent[name],
+            "type": kind,
+            "forced": name in run.forced,
+            "conflicts": dict(sorted(conflicts.get(name, {}).items(), key=lambda kv: -kv[1])),
+            "left_out": run.left_out[name],
+            "empty": run.empty[name],
+            "other_date_format": run.other_dates[name],
+        }
+        row["fix"] = _fix(row)
+        rows.append(row)
+    return sorted(rows, key=lambda row: (-row["count"], row["name"]))
+
+
+def _fix(row: dict) -> str | None:
+    """The config line that gives this property one type that fits its values."""
+    if row["forced"]:
+        return None
+    if row["other_date_format"] and row["type"] != "date":
+        fitting = "date"
+    elif not row["conflicts"]:
+        return None
+    else:  # a string takes every value; else pin the type the first value gave, for every run
+        fitting = "string" if row["left_out"] else row["type"]
+    return f"properties.types: {{{_yaml_key(row['name'])}: {fitting}}}"
+
+
+def _yaml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else json.dumps(name)

@@ -379,10 +379,10 @@ class Sender:
             attempts += 1
             answer = self.client.post_survey(body)
             self._trace(body, answer, len(batch.surveys))
-            if answer.status is not None and 200 <= answer.status < 300:
+            if _is_2xx(answer) and envelope_code(answer) not in (401, 403):
                 self.limiter.succeeded()
                 return _attribute(batch, answer, attempts)
-            if answer.status in (401, 403):
+            if answer.status in (401, 403) or envelope_code(answer) in (401, 403):
                 self.unauthorized = True
                 self.stop.set()
                 return _all(batch, False, answer.status, attempts, UNAUTHORIZED, _message(answer))
@@ -448,7 +448,11 @@ def _all(batch, sent, status, attempts, reason=None, detail=None) -> list[Outcom
 
 
 def _attribute(batch: Batch, answer: Answer, attempts: int) -> list[Outcome]:
-    """Per-event outcomes of a 2xx: from the per-email result map when there is one."""
+    """Per-event outcomes of a 2xx: a failure when its envelope says so, else from the
+    per-email result map when there is one, else sent."""
+    refused = envelope_error(answer)
+    if refused is not None:
+        return _all(batch, False, answer.status, attempts, REJECTED, refused)
     data = answer.body.get("data") if isinstance(answer.body, dict) else None
     results = {k.lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
     outcomes = []
@@ -461,6 +465,28 @@ def _attribute(batch: Batch, answer: Answer, attempts: int) -> list[Outcome]:
         else:
             outcomes.append(Outcome(survey, True, answer.status, attempts, result=status))
     return outcomes
+
+
+def _is_2xx(answer: Answer) -> bool:
+    return answer.status is not None and 200 <= answer.status < 300
+
+
+def envelope_code(answer: Answer) -> int | None:
+    """The ``code`` of a 2xx answer's ``{message, code, data}`` envelope, when it has one."""
+    body = answer.body
+    code = body.get("code") if _is_2xx(answer) and isinstance(body, dict) else None
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        return int(code)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def envelope_error(answer: Answer) -> str | None:
+    """Why a 2xx answer failed all the same: its envelope ``code`` is 400 or more."""
+    code = envelope_code(answer)
+    if code is None or code < 400:
+        return None
+    message = answer.body.get("message")
+    return f"HTTP {answer.status} with code {code}" + (f": {message}" if message else "")
 
 
 def _message(answer: Answer) -> str:

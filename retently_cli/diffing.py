@@ -24,6 +24,7 @@ class Change:
     message_id: str | None
     old: dict | None  # the request body under the old config
     new: dict | None
+    fields: list[str] = field(default_factory=list)  # what changes in the customer sent
 
 
 @dataclass
@@ -35,6 +36,7 @@ class NameChange:
     removed: Counter = field(default_factory=Counter)
     changed: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)  # (kind, campaign) -> [emails]
+    fields: Counter = field(default_factory=Counter)  # "signup_date: string -> date" -> surveys
 
     @property
     def verdict(self) -> str:
@@ -71,21 +73,23 @@ class Differ:
                 continue
             kind = ADDED if before is None else REMOVED if after is None else CHANGED
             d = after or before
+            fields = field_changes(old_body, new_body) if kind == CHANGED else []
             changes.append(
-                Change(kind, campaign, d.event, d.email, d.message_id, old_body, new_body)
+                Change(kind, campaign, d.event, d.email, d.message_id, old_body, new_body, fields)
             )
-            self._count(kind, campaign, d)
+            self._count(kind, campaign, d, fields)
         return changes
 
     @property
     def changed(self) -> bool:
         return bool(self.names)
 
-    def _count(self, kind: str, campaign: str, d: Decision) -> None:
+    def _count(self, kind: str, campaign: str, d: Decision, fields: list[str]) -> None:
         entry = self.names.get(d.event)
         if entry is None:
             entry = self.names[d.event] = NameChange(d.event)
         getattr(entry, kind)[campaign] += 1
+        entry.fields.update(fields)
         emails = entry.examples.setdefault((kind, campaign), [])
         if len(emails) < EXAMPLES and d.email not in emails:
             emails.append(d.email)
@@ -93,3 +97,47 @@ class Differ:
 
 def _surveys(decisions: list[Decision]) -> dict[str, Decision]:
     return {d.campaign.id: d for d in decisions if d.reason is None}
+
+
+_CUSTOMER_FIELDS = ("email", "first_name", "last_name", "company", "tags")
+
+
+def field_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two request bodies for one survey, field by field:
+    ``signup_date: string -> date``, ``plan: left out``, ``delay: 3 -> none``."""
+    changes = []
+    if old.get("delay") != new.get("delay"):
+        changes.append(f"delay: {_shown(old.get('delay'))} -> {_shown(new.get('delay'))}")
+    before, after = old["subscribers"][0], new["subscribers"][0]
+    for name in _CUSTOMER_FIELDS:
+        changes.extend(_one_field(name, before.get(name), after.get(name), None, None))
+    old_props = {p["label"]: p for p in before.get("properties", ())}
+    new_props = {p["label"]: p for p in after.get("properties", ())}
+    for label in sorted(old_props.keys() | new_props.keys()):
+        was, now = old_props.get(label), new_props.get(label)
+        changes.extend(
+            _one_field(
+                label,
+                was and was["value"],
+                now and now["value"],
+                was and was["type"],
+                now and now["type"],
+            )
+        )
+    return changes
+
+
+def _one_field(name: str, was, now, old_type: str | None, new_type: str | None) -> list[str]:
+    if was is None and now is None:
+        return []
+    if now is None:
+        return [f"{name}: left out"]
+    if was is None:
+        return [f"{name}: now sent" + (f" ({new_type})" if new_type else "")]
+    if old_type != new_type:
+        return [f"{name}: {old_type} -> {new_type}"]
+    return [f"{name}: value changes"] if was != now else []
+
+
+def _shown(delay) -> str:
+    return "none" if delay is None else str(delay)

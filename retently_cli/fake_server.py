@@ -39,7 +39,14 @@ STATUS_FAULTS = {
     "429": "Too many requests",
     "401": BAD_KEY_MESSAGE,
 }
-FAULTS = frozenset(STATUS_FAULTS) | {"slow", "drop_before", "drop_after"}
+# Answers to /survey the API documents nothing against: a 2xx whose envelope says it failed
+# (nothing recorded), a 2xx with no body, and a 2xx with no per-email results (both recorded).
+ANSWER_SHAPES = frozenset({"envelope_error", "envelope_401", "empty_body", "no_results"})
+ENVELOPE_ERRORS = {
+    "envelope_error": (422, "The given data was invalid."),
+    "envelope_401": (401, BAD_KEY_MESSAGE),
+}
+FAULTS = frozenset(STATUS_FAULTS) | {"slow", "drop_before", "drop_after"} | ANSWER_SHAPES
 DEFAULT_FAULT_CHOICES = ("500", "502", "503", "429", "drop_before", "drop_after", "slow")
 REDACTED_HEADERS = frozenset({"authorization", "x-api-key"})
 
@@ -182,7 +189,14 @@ class _Handler(BaseHTTPRequestHandler):
                 extra["Connection"] = "close"
             fake._log_request(self.command, path, code, started, headers, fault)
             return self._send(code, envelope(code, STATUS_FAULTS[fault]), extra)
+        if fault in ENVELOPE_ERRORS:
+            fake._log_request(self.command, path, 200, started, headers, fault)
+            return self._send(200, envelope(*ENVELOPE_ERRORS[fault]), {})
         code, payload, extra = fake._process(self.command, self.path, self.headers, body, started)
+        if fault == "no_results" and code == 200:
+            payload = envelope(200, "OK")
+        elif fault == "empty_body" and code == 200:
+            payload = None
         if fault == "drop_after":  # processed and recorded, but the client never learns it
             fake._log_request(self.command, path, None, started, headers, fault)
             return self._drop()
@@ -205,8 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
             return b""
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, code: int, payload: dict, headers: dict) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
+    def _send(self, code: int, payload: dict | None, headers: dict) -> None:
+        data = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

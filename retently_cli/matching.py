@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from retently_cli.config import Campaign, Config
-from retently_cli.subscriber import build_subscriber
+from retently_cli.subscriber import PropertyTypes, build_subscriber
 from retently_cli.visible import CONTROL_CLASS
 
 # Reasons an event is not surveyed.
@@ -60,7 +60,8 @@ class Matcher:
             if path not in config.email_paths
         ]
         self._exclude = config.exclude
-        self._types = config.types
+        # The run's one type per property name: the same in a dry-run and a send.
+        self.property_types = PropertyTypes(config.types)
         self._near = NearMisses(self._by_event)
         self._surveyed_ids: set[str] = set()
 
@@ -108,7 +109,7 @@ class Matcher:
                 email,
                 properties if isinstance(properties, dict) else {},
                 self._exclude,
-                self._types,
+                self.property_types,
             )
         except RecursionError:
             return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]

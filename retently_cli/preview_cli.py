@@ -162,6 +162,7 @@ def _change_record(source: str, line: int, change) -> dict:
         "change": change.kind,
         "old_request": change.old,
         "new_request": change.new,
+        "fields": change.fields,
     }
 
 
@@ -192,6 +193,9 @@ def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
                 examples = ", ".join(entry.examples.get((kind, campaign), []))
                 line = f"  {sign} {_WHAT[kind]} {campaign}: {count:,} events   e.g. {examples}"
                 out.print(Text(visible(line)), soft_wrap=True)
+        for change, count in entry.fields.most_common():
+            line = f"      {change} in {count:,} survey{'s' if count != 1 else ''}"
+            out.print(Text(visible(line)), soft_wrap=True)
 
 
 _WHAT = {"removed": "no longer in", "added": "now in", "changed": "sends differently to"}
@@ -222,7 +226,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
 
     For each distinct Track event name in PATHS: its count and the campaign(s) it maps to;
     near misses of mapped names; how many matched events lack an email at email_paths and
-    where it was found instead; and the mapped names never seen (likely typos). One pass.
+    where it was found instead; the mapped names never seen (likely typos); and the properties
+    the surveys would carry, with their types, the values that do not fit and the
+    properties.types line that fixes them. One pass.
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
@@ -274,6 +280,40 @@ def _show_coverage(out: Console, summary: dict) -> None:
     if summary["mapped_never_seen"]:
         names = ", ".join(repr(n) for n in summary["mapped_never_seen"])
         out.print(Text(f"mapped but never seen (typos?): {names}", style="yellow"), soft_wrap=True)
+    if summary["properties"]:
+        _show_properties(out, summary["properties"])
+
+
+def _show_properties(out: Console, rows: list[dict]) -> None:
+    """What the customers' properties would be: one type each, and what does not fit."""
+    table = Table(box=None, pad_edge=False, header_style="bold", title="properties sent",
+                  title_justify="left", title_style="bold")  # fmt: skip
+    for column in ("property", "count", "type", "notes"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    fixes = []
+    for row in rows:
+        notes = [f"{kind} {n:,}" for kind, n in row["conflicts"].items()]
+        notes = [f"also seen as {', '.join(notes)}"] if notes else []
+        if row["left_out"]:
+            notes.append(f"{row['left_out']:,} left out (not {row['type']})")
+        if row["empty"]:
+            notes.append(f"{row['empty']:,} empty, left out")
+        if row["other_date_format"]:
+            notes.append(f"{row['other_date_format']:,} dates like MM/DD/YYYY, not read as dates")
+        kind = (row["type"] or "-") + (" (forced)" if row["forced"] else "")
+        table.add_row(
+            Text(visible(row["name"])),
+            f"{row['count']:,}",
+            kind,
+            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
+        )
+        if row["fix"]:
+            fixes.append(row["fix"])
+    out.print(table)
+    if fixes:
+        out.print(Text("to give each property one type that fits its values, add to the config:"))
+        for fix in fixes:
+            out.print(Text(visible(f"  {fix}"), style="yellow"), soft_wrap=True)
 
 
 @click.command(

@@ -1,14 +1,16 @@
 """Turning a Track event's ``properties`` into a Retently subscriber object. Pure: no I/O.
 
 Standard fields go to ``first_name``, ``last_name``, ``company`` and ``tags``; everything else
-becomes a ``{"label", "type", "value"}`` property with its type inferred (or forced by the
-config), nested objects flattened with ``_`` and nulls left out.
+becomes a ``{"label", "type", "value"}`` property, nested objects flattened with ``_``, nulls
+and empty values left out. Retently keeps one type per account property, so a run gives each
+property name one type (``PropertyTypes``): the config's, else the first one seen.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime
 
 from retently_cli.timeparse import ISO_DATE
@@ -24,40 +26,94 @@ _STANDARD = {
 _SKIPPED = frozenset({"email", "tags"})
 
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.ASCII)
+_INT64 = range(-(2**63), 2**63)  # what an integer property holds; `in range` is O(1)
+
+
+class PropertyTypes:
+    """The one type each property name gets in a run, and what did not fit it.
+
+    A type forced by the config (``properties.types``) wins; otherwise the first value seen
+    for a name in the run fixes its type. A later value is converted to that type where it
+    can be, else left out: sending it with another type would invite Retently to refuse or
+    mistype it. The run owns one (through its matcher), so a dry-run and a send of the same
+    input type every value alike. The counters feed the summary and ``coverage``.
+    """
+
+    def __init__(self, forced: dict[str, str] | None = None):
+        self.forced = dict(forced or {})
+        self.chosen: dict[str, str] = {}  # name -> the type its first value had
+        self.sent: Counter = Counter()  # name -> values sent
+        self.conflicts: Counter = Counter()  # (name, the value's own type) -> values
+        self.left_out: Counter = Counter()  # name -> values that could not take its type
+        self.empty: Counter = Counter()  # name -> empty values left out
+        self.other_dates: Counter = Counter()  # name -> US-style dates not read as dates
+
+    def type_of(self, label: str) -> str | None:
+        return self.forced.get(label) or self.chosen.get(label)
+
+    def _kind_for(self, label: str, inferred: str) -> str:
+        forced = self.forced.get(label)
+        if forced is not None:
+            return forced
+        return self.chosen.setdefault(label, inferred)
 
 
 def build_subscriber(
     email: str,
     properties: dict,
     exclude: frozenset[str] = frozenset(),
-    types: dict[str, str] | None = None,
+    types: PropertyTypes | dict[str, str] | None = None,
 ) -> tuple[dict, list[str]]:
-    """The subscriber object for one event, and notes on values that could not be typed."""
-    types = types or {}
+    """The subscriber object for one event, and notes on values left out or converted.
+
+    ``types`` is the run's ``PropertyTypes``; a plain dict of forced types (or None) types
+    this event on its own."""
+    run = types if isinstance(types, PropertyTypes) else PropertyTypes(types)
     subscriber: dict = {"email": email}
     custom: list[dict] = []
     notes: list[str] = []
+    empty: list[str] = []
     for key, value in properties.items():
         if value is None or key in _SKIPPED or key in exclude:
             continue
+        if _is_empty(value):
+            empty.append(key)
+            continue
         standard = _STANDARD.get(key)
-        if standard is not None and isinstance(value, str) and key not in types:
-            if value.strip() and standard not in subscriber:
+        if standard is not None and isinstance(value, str) and key not in run.forced:
+            if standard not in subscriber:
                 subscriber[standard] = value.strip()
             continue
         if isinstance(value, dict):
             for label, leaf in _flatten(key, value):
-                if label not in exclude:
-                    _add_property(custom, notes, label, leaf, types.get(label))
-        else:
-            _add_property(custom, notes, key, value, types.get(key))
+                if label in exclude:
+                    continue
+                if _is_empty(leaf) or not _add_property(custom, notes, label, leaf, run):
+                    empty.append(label)
+        elif not _add_property(custom, notes, key, value, run):
+            empty.append(key)
     if "tags" not in exclude:
         tags = parse_tags(properties.get("tags"))
         if tags:
             subscriber["tags"] = tags
     if custom:
         subscriber["properties"] = custom
+    if empty:
+        run.empty.update(label for label in empty if label not in _STANDARD)
+        notes.append(f"left out as empty: {', '.join(empty)}")
     return subscriber, notes
+
+
+def _is_empty(value) -> bool:
+    """Retently reads an empty value as nothing (once as "unassign"): never worth sending.
+    A list is empty when it holds nothing but nulls and blanks."""
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, list) and all(_blank(item) for item in value)
+
+
+def _blank(item) -> bool:
+    return item is None or (isinstance(item, str) and not item.strip())
 
 
 def parse_tags(value) -> list[str]:
@@ -87,16 +143,39 @@ def _flatten(prefix: str, value: dict):
             yield label, leaf
 
 
-def _add_property(custom: list, notes: list, label: str, value, forced: str | None) -> None:
-    kind, converted = infer(value)
-    if forced is not None and forced != kind:
-        coerced = coerce(value, forced)
+def _add_property(custom: list, notes: list, label: str, value, run: PropertyTypes) -> bool:
+    """Types and adds one value (or leaves it out, noted); False when it comes out empty."""
+    inferred, converted = infer(value)
+    kind = run._kind_for(label, inferred)
+    forced = label in run.forced
+    if inferred == "string" and isinstance(value, str) and "/" in value:
+        if not (forced and kind == "date") and _US_DATE.match(value.strip()):
+            run.other_dates[label] += 1  # coverage offers the properties.types line
+    if kind != inferred:
+        coerced = coerce(value, kind, us_dates=forced)
+        if coerced == "":  # " , " as a collection: nothing in it
+            return False
+        if not forced:
+            run.conflicts[label, inferred] += 1
+        why = " (properties.types)" if forced else f", the type {label!r} first had in this run"
         if coerced is None:
-            article = "an" if forced == "integer" else "a"
-            notes.append(f"property {label!r}: {value!r} is not {article} {forced}; sent as {kind}")
-        else:
-            kind, converted = forced, coerced
+            run.left_out[label] += 1
+            article = "an" if kind == "integer" else "a"
+            shown = _short(value)
+            notes.append(f"property {label!r}: {shown} is not {article} {kind}{why}; left out")
+            return True
+        if not forced:
+            notes.append(f"property {label!r}: {_short(value)} sent as {kind}{why}")
+        converted = coerced
+    run.sent[label] += 1
     custom.append({"label": label, "type": kind, "value": converted})
+    return True
+
+
+def _short(value) -> str:
+    """A value in a note: a long one would repeat a whole line in the record."""
+    text = _json_text(value) if isinstance(value, list) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def infer(value) -> tuple[str, object]:
@@ -104,7 +183,9 @@ def infer(value) -> tuple[str, object]:
     if isinstance(value, bool):
         return "boolean", value
     if isinstance(value, int):
-        return "integer", value
+        return ("integer", value) if value in _INT64 else ("string", str(value))
+    if isinstance(value, float):  # 40.0 too: its writer had a decimal in mind, not a count
+        return "string", _scalar_text(value)
     if isinstance(value, str):
         date = iso_date(value)
         if date is not None:
@@ -112,21 +193,20 @@ def infer(value) -> tuple[str, object]:
         return "string", value
     if isinstance(value, list):
         if all(isinstance(item, (str, int, float, bool)) for item in value):
-            return "collection", ",".join(_scalar_text(item) for item in value)
+            return "collection", ",".join(_scalar_text(item) for item in value if not _blank(item))
         return "string", _json_text(value)
-    if isinstance(value, float):
-        return "string", _scalar_text(value)
     return "string", str(value)
 
 
-def coerce(value, kind: str):
-    """``value`` as a ``kind`` property value, or None when it cannot be one."""
+def coerce(value, kind: str, us_dates: bool = True):
+    """``value`` as a ``kind`` property value, or None when it cannot be one. ``us_dates``
+    reads ``MM/DD/YYYY`` as a date: only where the config asks for a date."""
     if kind == "string":
         if isinstance(value, list):
             return _json_text(value)
         return _scalar_text(value)
     if kind == "integer":
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and int(value) in _INT64:
             return int(value)
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
             return int(value)
@@ -143,12 +223,14 @@ def coerce(value, kind: str):
         return None
     if kind == "date":
         if isinstance(value, str):
-            return iso_date(value) or _us_date(value)
+            return iso_date(value) or (_us_date(value) if us_dates else None)
         return None
     if kind == "collection":
         if isinstance(value, list):
             return ",".join(
-                _scalar_text(item) for item in value if isinstance(item, (str, int, float, bool))
+                _scalar_text(item)
+                for item in value
+                if isinstance(item, (str, int, float, bool)) and not _blank(item)
             )
         if isinstance(value, str):
             return ",".join(part.strip() for part in value.split(",") if part.strip())
@@ -179,7 +261,8 @@ def iso_date(text: str) -> str | None:
         if int(zone[1:3]) > 23 or int(zone[-2:]) > 59:
             return None
         zone = f"{zone[:3]}:{zone[-2:]}"  # +0530 -> +05:30: one ISO-8601 format, not two mixed
-    return f"{day_part}T{hour}:{minute}:{second or '00'}{fraction or ''}{zone or 'Z'}"
+    fraction = (fraction or "")[:4]  # milliseconds: what Retently's ISO-8601 parsers all read
+    return f"{day_part}T{hour}:{minute}:{second or '00'}{fraction}{zone or 'Z'}"
 
 
 def _us_date(text: str) -> str | None:
@@ -204,3 +287,27 @@ def _scalar_text(value) -> str:
 
 def _json_text(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def type_conflicts(run: PropertyTypes) -> str | None:
+    """One line for a run's summary: the values that did not have their property's type."""
+    labels = list(dict.fromkeys([label for label, _ in run.conflicts] + list(run.left_out)))
+    if not labels:
+        return None
+    parts, total = [], 0
+    for label in labels:
+        differing = sum(n for (name, _), n in run.conflicts.items() if name == label)
+        left_out = run.left_out[label]
+        if label in run.forced:
+            differing = left_out  # converting to the config's type is what it asks for
+        total += differing
+        what = [f"{left_out:,} left out"] if left_out else []
+        if differing > left_out:
+            what.append(f"{differing - left_out:,} converted")
+        forced = ", properties.types" if label in run.forced else ""
+        parts.append(f"{label} ({run.type_of(label)}{forced}): {', '.join(what)}")
+    return (
+        f"properties: {total:,} value{'s' if total != 1 else ''} did not have the type "
+        f"their property has in this run; {'; '.join(parts)}. `retently coverage` shows the "
+        "properties.types line that fixes each"
+    )

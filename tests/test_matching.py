@@ -490,18 +490,15 @@ def test_excluded_and_forced_type_properties_reach_the_subscriber():
         }
 
 
-def test_forced_type_that_cannot_convert_is_noted_in_detail():
+def test_forced_type_that_cannot_convert_is_left_out_and_noted_in_detail():
     event = track("Signed Up")
     event["properties"].update({"seats": "many", "vip": "perhaps"})
     d = only(matcher(PROPERTIES_CONFIG).decide(event))
     assert d.reason is None
-    assert d.subscriber["properties"] == [
-        {"label": "seats", "type": "string", "value": "many"},
-        {"label": "vip", "type": "string", "value": "perhaps"},
-    ]
+    assert "properties" not in d.subscriber
     assert d.detail == (
-        "property 'seats': 'many' is not an integer; sent as string; "
-        "property 'vip': 'perhaps' is not a boolean; sent as string"
+        "property 'seats': 'many' is not an integer (properties.types); left out; "
+        "property 'vip': 'perhaps' is not a boolean (properties.types); left out"
     )
 
 
