@@ -50,6 +50,7 @@ from retently_cli.delivery import (
     Sender,
     call_with_retries,
 )
+from retently_cli.identities import identities_for_run
 from retently_cli.ledger import (
     Ledger,
     LedgerBusy,
@@ -261,6 +262,7 @@ def send(
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
+    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
 
     def output_failed(out: Output) -> None:
         job.halt(out.describe_error())
@@ -288,9 +290,8 @@ def send(
         ledger,
         retry_uncertain,
     )
-    job = SendJob(
-        Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
-    )
+    matcher = Matcher(config, identities)
+    job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
     console.file.on_failure = lambda: job.halt("stderr was closed")
     if isinstance(failed_file, ReplacingOutput):
         job.replaced_path = failed_path
@@ -590,6 +591,8 @@ def check(config_path, online, api_key_file, verbose, quiet):
     out.print(events)
     paths = ", ".join(config.email_paths)
     out.print(Text(visible(f"email looked up at: {paths}")))
+    if config.from_identify:
+        out.print(Text("else the email learned from Identify calls (identities.from_identify)"))
     if config.exclude:
         out.print(Text(visible(f"properties excluded: {', '.join(sorted(config.exclude))}")))
     if config.types:
