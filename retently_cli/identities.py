@@ -21,6 +21,7 @@ import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import click
 from rich.text import Text
@@ -30,7 +31,7 @@ from retently_cli.pruning import Window
 from retently_cli.readers import BadInput, ReadStats, iter_messages
 from retently_cli.remote import RemoteError
 from retently_cli.sources import Inputs, Selection
-from retently_cli.timeparse import event_time
+from retently_cli.timeparse import EVENT_TIME_FIELDS, parse_time
 
 MEMORY_LIMIT = 200_000  # ids held in memory before the store moves to a temporary SQLite file
 USER, ANONYMOUS = "userId", "anonymousId"
@@ -38,6 +39,7 @@ FIELDS = ("email", "first_name", "last_name", "company")
 # Trait names per field, as subscriber.py reads them from a Track call's properties.
 TRAIT_NAMES = (("email",), ("firstName", "first_name"), ("lastName", "last_name"),
                ("companyName", "company"))  # fmt: skip
+_ID_KINDS = ((USER, "u:"), (ANONYMOUS, "a:"))
 _NO_TIME = -(2**62)  # below every real time, in microseconds
 _FLUSH_EVERY = 10_000
 _UPSERT = (
@@ -78,20 +80,25 @@ class IdentityStore:
 
     def learn(self, message: dict) -> None:
         """Take what ``message`` says about its user: ``context.traits`` of any call, then the
-        ``traits`` of an Identify call (which win within the message)."""
-        values = _identity_fields(message)
+        ``traits`` of an Identify call (which win within the message). Called for every
+        message of the input, so what says nothing is passed over early."""
+        context = message.get("context")
+        shared = context.get("traits") if type(context) is dict else None
+        own = message.get("traits") if message.get("type") == "identify" else None
+        if not shared and not own:
+            return
+        values = _identity_fields(shared, own)
         if values is None:
             return
-        when = event_time(message)
-        time = _NO_TIME if when is None else int(when.timestamp() * 1_000_000)
-        for kind, prefix in ((USER, "u:"), (ANONYMOUS, "a:")):
+        time = _time(message)
+        for kind, prefix in _ID_KINDS:
             known = _id(message.get(kind))
             if known is not None:
                 self._put(prefix + known, time, values)
 
     def lookup(self, message: dict) -> Identity | None:
         """The identity of ``message``'s userId when it has an email, else its anonymousId's."""
-        for kind, prefix in ((USER, "u:"), (ANONYMOUS, "a:")):
+        for kind, prefix in _ID_KINDS:
             known = _id(message.get(kind))
             if known is None:
                 continue
@@ -166,32 +173,43 @@ class IdentityStore:
             self._pending.clear()
 
 
-def _identity_fields(message: dict) -> list | None:
-    """[email, first_name, last_name, company] as ``message`` gives them, or None if none."""
+def _identity_fields(*sources) -> list | None:
+    """[email, first_name, last_name, company] as the traits ``sources`` give them (a later
+    one wins), or None if they give none."""
     found = None
-    context = message.get("context")
-    sources = [context.get("traits") if isinstance(context, dict) else None]
-    if message.get("type") == "identify":
-        sources.append(message.get("traits"))
     for traits in sources:
-        if not isinstance(traits, dict) or not traits:
+        if type(traits) is not dict:
             continue
         for i, names in enumerate(TRAIT_NAMES):
-            value = _trait(traits, names)
-            if value is not None:
-                found = found or [None] * len(FIELDS)
-                found[i] = value
+            for name in names:
+                value = traits.get(name)
+                if type(value) is dict and name == "company":  # Segment's spec: {name, id, ...}
+                    value = value.get("name")
+                if type(value) is str and value.strip():
+                    if found is None:
+                        found = [None] * len(FIELDS)
+                    found[i] = value.strip()
+                    break
     return found
 
 
-def _trait(traits: dict, names: tuple[str, ...]) -> str | None:
-    for name in names:
-        value = traits.get(name)
-        if isinstance(value, dict) and name == "company":  # Segment's spec: {name, id, ...}
-            value = value.get("name")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+def _time(message: dict) -> int:
+    """The message's time in microseconds, as ``timeparse.event_time`` reads it (Python's own
+    ISO-8601 parser first: it is many times faster, and most times are tidy)."""
+    for name in EVENT_TIME_FIELDS:
+        text = message.get(name)
+        if type(text) is not str:
+            continue
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            when = parse_time(text)
+            if when is None:
+                continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp() * 1_000_000)
+    return _NO_TIME
 
 
 def _id(value) -> str | None:
