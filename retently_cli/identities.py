@@ -149,7 +149,7 @@ class IdentityStore:
     def _spill(self) -> None:
         """Move every identity to a temporary SQLite database ("" is one that SQLite deletes
         itself), bounded in memory by its page cache."""
-        self._db = sqlite3.connect("", check_same_thread=False)
+        self._db = sqlite3.connect("")
         self._db.execute("PRAGMA cache_size = -16384")  # KiB: 16 MiB of pages at most
         self._db.execute(
             "CREATE TABLE identity (id TEXT, field INTEGER, time INTEGER, value TEXT, "

@@ -107,7 +107,10 @@ class Matcher:
         try:
             identity = event_key(event)
         except (RecursionError, orjson.JSONEncodeError):
-            return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
+            return [
+                Decision(name, message_id, c, email, TOO_DEEP, _DEEP, email_source=source)
+                for c in campaigns
+            ]
         if identity in self._surveyed_ids:
             reason = DUPLICATE
             by_id = _message_id_key(event.get("messageId")) is not None
@@ -129,7 +132,10 @@ class Matcher:
                 self._types,
             )
         except RecursionError:
-            return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
+            return [
+                Decision(name, message_id, c, email, TOO_DEEP, _DEEP, email_source=source)
+                for c in campaigns
+            ]
         if learned is not None:
             subscriber = self._fill_from(learned, subscriber)
         detail = "; ".join(notes) if notes else None

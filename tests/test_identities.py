@@ -202,6 +202,19 @@ def test_an_event_without_email_gets_its_users_identity_and_keeps_what_it_carrie
     assert own.subscriber == {"email": "own@example.com"}
 
 
+def test_every_decision_with_an_email_says_where_it_was_found():
+    deep: dict = {}
+    for _ in range(2000):  # too deeply nested to be hashed or written back
+        deep = {"x": deep}
+    matcher = Matcher(parse_config(CONFIG), learned().lookup)
+    skipped = order("m1", email="ann@example.com", deep=deep)
+    [decision] = matcher.decide(skipped)
+    assert (decision.reason, decision.email_source) == ("too_deeply_nested", "properties.email")
+    matcher.decide(order("m2", email="a@example.com"))
+    [again] = matcher.decide(order("m2", email="a@example.com"))
+    assert (again.reason, again.email_source) == ("duplicate", "properties.email")
+
+
 def test_without_from_identify_the_lookup_is_not_used():
     config = parse_config("campaigns:\n  c: Order Completed\n")
     store = learned(identify("u1", email="ann@example.com"))
