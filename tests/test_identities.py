@@ -335,6 +335,20 @@ def test_send_learns_emails_from_identify_calls_before_and_after_the_tracks(tmp_
     assert list(temp.iterdir()) == []  # nothing left behind
 
 
+def test_a_real_send_delivers_to_the_learned_emails(tmp_path, fake_env):
+    logs, config = export(tmp_path)
+    ledger = tmp_path / "ledger.sqlite3"
+    result = CliRunner().invoke(
+        cli, ["send", "-c", str(config), "--ledger", str(ledger), str(logs)]
+    )
+    assert result.exit_code == 0, result.stderr
+    got = sorted((s["email"], s["subscriber"].get("last_name")) for s in fake_env.surveys)
+    assert got == [
+        ("ann@example.com", None), ("bob@example.com", "Brown"), ("cy@example.com", None),
+        ("own@example.com", None),
+    ]  # fmt: skip
+
+
 def test_since_prunes_the_tracks_folders_but_not_the_identities_before_them(tmp_path):
     logs, config = export(tmp_path)
     window = ["--since", "2024-05-02T10:00Z", "--until", "2024-05-02T11:00Z"]
@@ -362,7 +376,7 @@ def test_stdin_is_refused_before_anything_is_sent(tmp_path, fake):
         )
     result = run("diff", str(config), str(config), input=data, env=env)  # no path: stdin
     assert result.returncode == 2 and b"stdin cannot be read twice" in result.stderr
-    assert fake.surveys == []
+    assert fake.surveys == [] and fake.requests == []
 
 
 def test_a_fifo_named_on_its_own_is_refused_too(tmp_path):
