@@ -253,7 +253,7 @@ def _show_coverage(out: Console, summary: dict) -> None:
         if row["invalid_email"]:
             notes.append(f"{row['invalid_email']:,} invalid email")
         if row.get("email_from_identify"):
-            notes.append(f"{row['email_from_identify']:,} email from identify calls")
+            notes.append(f"{row['email_from_identify']:,} with the email from identify calls")
         style = "" if row["campaigns"] else "dim"
         table.add_row(
             Text(repr(row["event"]), style=style),

@@ -394,6 +394,8 @@ def test_coverage_counts_the_emails_found_by_identity_and_diff_shows_the_switch(
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)["events"]
     assert (row["count"], row["email_from_identify"], row["missing_email"]) == (5, 3, 1)
+    table = run("coverage", "-c", str(config), str(logs))
+    assert b"1 without email; 3 with the email from identify calls" in table.stdout
     plain = tmp_path / "plain.yaml"
     plain.write_text(CONFIG.replace("true", "false"))
     result = run("diff", "-o", "ndjson", str(plain), str(config), str(logs))
