@@ -56,6 +56,7 @@ from retently_cli.delivery import (
     call_with_retries,
     envelope_error,
 )
+from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
     Ledger,
     LedgerBusy,
@@ -244,6 +245,8 @@ def send(
         includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
     )
     sources = open_inputs(console, paths, max_line_bytes, selection)
+    if config.from_identify and (problem := rereading_problem(sources)) is not None:
+        fail(console, [problem])  # before the ledger or anything else is opened
     if verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(console, config)
@@ -269,6 +272,7 @@ def send(
         tell_where(console, ledger.path, ledger_new, sources)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
+    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
 
     def output_failed(out: Output) -> None:
         job.halt(out.describe_error())
@@ -296,9 +300,8 @@ def send(
         ledger,
         retry_uncertain,
     )
-    job = SendJob(
-        Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
-    )
+    matcher = Matcher(config, identities)
+    job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
     console.file.on_failure = lambda: job.halt("stderr was closed")
     if isinstance(failed_file, ReplacingOutput):
         job.replaced_path = failed_path
@@ -604,6 +607,8 @@ def check(config_path, online, api_key_file, verbose, quiet):
     out.print(events)
     paths = ", ".join(config.email_paths)
     out.print(Text(visible(f"email looked up at: {paths}")))
+    if config.from_identify:
+        out.print(Text("else the email learned from Identify calls (identities.from_identify)"))
     if config.exclude:
         out.print(Text(visible(f"properties excluded: {', '.join(sorted(config.exclude))}")))
     if config.types:

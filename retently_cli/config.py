@@ -33,15 +33,19 @@ _DELIVERY_KEYS = {
     "timeout": (30.0, 0.1, 600, False),
     "max_attempts": (6, 1, 20, True),
 }
-_TOP_KEYS = ("api_key", "campaigns", "email_paths", "properties", "base_url", *_DELIVERY_KEYS)
+_TOP_KEYS = (
+    "api_key", "campaigns", "email_paths", "properties", "identities", "base_url", *_DELIVERY_KEYS
+)  # fmt: skip
 _CAMPAIGN_KEYS = ("events", "delay", "once_per_email")
 _PROPERTIES_KEYS = ("exclude", "types")
+_IDENTITIES_KEYS = ("from_identify",)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
 
 
 class ConfigError(Exception):
@@ -111,6 +115,8 @@ class Config:
     api_key: ApiKeySetting | None = None
     path: Path | None = None
     delivery: Delivery = field(default_factory=Delivery)
+    # Learn userId/anonymousId -> email (and names, company) from Identify calls first.
+    from_identify: bool = False
 
     def campaigns_by_event(self) -> dict[str, list[Campaign]]:
         mapping: dict[str, list[Campaign]] = {}
@@ -233,6 +239,10 @@ class _Validator:
         if "properties" in top:
             exclude, types = self.properties(top["properties"][1])
 
+        from_identify = False
+        if "identities" in top:
+            from_identify = self.identities(top["identities"][1])
+
         settings = {}
         if "base_url" in top:
             node = top["base_url"][1]
@@ -258,6 +268,7 @@ class _Validator:
             api_key=api_key,
             path=path,
             delivery=Delivery(**settings),
+            from_identify=from_identify,
         )
 
     def mapping(
@@ -431,6 +442,21 @@ class _Validator:
                     elif kind is not None:
                         types[name] = kind
         return exclude, types
+
+    def identities(self, node: yaml.Node) -> bool:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, "identities", f"must be a mapping, got {_describe(node)}")
+            return False
+        keys = self.mapping(node, "identities", _IDENTITIES_KEYS)
+        if "from_identify" not in keys:
+            return False
+        value = keys["from_identify"][1]
+        if isinstance(value, yaml.ScalarNode) and value.tag == _BOOL:
+            return value.value.lower() in ("true", "yes", "on")  # YAML 1.1, as PyYAML reads it
+        self.fail(
+            value, "identities.from_identify", f"must be true or false, got {_describe(value)}"
+        )
+        return False
 
 
 def _describe(node: yaml.Node) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from retently_cli.config import Config
@@ -22,9 +23,11 @@ class Coverage:
     missing_email: Counter = field(default_factory=Counter)  # mapped name -> events
     invalid_email: Counter = field(default_factory=Counter)
     found_at: dict = field(default_factory=dict)  # mapped name -> Counter(path -> events)
+    identities: Callable[[dict], object] | None = None  # see Matcher
+    from_identify: Counter = field(default_factory=Counter)  # mapped name -> events
 
     def __post_init__(self):
-        self._matcher = Matcher(self.config)
+        self._matcher = Matcher(self.config, self.identities)
         self._mapped = self.config.campaigns_by_event()
         self._near = NearMisses(self._mapped)
 
@@ -37,7 +40,9 @@ class Coverage:
         self.names[name] += 1
         if name not in self._mapped:
             return
-        _, reason, _ = self._matcher.find_email(message)
+        _, reason, _, _, identity = self._matcher.locate_email(message)
+        if identity is not None:
+            self.from_identify[name] += 1
         if reason is None:
             self._matcher.decide(message)  # types its properties as a send would
         elif reason == INVALID_EMAIL:
@@ -62,6 +67,7 @@ class Coverage:
                     "missing_email": self.missing_email[name],
                     "invalid_email": self.invalid_email[name],
                     "email_found_at": dict(self.found_at.get(name, {})),
+                    "email_from_identify": self.from_identify[name],
                 }
             )
         return {

@@ -50,8 +50,8 @@ class NameChange:
 
 
 class Differ:
-    def __init__(self, old: Config, new: Config):
-        self._old, self._new = Matcher(old), Matcher(new)
+    def __init__(self, old: Config, new: Config, identities=None):
+        self._old, self._new = Matcher(old, identities), Matcher(new, identities)
         self.before: Counter = Counter()  # surveys per campaign
         self.after: Counter = Counter()
         self.names: dict[str, NameChange] = {}

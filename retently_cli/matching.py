@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -48,10 +49,23 @@ class Decision:
     detail: str | None = None
     subscriber: dict | None = None
     hint: str | None = None  # the mapped name a near-miss event name probably meant
+    email_source: str | None = None  # where the email was found: "properties.email", ...
+
+
+# Fields of a subscriber an identity fills in when the event gives none, with the property
+# names that would have given them (an excluded one is not filled in either).
+_IDENTITY_FILLS = (
+    ("first_name", ("firstName", "first_name")),
+    ("last_name", ("lastName", "last_name")),
+    ("company", ("companyName", "company")),
+)
 
 
 class Matcher:
-    def __init__(self, config: Config):
+    """``identities`` looks up what Identify calls said of an event's user (an
+    ``identities.Identity`` or None); it is used only when the config sets from_identify."""
+
+    def __init__(self, config: Config, identities: Callable[[dict], object] | None = None):
         self._by_event = config.campaigns_by_event()
         self._email_paths = [tuple(path.split(".")) for path in config.email_paths]
         self._other_paths = [
@@ -64,6 +78,7 @@ class Matcher:
         self.property_types = PropertyTypes(config.types)
         self._near = NearMisses(self._by_event)
         self._surveyed_ids: set[str] = set()
+        self._identities = identities if config.from_identify else None
 
     def decide(self, event: dict) -> list[Decision]:
         """The decisions for one event: one per campaign it triggers, else exactly one."""
@@ -89,11 +104,14 @@ class Matcher:
             detail = f"did you mean {hint!r}?" if hint else None
             return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
 
-        email, reason, detail = self.find_email(event)
+        email, reason, detail, source, learned = self.locate_email(event)
         try:
             identity = event_key(event)
         except (RecursionError, orjson.JSONEncodeError):
-            return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
+            return [
+                Decision(name, message_id, c, email, TOO_DEEP, _DEEP, email_source=source)
+                for c in campaigns
+            ]
         if identity in self._surveyed_ids:
             reason = DUPLICATE
             by_id = _message_id_key(event.get("messageId")) is not None
@@ -101,7 +119,10 @@ class Matcher:
         else:
             self._surveyed_ids.add(identity)
         if reason is not None:
-            return [Decision(name, message_id, c, email, reason, detail) for c in campaigns]
+            return [
+                Decision(name, message_id, c, email, reason, detail, email_source=source)
+                for c in campaigns
+            ]
 
         properties = event.get("properties")
         try:
@@ -112,27 +133,57 @@ class Matcher:
                 self.property_types,
             )
         except RecursionError:
-            return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
+            return [
+                Decision(name, message_id, c, email, TOO_DEEP, _DEEP, email_source=source)
+                for c in campaigns
+            ]
+        if learned is not None:
+            subscriber = self._fill_from(learned, subscriber)
         detail = "; ".join(notes) if notes else None
-        return [Decision(name, message_id, c, email, None, detail, subscriber) for c in campaigns]
+        return [
+            Decision(name, message_id, c, email, None, detail, subscriber, email_source=source)
+            for c in campaigns
+        ]
 
     def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
+        return self.locate_email(event)[:3]
+
+    def locate_email(self, event: dict):
+        """``find_email``'s answer, then where the email was found (a path, or
+        ``identify:userId``) and the identity it came from (None when the event carries it)."""
         for path in self._email_paths:
             value = _lookup(event, path)
             if isinstance(value, str) and value.strip():
-                email = value.strip()
+                email, source = value.strip(), ".".join(path)
                 if _is_email(email):
-                    return email, None, None
-                return email, INVALID_EMAIL, f"{'.'.join(path)} is not an email address"
+                    return email, None, None, source, None
+                return email, INVALID_EMAIL, f"{source} is not an email address", source, None
+        identity = self._identities(event) if self._identities is not None else None
+        if identity is not None:
+            email, source = identity.email, identity.source
+            if _is_email(email):
+                return email, None, None, source, identity
+            why = f"the email learned by {source} is not an email address"
+            return email, INVALID_EMAIL, why, source, None
         elsewhere = self.email_elsewhere(event)
         if elsewhere is not None:
-            return None, MISSING_EMAIL, f"email is at {elsewhere}, which email_paths does not list"
-        return (
-            None,
-            MISSING_EMAIL,
-            f"no email at {', '.join('.'.join(p) for p in self._email_paths)}",
-        )
+            why = f"email is at {elsewhere}, which email_paths does not list"
+            return None, MISSING_EMAIL, why, None, None
+        why = f"no email at {', '.join('.'.join(p) for p in self._email_paths)}"
+        return None, MISSING_EMAIL, why, None, None
+
+    def _fill_from(self, identity, subscriber: dict) -> dict:
+        """The subscriber with the identity's names and company where the event gives none;
+        the standard fields stay first, as a request body reads best."""
+        filled = {"email": subscriber["email"]}
+        for field, names in _IDENTITY_FILLS:
+            if field in subscriber:
+                filled[field] = subscriber[field]
+            elif getattr(identity, field) and not self._exclude.intersection((field, *names)):
+                filled[field] = getattr(identity, field)
+        filled.update(subscriber)
+        return filled
 
     def email_elsewhere(self, event: dict) -> str | None:
         """A common path outside ``email_paths`` where this event does carry an email."""

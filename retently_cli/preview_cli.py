@@ -39,6 +39,7 @@ from retently_cli.config import Config, ConfigError, load_config
 from retently_cli.coverage import Coverage
 from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
+from retently_cli.identities import identities_for_run
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
 from retently_cli.readers import MAX_LINE_BYTES, BadInput, ReadStats, iter_messages
@@ -118,10 +119,11 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
     """
     console = stderr_console()
     old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
-    differ = Differ(old, new)
+    selection = Selection(includes, excludes)
+    identities = identities_for_run(console, [old, new], paths, max_line_bytes, selection, verbose)
+    differ = Differ(old, new, identities)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
-    selection = Selection(includes, excludes)
     flush = out.flush if ndjson else lambda: None
     stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet)
     try:
@@ -232,8 +234,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     """
     console = stderr_console()
     config = load_or_exit(console, config_path, verbose, quiet)
-    result = Coverage(config)
     selection = Selection(includes, excludes)
+    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
+    result = Coverage(config, identities=identities)
     stats, bad, messages = _read(
         paths, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
     )
@@ -267,6 +270,8 @@ def _show_coverage(out: Console, summary: dict) -> None:
             )
         if row["invalid_email"]:
             notes.append(f"{row['invalid_email']:,} invalid email")
+        if row.get("email_from_identify"):
+            notes.append(f"{row['email_from_identify']:,} with the email from identify calls")
         style = "" if row["campaigns"] else "dim"
         table.add_row(
             Text(repr(row["event"]), style=style),

@@ -135,7 +135,7 @@ BAD = [
         email_path: [properties.email]
         """,
         "bad.yaml:3: email_path: unknown key; did you mean 'email_paths'? "
-        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, "
+        "(known: api_key, campaigns, email_paths, properties, identities, base_url, batch_size, "
         "rate_limit, concurrency, timeout, max_attempts)",
     ),
     (
@@ -209,7 +209,7 @@ def test_check_lists_every_problem():
         run("check", "-c", "bad.yaml"),
         "retently: bad.yaml:2: campaigns.a: lists no event names",
         "retently: bad.yaml:3: colour: unknown key "
-        "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, "
+        "(known: api_key, campaigns, email_paths, properties, identities, base_url, batch_size, "
         "rate_limit, concurrency, timeout, max_attempts)",
     )
 

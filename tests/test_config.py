@@ -19,7 +19,7 @@ from retently_cli.config import (
 SECRET = "sk_live_SECRET123"
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 TOP_KEYS = (
-    "(known: api_key, campaigns, email_paths, properties, base_url, batch_size, "
+    "(known: api_key, campaigns, email_paths, properties, identities, base_url, batch_size, "
     "rate_limit, concurrency, timeout, max_attempts)"
 )
 EVENT_NAMES = "must be event names: a comma-separated string or a list"
