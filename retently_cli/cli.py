@@ -67,6 +67,7 @@ from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     EXIT_UNAUTHORIZED,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     FAILED,
     Report,
@@ -409,12 +410,20 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
     elif job.halted_by is not None:
         reason = job.halted_by
+    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+        sender = job.dispatcher.sender
+        reason = f"the API at {sender.client.base_url} is unavailable: {sender.unavailable}"
     if reason is None:
         return
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     then = f"; {not_sent:,} surveys not sent" if not_sent else ""
     if job.read_complete and not not_sent:  # everything was read and settled all the same
         line = f"retently: {reason}"
+    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+        line = (
+            f"retently: {reason}; stopped sending{then}. "
+            "Re-run the same command once it is back to resume."
+        )
     elif failure is not None and not isinstance(failure, _LEDGER_ERRORS):
         line = f"retently: {reason}; the run stopped{then} (-vv shows where)"
     else:
@@ -427,6 +436,8 @@ def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
         return EXIT_INTERRUPTED
     if dispatcher is not None and dispatcher.sender.unauthorized:
         return EXIT_UNAUTHORIZED
+    if dispatcher is not None and dispatcher.sender.unavailable is not None:
+        return EXIT_UNAVAILABLE
     if isinstance(failure, _LEDGER_ERRORS):
         return EXIT_USAGE
     if dispatcher is not None and dispatcher.sender.ledger_error is not None:

@@ -39,6 +39,10 @@ _BISECT_STATUSES = frozenset({400, 413, 422})
 # there never puts one request too many into the server's window.
 _RATE_MARGIN = 1.02
 _SLOWEST = 1.0  # requests a minute: however many 429s, the client never stops altogether
+# The circuit breaker: this many requests in a row that end without an answer from the API
+# (transport errors or 5xx through all their retries, or a connection lost after sending) mean
+# the API is gone; sending more would only turn the rest of the input into failures.
+BREAKER_THRESHOLD = 5
 
 
 @dataclass(slots=True)
@@ -292,6 +296,9 @@ class Sender:
         self.stop = stop
         self.unauthorized = False
         self.ledger_error: Exception | None = None  # the ledger could not be written
+        self.unavailable: str | None = None  # why the circuit breaker stopped the run
+        self._failing = 0  # requests in a row that ended without a usable answer
+        self._failing_lock = threading.Lock()
         self._log = log
         self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
@@ -380,6 +387,7 @@ class Sender:
             self._trace(body, answer, len(batch.surveys))
             if answer.status is not None and 200 <= answer.status < 300:
                 self.limiter.succeeded()
+                self._api_answered()
                 return _attribute(batch, answer, attempts)
             if answer.status in (401, 403):
                 self.unauthorized = True
@@ -392,6 +400,8 @@ class Sender:
                     failed += 1
                 if failed >= self.policy.max_attempts or paced >= self.policy.max_paced:
                     detail = _gave_up(answer, attempts, paced)
+                    if answer.status != 429:
+                        self._api_failed(f"{attempts} attempts each: {_describe(answer)}")
                     return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
                 wait = self.policy.backoff(max(1, failed), answer.retry_after)
                 if answer.status == 429:
@@ -400,11 +410,28 @@ class Sender:
                 self._sleep(wait)
                 continue
             if answer.status is None:
-                detail = f"{answer.error} after the request was sent: it may have been delivered"
+                what = f"{_describe(answer)} after the request was sent"
+                self._api_failed(what)
+                detail = f"{what}: it may have been delivered"
                 return _all(batch, False, None, attempts, CONNECTION_LOST, detail)
+            self._api_answered()
             if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
                 return self._bisect(batch)
             return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
+
+    def _api_answered(self) -> None:
+        with self._failing_lock:
+            self._failing = 0
+
+    def _api_failed(self, how: str) -> None:
+        """One more request in a row that the API never answered usefully; at
+        ``BREAKER_THRESHOLD`` the run stops sending (``unavailable`` says why)."""
+        with self._failing_lock:
+            self._failing += 1
+            if self._failing < BREAKER_THRESHOLD or self.unavailable is not None:
+                return
+            self.unavailable = f"{self._failing} requests in a row failed ({how})"
+        self.stop.set()
 
     def _slow_down(self, asked: float) -> None:
         rate = self.limiter.slow_down(asked)
@@ -426,7 +453,7 @@ class Sender:
     def _trace(self, body: dict, answer: Answer, subscribers: int) -> None:
         if self._log is None:
             return
-        status = answer.status if answer.status is not None else answer.error
+        status = answer.status if answer.status is not None else _describe(answer)
         line = (
             f"POST {SURVEY_PATH} {status} {answer.latency * 1000:.0f} ms "
             f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
@@ -475,7 +502,9 @@ def _gave_up(answer: Answer, attempts: int, paced: int) -> str:
 
 
 def _describe(answer: Answer) -> str:
-    return f"HTTP {answer.status}" if answer.status is not None else str(answer.error)
+    if answer.status is not None:
+        return f"HTTP {answer.status}"
+    return answer.problem or str(answer.error)
 
 
 class Dispatcher:

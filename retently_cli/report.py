@@ -37,6 +37,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_UNAUTHORIZED = 3
+EXIT_UNAVAILABLE = 4  # the circuit breaker stopped the run: the API is unreachable or failing
 EXIT_INTERRUPTED = 130
 
 # Skips that concern an event a campaign did match: worth a row in the table.

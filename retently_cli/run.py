@@ -181,6 +181,10 @@ class SendJob:
         survey.reported = True
         self._unreported.pop(id(survey), None)
         self.report.delivered(outcome)
+        if outcome.reason == NOT_SENT:  # never attempted: the re-run sends it, no dead letter
+            if self.replaced_path is not None and same_file(survey.source, self.replaced_path):
+                self.kept_back += 1
+            return
         if not outcome.sent and self.dead_letters is not None and survey.message is not None:
             campaign = survey.decision.campaign.id
             self.dead_letters.write(
