@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -49,6 +53,7 @@ from retently_cli.delivery import (
     RetryPolicy,
     Sender,
     call_with_retries,
+    sending_time,
 )
 from retently_cli.ledger import (
     Ledger,
@@ -70,9 +75,11 @@ from retently_cli.report import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     FAILED,
+    UNCERTAIN,
     Report,
+    about,
 )
-from retently_cli.run import SendJob
+from retently_cli.run import Plan, SendJob, make_plan
 from retently_cli.sources import Inputs, Selection
 from retently_cli.visible import visible
 
@@ -99,6 +106,96 @@ def cli():
       retently send --dry-run -c retently.yaml segment-logs/
       zcat export.gz | retently send -n --output ndjson -c retently.yaml -
     """
+
+
+class _Ending:
+    """--summary-json: the run's counts, exit code and timings, written once however the run
+    ends (a usage error, Ctrl-C, the circuit breaker, a failure, or a clean finish)."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self.started = time.time()
+        self.sending_ended: float | None = None
+        self.dry_run = False
+        self.interrupted = False
+        self.plan: Plan | None = None
+        self.report: Report | None = None
+        self.job: SendJob | None = None
+        self.written = False
+
+    def write(self, code: int) -> None:
+        if self.path is None or self.written:
+            return
+        self.written = True
+        data = json.dumps(self.record(code)) + "\n"
+        try:
+            if self.path == "-":
+                sys.stdout.flush()
+                sys.stdout.write(data)
+                sys.stdout.flush()
+            else:
+                Path(self.path).write_text(data, encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"retently: --summary-json {self.path}: cannot write it ({exc})", err=True)
+
+    def record(self, code: int) -> dict:
+        ended = time.time()
+        job = self.job
+        record = {"exit_code": code, "dry_run": self.dry_run, "interrupted": self.interrupted}
+        if self.report is not None:
+            record.update(self.report.summary_record(job.stats if job else None))
+        if job is not None:
+            record["requests"] = job.requests
+            record["read_complete"] = job.read_complete
+        if job is not None and job.dispatcher is not None:
+            sender = job.dispatcher.sender
+            record["api_unavailable"] = sender.unavailable
+        if self.plan is not None:
+            record["plan"] = {
+                "surveys": self.plan.total,
+                "requests": self.plan.requests,
+                "already_sent": self.plan.already_sent,
+                "uncertain": self.plan.uncertain,
+            }
+        record.update(
+            started_at=_iso(self.started),
+            ended_at=_iso(ended),
+            duration_s=round(ended - self.started, 3),
+        )
+        return record
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+_ending = _Ending()
+
+
+def _with_summary_json(command):
+    """Gives ``send`` its ``_Ending`` and writes it on every way out of the command."""
+
+    @functools.wraps(command)
+    def wrapper(*args, summary_json=None, **kwargs):
+        global _ending
+        _ending = ending = _Ending(summary_json)
+        try:
+            return command(*args, **kwargs)
+        except SystemExit as exc:
+            ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
+            raise
+        except click.exceptions.Exit as exc:
+            ending.write(exc.exit_code)
+            raise
+        except KeyboardInterrupt:
+            ending.interrupted = True
+            ending.write(EXIT_INTERRUPTED)
+            raise
+        except BaseException:
+            ending.write(EXIT_PROBLEMS)
+            raise
+
+    return wrapper
 
 
 @cli.command(
@@ -186,11 +283,25 @@ Examples:
     metavar="SECONDS",
     help="After Ctrl-C, how long requests in flight may take to finish.",
 )
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help="Send without asking. On a terminal, a live send from files shows its plan (surveys, "
+    "requests, duration, API, ledger) and asks first.",
+)
+@click.option(
+    "--summary-json",
+    metavar="FILE",
+    help="Write the summary (counts, exit code, timings) there as one JSON object, however the "
+    "run ends (- is stdout).",
+)
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
+@_with_summary_json
 def send(
     config_path,
     dry_run,
@@ -216,6 +327,7 @@ def send(
     verbose,
     quiet,
     paths,
+    yes,
 ):
     """Survey the customers that Segment Track events in PATHS map to.
 
@@ -231,6 +343,11 @@ def send(
     Filtered events are reported as skipped, never dropped. See the README.
     """
     console = stderr_console()
+    ending = _ending
+    ending.dry_run = dry_run
+    if ending.path == "-" and (output == "ndjson" or report_path == "-"):
+        ending.path = None
+        fail(console, ["--summary-json -: stdout already carries the records; give a FILE"])
     config = load_or_exit(console, config_path, verbose, quiet)
     unknown = sorted(set(campaigns) - {c.id for c in config.campaigns})
     if unknown:
@@ -240,6 +357,11 @@ def send(
         includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
     )
     sources = open_inputs(console, paths, max_line_bytes, selection)
+    # The plan's own reading: a selection counts the folders it prunes, and what the first
+    # pass passes over is said once, by the run itself.
+    plan_selection = Selection(
+        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
+    )
     if verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(console, config)
@@ -259,9 +381,28 @@ def send(
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
+    ledger_was_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
+        asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
+        if sources.reads_stdin:
+            if not quiet:
+                console.print(Text("events from stdin cannot be planned: sending as they come"))
+        elif asking or not quiet:
+            plan_inputs = open_inputs(console, paths, max_line_bytes, plan_selection)
+            plan_inputs.warn = lambda text: None
+            planner = Planner(
+                Filters(since, until, frozenset(events), frozenset(campaigns), limit),
+                ledger,
+                retry_uncertain,
+            )
+            plan = _make_plan(console, config, plan_inputs, planner)
+            ending.plan = plan
+            _show_plan(console, plan, config, base_url, ledger, ledger_where, ledger_was_new)
+            if asking and plan.total and not _confirm(plan):
+                console.print(Text("retently: nothing was sent"))
+                sys.exit(EXIT_PROBLEMS)
 
     def output_failed(out: Output) -> None:
         job.halt(out.describe_error())
@@ -293,6 +434,7 @@ def send(
         Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
     )
     console.file.on_failure = lambda: job.halt("stderr was closed")
+    ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
         job.replaced_path = failed_path
 
@@ -319,10 +461,16 @@ def send(
                 clean = _stop_after_failure(console, job, grace, streams)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    ending.sending_ended = time.time()
+    ending.interrupted = interrupted
     job.stats.pruned_folders = sources.pruned_folders
     try:
         report.summary(job.stats, interrupted, job.read_complete)
+        if dry_run and not quiet and job.requests:
+            console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
+        if not quiet:
+            _say_what_next(console, report, job, interrupted, ledger_where)
         if dead_letters is not None and dead_letters.count and not quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
         if isinstance(failed_file, ReplacingOutput):
@@ -344,6 +492,7 @@ def send(
         console.print(Text(visible(f"retently: {lost}")), soft_wrap=True)
     if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
         _flush_all(streams)
+        ending.write(code)
         os._exit(code)
     for opened in (report_file, failed_file):
         if opened is not None and opened is not stdout:
@@ -354,6 +503,93 @@ def send(
     if stdout.error is not None:
         _quiet_stdout()
     sys.exit(code)
+
+
+def _make_plan(console, config, inputs: Inputs, planner: Planner) -> Plan:
+    console.print(Text("planning: reading the input once before sending anything", style="dim"))
+    counting = Report(console, table=False, quiet=True)
+    return make_plan(Matcher(config), planner, inputs, config.delivery.batch_size, counting)
+
+
+def _requests_line(requests: int, config: Config) -> str:
+    delivery = config.delivery
+    took = about(sending_time(requests, delivery.rate_limit))
+    return (
+        f"{requests:,} request{'s' if requests != 1 else ''} (batch_size {delivery.batch_size}), "
+        f"{took} at rate_limit {delivery.rate_limit:,}/min"
+    )
+
+
+def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_was_new):
+    """The plan of a live send, on stderr: what it will send, how, where and against what."""
+    if plan.total:
+        lines = [f"Plan: {plan.total:,} surveys in {_requests_line(plan.requests, config)}"]
+    else:
+        lines = ["Plan: nothing to send"]
+    for campaign, count in sorted(plan.surveys.items()):
+        lines.append(f"  {visible(campaign)}: {count:,} surveys")
+    if plan.already_sent:
+        lines.append(f"  already sent by earlier runs: {plan.already_sent:,} (not sent again)")
+    if plan.uncertain:
+        lines.append(
+            f"  uncertain from earlier runs: {plan.uncertain:,} (not resent without "
+            "--retry-uncertain)"
+        )
+    lines.append(f"  API: {base_url}")
+    if ledger is None:
+        lines.append("  ledger: none (--no-ledger): a re-run may survey again")
+    elif ledger_was_new:
+        lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
+    else:
+        held = ledger.counts()
+        uncertain = held.get("uncertain", 0) + held.get("pending", 0)
+        lines.append(
+            f"  ledger: {ledger_where} (holding {held.get('sent', 0):,} sent, "
+            f"{uncertain:,} uncertain)"
+        )
+    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
+
+
+def _confirm(plan: Plan) -> bool:
+    try:
+        return click.confirm(f"Send {plan.total:,} surveys?", default=False, err=True)
+    except click.Abort:  # Ctrl-D at the question
+        click.echo(err=True)
+        return False
+
+
+def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, ledger_where):
+    """The next command, when the run leaves something to do."""
+    if job.dispatcher is None:
+        return
+    not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
+    if interrupted:
+        unread = "" if job.read_complete else " (and the rest of the input not yet read)"
+        console.print(
+            Text(f"retently: interrupted: re-run the same command to resume; {not_sent:,} "
+                 f"surveys not yet sent{unread}"),
+            soft_wrap=True,
+        )  # fmt: skip
+    uncertain = report.counts.outcomes[UNCERTAIN]
+    if not uncertain:
+        return
+    head = (
+        f"retently: {uncertain:,} survey{'s are' if uncertain != 1 else ' is'} uncertain: "
+        f"{'they' if uncertain != 1 else 'it'} may have been delivered."
+    )
+    if ledger_where is None:
+        lines = [f"{head} Check in Retently before sending again (there is no ledger)."]
+    else:
+        where = f" --ledger {shlex.quote(str(ledger_where))}"
+        lines = [
+            f"{head} Check in Retently, then settle them:",
+            f"  retently ledger resolve --sent --all-uncertain{where}      (they arrived)",
+            f"  retently ledger resolve --not-sent --all-uncertain{where}  (the next run "
+            "sends them)",
+            "or resend them all, at the risk of a second survey: re-run the same command with "
+            "--retry-uncertain",
+        ]
+    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
 
 
 def _new_files(paths) -> tuple[str, ...]:
@@ -390,6 +626,8 @@ def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on
     except KeyboardInterrupt:
         console.print(Text(on_ctrl_c))
         _flush_all(streams)
+        _ending.interrupted = True
+        _ending.write(EXIT_INTERRUPTED)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         return False

@@ -56,6 +56,7 @@ class Survey:
     key: str = ""  # the ledger's identity of the event
     when: float | None = None  # when the event happened (epoch seconds)
     reported: bool = False  # its outcome has been written (set by the reporting thread)
+    batch: int = 0  # the number of the batch it travels in
 
     @property
     def email_key(self) -> str:
@@ -82,6 +83,7 @@ class Batch:
     campaign: str
     delay: int | None
     surveys: list[Survey] = field(default_factory=list)
+    number: int = 0  # which batch of the run, in the order they were begun (from 1)
 
     def body(self) -> dict:
         body = survey_body(self.surveys[0].decision)
@@ -90,30 +92,26 @@ class Batch:
 
 
 class _Filling:
-    """The batch being filled for one (campaign, delay), and the surveys waiting for the next
-    because their email is already in it (or, when it is full, because there is no room)."""
+    """A batch being filled for one (campaign, delay), and the one begun after it for the
+    surveys it cannot take: their email is already in it, or it is full."""
 
-    def __init__(self, campaign: str, delay: int | None):
-        self.batch = Batch(campaign, delay)
+    def __init__(self, campaign: str, delay: int | None, number: int):
+        self.batch = Batch(campaign, delay, number=number)
         self.emails: set[str] = set()
-        self.waiting: list[Survey] = []
-
-    def place(self, survey: Survey, size: int) -> None:
-        if survey.email_key in self.emails or len(self.batch.surveys) >= size:
-            self.waiting.append(survey)
-        else:
-            self.batch.surveys.append(survey)
-            self.emails.add(survey.email_key)
+        self.next: _Filling | None = None
 
 
 class Batcher:
     """Groups surveys for the same campaign and delay into batches of up to ``size``.
 
-    Two surveys for the same email never share a batch: the later one waits for the next.
+    Two surveys for the same email never share a batch: the later one goes to the next. A
+    survey's batch is known as soon as it is added (``survey.batch``), so a dry-run can name
+    the request each survey would travel in, and ``begun`` counts the requests a run takes.
     """
 
     def __init__(self, size: int):
         self.size = size
+        self.begun = 0
         self._filling: dict[tuple, _Filling] = {}
 
     def add(self, survey: Survey) -> list[Batch]:
@@ -122,29 +120,44 @@ class Batcher:
         key = (campaign.id, campaign.delay)
         filling = self._filling.get(key)
         if filling is None:
-            filling = self._filling[key] = _Filling(campaign.id, campaign.delay)
-        filling.place(survey, self.size)
+            filling = self._filling[key] = self._begin(campaign.id, campaign.delay)
+        email = survey.email_key
+        while email in filling.emails or len(filling.batch.surveys) >= self.size:
+            if filling.next is None:
+                filling.next = self._begin(campaign.id, campaign.delay)
+            filling = filling.next
+        filling.batch.surveys.append(survey)
+        filling.emails.add(email)
+        survey.batch = filling.batch.number
         return self._take(key, everything=False)
 
     def seal_all(self) -> list[Batch]:
-        """Every batch, full or not, and every survey still waiting."""
+        """Every batch, full or not."""
         sealed = []
         for key in list(self._filling):
             sealed += self._take(key, everything=True)
         return sealed
 
+    def _begin(self, campaign: str, delay: int | None) -> _Filling:
+        self.begun += 1
+        return _Filling(campaign, delay, self.begun)
+
     def _take(self, key: tuple, everything: bool) -> list[Batch]:
         taken = []
         filling = self._filling[key]
-        while filling.batch.surveys and (everything or len(filling.batch.surveys) >= self.size):
+        while filling is not None and (everything or len(filling.batch.surveys) >= self.size):
             taken.append(filling.batch)
-            waiting = filling.waiting
-            filling = self._filling[key] = _Filling(filling.batch.campaign, filling.batch.delay)
-            for survey in waiting:
-                filling.place(survey, self.size)
-        if not filling.batch.surveys:
+            filling = filling.next
+        if filling is None:
             del self._filling[key]
+        else:
+            self._filling[key] = filling
         return taken
+
+
+def sending_time(requests: int, per_minute: float) -> float:
+    """Seconds ``requests`` take at the pace the rate limiter keeps for ``per_minute``."""
+    return requests * 60.0 * _RATE_MARGIN / per_minute
 
 
 class RateLimiter:

@@ -2,10 +2,14 @@
 do next, and --summary-json, against the fake server."""
 
 import os
+import pty
+import select
+import signal
 import subprocess
 import sys
 import time
 
+import orjson
 from click.testing import CliRunner
 from conftest import NPS, ROOT, TEST_KEY, ndjson, records, track
 
@@ -102,3 +106,190 @@ def test_the_server_stopped_mid_run_exits_4_with_the_address_and_a_hint(fake, tm
     text = err.decode()
     assert f"cannot reach {fake.url}: connection refused; check base_url or your network" in text
     assert "ConnectError" not in text and "Traceback" not in text
+
+
+# -- the plan ------------------------------------------------------------------------------
+
+
+def _mixed(tmp_path):
+    """Five surveys for one campaign, two of them to the same email (never one request)."""
+    emails = ["a@example.com", "b@example.com", "a@example.com", "c@example.com", "d@example.com"]
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(ndjson(*(track(message_id=f"m{i}", email=e) for i, e in enumerate(emails))))
+    return path
+
+
+def test_a_live_send_from_files_shows_its_plan_and_proceeds_when_not_on_a_terminal(
+    fake_env, tmp_path
+):
+    config, events = _config(tmp_path, batch_size=2, rate_limit=150), _mixed(tmp_path)
+    ledger = tmp_path / "ledger.sqlite3"
+    first = send(config, "--ledger", str(ledger), str(events))
+    assert first.exit_code == 0, first.stderr
+    assert "Plan: 5 surveys in 3 requests (batch_size 2), about 1 s at rate_limit 150/min" in (
+        first.stderr
+    )
+    assert f"  {NPS}: 5 surveys" in first.stderr
+    assert f"  API: {fake_env.url}" in first.stderr
+    assert f"  ledger: {ledger} (new: no earlier run is known)" in first.stderr
+    assert len(fake_env.requests) == 3  # the plan's count is the run's
+    assert fake_env.survey_count() == 5
+    again = send(config, "--ledger", str(ledger), str(events))
+    assert "Plan: nothing to send" in again.stderr
+    assert "already sent by earlier runs: 5" in again.stderr
+    assert f"  ledger: {ledger} (holding 5 sent, 0 uncertain)" in again.stderr
+    assert "Done: the 5 surveys this input holds were all sent by earlier runs" in again.stderr
+    assert again.exit_code == 0 and fake_env.survey_count() == 5
+
+
+def test_the_dry_run_names_each_surveys_request_and_counts_the_requests(tmp_path):
+    config, events = _config(tmp_path, batch_size=2), _mixed(tmp_path)
+    result = send(config, "-n", "-o", "ndjson", str(events))
+    got = [r for r in records(result.stdout) if r["outcome"] == "dry_run"]
+    batches = {}
+    for r in got:
+        batches.setdefault(r["request"]["batch"], []).append(r["email"])
+    assert all(len(emails) == len(set(emails)) <= 2 for emails in batches.values())
+    assert sorted(batches) == [1, 2, 3]
+    assert "A live send would take 3 requests (batch_size 2)" in result.stderr
+
+
+def test_events_from_stdin_are_not_planned(fake_env, tmp_path):
+    result = send(_config(tmp_path), "-", input=_mixed(tmp_path).read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert "events from stdin cannot be planned: sending as they come" in result.stderr
+    assert "Plan:" not in result.stderr
+
+
+def _on_a_terminal(fake, tmp_path, *args, answer=None):
+    """``send`` with stdin and stderr on a pseudo-terminal; ``answer`` is typed at the
+    question. The stderr seen, and the exit code."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
+    command = [sys.executable, "-m", "retently_cli", "send", "-c", str(_config(tmp_path))]
+    proc = subprocess.Popen(
+        [*command, *args, str(_mixed(tmp_path))],
+        stdin=follower,
+        stderr=follower,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if answer is not None and b"[y/N]" in seen:
+                os.write(leader, answer)
+                answer = None
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    return seen.decode(errors="replace"), proc.returncode
+
+
+def test_on_a_terminal_the_plan_asks_and_no_sends_nothing(fake_env, tmp_path):
+    err, code = _on_a_terminal(fake_env, tmp_path, answer=b"n\n")
+    assert "Send 5 surveys? [y/N]" in err
+    assert "nothing was sent" in err
+    assert code == 1 and fake_env.survey_count() == 0
+
+
+def test_on_a_terminal_yes_at_the_question_sends(fake_env, tmp_path):
+    err, code = _on_a_terminal(fake_env, tmp_path, answer=b"y\n")
+    assert "Send 5 surveys? [y/N]" in err
+    assert code == 0, err
+    assert fake_env.survey_count() == 5
+
+
+def test_on_a_terminal_dash_y_sends_without_asking(fake_env, tmp_path):
+    err, code = _on_a_terminal(fake_env, tmp_path, "-y")
+    assert "Plan: 5 surveys" in err and "[y/N]" not in err
+    assert code == 0, err
+    assert fake_env.survey_count() == 5
+
+
+# -- words that say what to do next --------------------------------------------------------
+
+
+def test_uncertain_surveys_come_with_the_commands_that_settle_them(fake_env, tmp_path):
+    fake_env.inject("drop_after")
+    ledger = tmp_path / "my ledger.sqlite3"
+    result = send(_config(tmp_path), "--ledger", str(ledger), str(_events(tmp_path, 3)))
+    assert result.exit_code == 1, result.stderr
+    err = result.stderr
+    assert "1 survey is uncertain: it may have been delivered." in err
+    where = f"--ledger '{ledger}'"
+    assert f"retently ledger resolve --sent --all-uncertain {where}" in err
+    assert f"retently ledger resolve --not-sent --all-uncertain {where}" in err
+    assert "--retry-uncertain" in err
+
+
+def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_path):
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
+    config = _config(tmp_path, rate_limit=120)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retently_cli", "send", "-c", str(config), "--summary-json",
+         str(summary), str(_events(tmp_path, 200))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while fake.survey_count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"re-run the same command to resume; " in err
+    assert b"surveys not yet sent" in err
+    written = orjson.loads(summary.read_bytes())
+    assert written["exit_code"] == 130 and written["interrupted"] is True
+    assert written["outcomes"]["sent"] == fake.survey_count()
+
+
+# -- --summary-json ------------------------------------------------------------------------
+
+
+def test_summary_json_holds_the_counts_exit_code_and_timings(fake_env, tmp_path):
+    summary = tmp_path / "s.json"
+    result = send(_config(tmp_path), "--summary-json", str(summary), str(_events(tmp_path, 4)))
+    assert result.exit_code == 0, result.stderr
+    written = orjson.loads(summary.read_bytes())
+    assert written["exit_code"] == 0 and written["outcomes"] == {"sent": 4}
+    assert written["surveys_per_campaign"] == {NPS: 4} and written["requests"] == 4
+    assert written["plan"] == {"surveys": 4, "requests": 4, "already_sent": 0, "uncertain": 0}
+    assert written["duration_s"] >= 0 and written["started_at"] <= written["ended_at"]
+    assert TEST_KEY not in summary.read_text()
+
+
+def test_summary_json_on_stdout_after_a_usage_error_and_a_breaker_stop(fake_env, tmp_path):
+    events = str(_events(tmp_path, 20))
+    refused = send(_config(tmp_path), "--summary-json", "-", "--campaign", "nope", events)
+    assert refused.exit_code == 2
+    assert orjson.loads(refused.stdout)["exit_code"] == 2
+    fake_env.inject(503, times=10_000)
+    summary = tmp_path / "s.json"
+    stopped = send(_config(tmp_path), "--summary-json", str(summary), events)
+    assert stopped.exit_code == 4
+    written = orjson.loads(summary.read_bytes())
+    assert written["exit_code"] == 4 and "503" in written["api_unavailable"]
+    assert written["reasons"]["failed"]["retries_exhausted"] == BREAKER_THRESHOLD
+
+
+def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path):
+    result = send(_config(tmp_path), "-n", "-o", "ndjson", "--summary-json", "-", "-", input=b"")
+    assert result.exit_code == 2
+    assert "--summary-json -: stdout already carries the records" in result.stderr
