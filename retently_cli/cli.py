@@ -115,7 +115,6 @@ class _Ending:
     def __init__(self, path: str | None = None):
         self.path = path
         self.started = time.time()
-        self.sending_ended: float | None = None
         self.dry_run = False
         self.interrupted = False
         self.plan: Plan | None = None
@@ -353,15 +352,12 @@ def send(
     if unknown:
         fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
     outputs = {"--report": report_path, "--failed": failed_path}
-    selection = Selection(
-        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
-    )
-    sources = open_inputs(console, paths, max_line_bytes, selection)
-    # The plan's own reading: a selection counts the folders it prunes, and what the first
-    # pass passes over is said once, by the run itself.
-    plan_selection = Selection(
-        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
-    )
+    new_files = _new_files(outputs.values())
+
+    def selection() -> Selection:
+        return Selection(includes, excludes, new_files, Window(since, until, max_lateness))
+
+    sources = open_inputs(console, paths, max_line_bytes, selection())
     if verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(console, config)
@@ -378,6 +374,7 @@ def send(
         fail(console, paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
+    filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
@@ -390,17 +387,15 @@ def send(
             if not quiet:
                 console.print(Text("events from stdin cannot be planned: sending as they come"))
         elif asking or not quiet:
-            plan_inputs = open_inputs(console, paths, max_line_bytes, plan_selection)
+            # Its own inputs: a selection counts the folders it prunes, and what a walk passes
+            # over is said once, by the run itself.
+            plan_inputs = open_inputs(console, paths, max_line_bytes, selection())
             plan_inputs.warn = lambda text: None
-            planner = Planner(
-                Filters(since, until, frozenset(events), frozenset(campaigns), limit),
-                ledger,
-                retry_uncertain,
-            )
-            plan = _make_plan(console, config, plan_inputs, planner)
-            ending.plan = plan
-            _show_plan(console, plan, config, base_url, ledger, ledger_where, ledger_was_new)
-            if asking and plan.total and not _confirm(plan):
+            planner = Planner(filters, ledger, retry_uncertain)
+            ending.plan = _make_plan(console, config, plan_inputs, planner)
+            where = (base_url, ledger, ledger_where, ledger_was_new)
+            _show_plan(console, ending.plan, config, *where)
+            if asking and ending.plan.total and not _confirm(ending.plan):
                 console.print(Text("retently: nothing was sent"))
                 sys.exit(EXIT_PROBLEMS)
 
@@ -425,11 +420,7 @@ def send(
     else:
         failed_file = _open_output(console, failed_path, stdout, output_failed)
     dead_letters = DeadLetters(failed_file) if failed_file is not None else None
-    planner = Planner(
-        Filters(since, until, frozenset(events), frozenset(campaigns), limit),
-        ledger,
-        retry_uncertain,
-    )
+    planner = Planner(filters, ledger, retry_uncertain)
     job = SendJob(
         Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
     )
@@ -461,7 +452,6 @@ def send(
                 clean = _stop_after_failure(console, job, grace, streams)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    ending.sending_ended = time.time()
     ending.interrupted = interrupted
     job.stats.pruned_folders = sources.pruned_folders
     try:
