@@ -509,9 +509,10 @@ def _message(answer: Answer) -> str:
 
 
 def _gave_up(answer: Answer, attempts: int, paced: int) -> str:
+    tried = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     if not paced:
-        return f"{_describe(answer)} on each of {attempts} attempts"
-    return f"{_describe(answer)} after {attempts} attempts ({paced} of them HTTP 429)"
+        return f"{tried}: {_describe(answer)}"
+    return f"{tried} ({paced} of them HTTP 429), the last: {_describe(answer)}"
 
 
 def _describe(answer: Answer) -> str:

@@ -293,3 +293,15 @@ def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path)
     result = send(_config(tmp_path), "-n", "-o", "ndjson", "--summary-json", "-", "-", input=b"")
     assert result.exit_code == 2
     assert "--summary-json -: stdout already carries the records" in result.stderr
+
+
+def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)  # $RETENTLY_BASE_URL: nothing listens
+    hint = "cannot reach http://127.0.0.1:9: connection refused; check base_url or your network"
+    online = CliRunner().invoke(cli, ["check", "--online", "-c", str(_config(tmp_path))])
+    assert online.exit_code == 1 and hint in online.stderr
+    result = send(_config(tmp_path, max_attempts=1), "-o", "ndjson", str(_events(tmp_path, 1)))
+    (record,) = records(result.stdout)
+    assert record["reason"] == "retries_exhausted"
+    assert record["detail"] == f"1 attempt: {hint}"
+    assert "ConnectError" not in result.stdout + result.stderr + online.stderr
