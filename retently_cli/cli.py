@@ -339,6 +339,7 @@ def send(
     Surveys for the same campaign go out in batches of up to batch_size subscribers, at most
     rate_limit requests a minute; failures are retried with backoff. The ledger remembers
     every (messageId, campaign) delivered, so re-running a backfill surveys nobody twice.
+    A live send from files first shows its plan and, on a terminal, asks (-y skips that).
     Filtered events are reported as skipped, never dropped. See the README.
     """
     console = stderr_console()
@@ -498,7 +499,11 @@ def send(
 def _make_plan(console, config, inputs: Inputs, planner: Planner) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(console, table=False, quiet=True)
-    return make_plan(Matcher(config), planner, inputs, config.delivery.batch_size, counting)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
+    try:
+        return make_plan(Matcher(config), planner, inputs, config.delivery.batch_size, counting)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _requests_line(requests: int, config: Config) -> str:
@@ -541,11 +546,12 @@ def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledg
 
 
 def _confirm(plan: Plan) -> bool:
-    try:
-        return click.confirm(f"Send {plan.total:,} surveys?", default=False, err=True)
-    except click.Abort:  # Ctrl-D at the question
+    """Anything but yes sends nothing; Ctrl-C at the question is an interrupt (exit 130)."""
+    click.echo(f"Send {plan.total:,} surveys? [y/N] ", err=True, nl=False)
+    answer = sys.stdin.readline()
+    if not answer:  # Ctrl-D
         click.echo(err=True)
-        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, ledger_where):

@@ -305,3 +305,9 @@ def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypat
     assert record["reason"] == "retries_exhausted"
     assert record["detail"] == f"1 attempt: {hint}"
     assert "ConnectError" not in result.stdout + result.stderr + online.stderr
+
+
+def test_ctrl_d_at_the_question_sends_nothing(fake_env, tmp_path):
+    err, code = _on_a_terminal(fake_env, tmp_path, answer=b"\x04")
+    assert "[y/N]" in err and "nothing was sent" in err
+    assert code == 1 and fake_env.survey_count() == 0
