@@ -379,7 +379,7 @@ def send(
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
-    ledger_was_new = ledger_where is not None and not ledger_where.exists()
+    ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
@@ -394,7 +394,7 @@ def send(
             plan_inputs.warn = lambda text: None
             planner = Planner(filters, ledger, retry_uncertain)
             ending.plan = _make_plan(console, config, plan_inputs, planner)
-            where = (base_url, ledger, ledger_where, ledger_was_new)
+            where = (base_url, ledger, ledger_where, ledger_new)
             _show_plan(console, ending.plan, config, *where)
             if asking and ending.plan.total and not _confirm(ending.plan):
                 console.print(Text("retently: nothing was sent"))
@@ -515,7 +515,7 @@ def _requests_line(requests: int, config: Config) -> str:
     )
 
 
-def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_was_new):
+def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):
     """The plan of a live send, on stderr: what it will send, how, where and against what."""
     if plan.total:
         lines = [f"Plan: {plan.total:,} surveys in {_requests_line(plan.requests, config)}"]
@@ -533,7 +533,7 @@ def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledg
     lines.append(f"  API: {base_url}")
     if ledger is None:
         lines.append("  ledger: none (--no-ledger): a re-run may survey again")
-    elif ledger_was_new:
+    elif ledger_new:
         lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
     else:
         held = ledger.counts()

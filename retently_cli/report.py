@@ -404,16 +404,6 @@ class Report:
             )
 
 
-def about(seconds: float) -> str:
-    """A duration as a person reads an estimate."""
-    if seconds < 60:
-        return f"about {max(1, round(seconds))} s"
-    if seconds < 3600:
-        return f"about {round(seconds / 60)} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"about {hours} h {minutes:02d} min"
-
-
 def _column_widths(total: int) -> tuple[int, ...]:
     """Fixed widths for source, messageId, event, email, campaign, outcome and reason."""
     flexible = max(total - 7 - 12 - 10 - 7, 40)  # messageId, campaign, outcome, separators
@@ -441,3 +431,13 @@ def _skipped_files(stats: ReadStats) -> str:
     if not count:
         return ""
     return f", {count:,} file{'s' if count != 1 else ''} skipped (not JSON)"
+
+
+def about(seconds: float) -> str:
+    """A duration as a person reads an estimate."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"about {hours} h {minutes:02d} min"
