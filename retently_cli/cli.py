@@ -536,7 +536,7 @@ def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledg
     elif ledger_new:
         lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
     else:
-        held = ledger.counts()
+        held = ledger.states()
         uncertain = held.get("uncertain", 0) + held.get("pending", 0)
         lines.append(
             f"  ledger: {ledger_where} (holding {held.get('sent', 0):,} sent, "

@@ -226,7 +226,7 @@ class Ledger:
             ).fetchone()
         return row[0] if row else None
 
-    def counts(self) -> dict[str, int]:
+    def states(self) -> dict[str, int]:
         """Rows per state (pending, sent, uncertain), for the plan a send shows first."""
         with self._lock:
             if self._db is None:
