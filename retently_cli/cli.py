@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -53,7 +54,6 @@ from retently_cli.delivery import (
     RetryPolicy,
     Sender,
     call_with_retries,
-    sending_time,
 )
 from retently_cli.ledger import (
     Ledger,
@@ -77,7 +77,7 @@ from retently_cli.report import (
     FAILED,
     UNCERTAIN,
     Report,
-    about,
+    requests_line,
 )
 from retently_cli.run import Plan, SendJob, make_plan
 from retently_cli.sources import Inputs, Selection
@@ -353,12 +353,10 @@ def send(
     if unknown:
         fail(console, [f"--campaign {unknown[0]}: the config maps no such campaign"])
     outputs = {"--report": report_path, "--failed": failed_path}
-    new_files = _new_files(outputs.values())
-
-    def selection() -> Selection:
-        return Selection(includes, excludes, new_files, Window(since, until, max_lateness))
-
-    sources = open_inputs(console, paths, max_line_bytes, selection())
+    selection = Selection(
+        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
+    )
+    sources = open_inputs(console, paths, max_line_bytes, selection)
     if verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(console, config)
@@ -375,7 +373,6 @@ def send(
         fail(console, paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
-    filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
     dispatcher = None
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
@@ -390,10 +387,13 @@ def send(
         elif asking or not quiet:
             # Its own inputs: a selection counts the folders it prunes, and what a walk passes
             # over is said once, by the run itself.
-            plan_inputs = open_inputs(console, paths, max_line_bytes, selection())
+            plan_selection = dataclasses.replace(selection, pruned_folders=0)
+            plan_inputs = open_inputs(console, paths, max_line_bytes, plan_selection)
             plan_inputs.warn = lambda text: None
+            filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
             planner = Planner(filters, ledger, retry_uncertain)
-            ending.plan = _make_plan(console, config, plan_inputs, planner)
+            matcher = Matcher(config)  # its own: a matcher remembers the messageIds it saw
+            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
             where = (base_url, ledger, ledger_where, ledger_new)
             _show_plan(console, ending.plan, config, *where)
             if asking and ending.plan.total and not _confirm(ending.plan):
@@ -421,7 +421,11 @@ def send(
     else:
         failed_file = _open_output(console, failed_path, stdout, output_failed)
     dead_letters = DeadLetters(failed_file) if failed_file is not None else None
-    planner = Planner(filters, ledger, retry_uncertain)
+    planner = Planner(
+        Filters(since, until, frozenset(events), frozenset(campaigns), limit),
+        ledger,
+        retry_uncertain,
+    )
     job = SendJob(
         Matcher(config), report, dispatcher, config.delivery.batch_size, planner, dead_letters
     )
@@ -457,11 +461,11 @@ def send(
     job.stats.pruned_folders = sources.pruned_folders
     try:
         report.summary(job.stats, interrupted, job.read_complete)
-        if dry_run and not quiet and job.requests:
-            console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
         if not quiet:
             _say_what_next(console, report, job, interrupted, ledger_where)
+        if dry_run and not quiet and job.requests:
+            console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
         if dead_letters is not None and dead_letters.count and not quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
         if isinstance(failed_file, ReplacingOutput):
@@ -496,23 +500,18 @@ def send(
     sys.exit(code)
 
 
-def _make_plan(console, config, inputs: Inputs, planner: Planner) -> Plan:
+def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(console, table=False, quiet=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
     try:
-        return make_plan(Matcher(config), planner, inputs, config.delivery.batch_size, counting)
+        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _requests_line(requests: int, config: Config) -> str:
-    delivery = config.delivery
-    took = about(sending_time(requests, delivery.rate_limit))
-    return (
-        f"{requests:,} request{'s' if requests != 1 else ''} (batch_size {delivery.batch_size}), "
-        f"{took} at rate_limit {delivery.rate_limit:,}/min"
-    )
+    return requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
 
 
 def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from retently_cli.delivery import sending_time
 from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
@@ -431,6 +432,15 @@ def _skipped_files(stats: ReadStats) -> str:
     if not count:
         return ""
     return f", {count:,} file{'s' if count != 1 else ''} skipped (not JSON)"
+
+
+def requests_line(requests: int, batch_size: int, rate_limit: float) -> str:
+    """The requests a run takes and how long at ``rate_limit``: a plan's and a dry-run's."""
+    took = about(sending_time(requests, rate_limit))
+    return (
+        f"{requests:,} request{'s' if requests != 1 else ''} (batch_size {batch_size}), "
+        f"{took} at rate_limit {rate_limit:,}/min"
+    )
 
 
 def about(seconds: float) -> str:
