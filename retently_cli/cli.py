@@ -392,7 +392,8 @@ def send(
             plan_inputs.warn = lambda text: None
             filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
             planner = Planner(filters, ledger, retry_uncertain)
-            matcher = Matcher(config)  # its own: a matcher remembers the messageIds it saw
+            # Its own matcher: a matcher remembers the messageIds it saw.
+            matcher = Matcher(config)
             ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
             where = (base_url, ledger, ledger_where, ledger_new)
             _show_plan(console, ending.plan, config, *where)
