@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -75,11 +80,14 @@ from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     EXIT_UNAUTHORIZED,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     FAILED,
+    UNCERTAIN,
     Report,
+    requests_line,
 )
-from retently_cli.run import SendJob
+from retently_cli.run import Plan, SendJob, make_plan
 from retently_cli.sources import Inputs, Selection
 from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
@@ -109,6 +117,95 @@ def cli():
       retently send --dry-run -c retently.yaml segment-logs/
       zcat export.gz | retently send -n --output ndjson -c retently.yaml -
     """
+
+
+class _Ending:
+    """--summary-json: the run's counts, exit code and timings, written once however the run
+    ends (a usage error, Ctrl-C, the circuit breaker, a failure, or a clean finish)."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self.started = time.time()
+        self.dry_run = False
+        self.interrupted = False
+        self.plan: Plan | None = None
+        self.report: Report | None = None
+        self.job: SendJob | None = None
+        self.written = False
+
+    def write(self, code: int) -> None:
+        if self.path is None or self.written:
+            return
+        self.written = True
+        data = json.dumps(self.record(code)) + "\n"
+        try:
+            if self.path == "-":
+                sys.stdout.flush()
+                sys.stdout.write(data)
+                sys.stdout.flush()
+            else:
+                Path(self.path).write_text(data, encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"retently: --summary-json {self.path}: cannot write it ({exc})", err=True)
+
+    def record(self, code: int) -> dict:
+        ended = time.time()
+        job = self.job
+        record = {"exit_code": code, "dry_run": self.dry_run, "interrupted": self.interrupted}
+        if self.report is not None:
+            record.update(self.report.summary_record(job.stats if job else None))
+        if job is not None:
+            record["requests"] = job.requests
+            record["read_complete"] = job.read_complete
+        if job is not None and job.dispatcher is not None:
+            sender = job.dispatcher.sender
+            record["api_unavailable"] = sender.unavailable
+        if self.plan is not None:
+            record["plan"] = {
+                "surveys": self.plan.total,
+                "requests": self.plan.requests,
+                "already_sent": self.plan.already_sent,
+                "uncertain": self.plan.uncertain,
+            }
+        record.update(
+            started_at=_iso(self.started),
+            ended_at=_iso(ended),
+            duration_s=round(ended - self.started, 3),
+        )
+        return record
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+_ending = _Ending()
+
+
+def _with_summary_json(command):
+    """Gives ``send`` its ``_Ending`` and writes it on every way out of the command."""
+
+    @functools.wraps(command)
+    def wrapper(*args, summary_json=None, **kwargs):
+        global _ending
+        _ending = ending = _Ending(summary_json)
+        try:
+            return command(*args, **kwargs)
+        except SystemExit as exc:
+            ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
+            raise
+        except click.exceptions.Exit as exc:
+            ending.write(exc.exit_code)
+            raise
+        except KeyboardInterrupt:
+            ending.interrupted = True
+            ending.write(EXIT_INTERRUPTED)
+            raise
+        except BaseException:
+            ending.write(EXIT_PROBLEMS)
+            raise
+
+    return wrapper
 
 
 @cli.command(
@@ -190,12 +287,26 @@ Examples:
     metavar="SECONDS",
     help="After Ctrl-C, how long requests in flight may take to finish.",
 )
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help="Send without asking. On a terminal, a live send from files shows its plan (surveys, "
+    "requests, duration, API, ledger) and asks first.",
+)
+@click.option(
+    "--summary-json",
+    metavar="FILE",
+    help="Write the summary (counts, exit code, timings) there as one JSON object, however the "
+    "run ends (- is stdout).",
+)
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
 @click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
+@_with_summary_json
 def send(
     config_path,
     dry_run,
@@ -222,6 +333,7 @@ def send(
     verbose,
     quiet,
     paths,
+    yes,
 ):
     """Survey the customers that Segment Track events in PATHS map to.
 
@@ -234,9 +346,15 @@ def send(
     Surveys for the same campaign go out in batches of up to batch_size subscribers, at most
     rate_limit requests a minute; failures are retried with backoff. The ledger remembers
     every (messageId, campaign) delivered, so re-running a backfill surveys nobody twice.
+    A live send from files first shows its plan and, on a terminal, asks (-y skips that).
     Filtered events are reported as skipped, never dropped. See the README.
     """
     console = stderr_console()
+    ending = _ending
+    ending.dry_run = dry_run
+    if ending.path == "-" and (output == "ndjson" or report_path == "-"):
+        ending.path = None
+        fail(console, ["--summary-json -: stdout already carries the records; give a FILE"])
     config = load_or_exit(console, config_path, verbose, quiet)
     refuse_unknown_filters(console, config, campaigns, events)
     refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
@@ -269,10 +387,31 @@ def send(
     ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     if ledger is not None and not (dry_run or quiet):
-        tell_where(console, ledger.path, ledger_new, sources)
+        # A plan, shown to all but stdin runs, names the ledger itself.
+        tell_where(console, ledger.path, ledger_new, sources, name_it=sources.reads_stdin)
+    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
-    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
+        asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
+        if sources.reads_stdin:
+            if not quiet:
+                console.print(Text("events from stdin cannot be planned: sending as they come"))
+        elif asking or not quiet:
+            # Its own inputs: a selection counts the folders it prunes, and what a walk passes
+            # over is said once, by the run itself.
+            plan_selection = dataclasses.replace(selection, pruned_folders=0)
+            plan_inputs = open_inputs(console, paths, max_line_bytes, plan_selection)
+            plan_inputs.warn = lambda text: None
+            filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
+            planner = Planner(filters, ledger, retry_uncertain)
+            # Its own matcher: a matcher remembers the messageIds it saw.
+            matcher = Matcher(config, identities)
+            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
+            where = (base_url, ledger, ledger_where, ledger_new)
+            _show_plan(console, ending.plan, config, *where)
+            if asking and ending.plan.total and not _confirm(ending.plan):
+                console.print(Text("retently: nothing was sent"))
+                sys.exit(EXIT_PROBLEMS)
 
     def output_failed(out: Output) -> None:
         job.halt(out.describe_error())
@@ -303,6 +442,7 @@ def send(
     matcher = Matcher(config, identities)
     job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
     console.file.on_failure = lambda: job.halt("stderr was closed")
+    ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
         job.replaced_path = failed_path
 
@@ -329,6 +469,7 @@ def send(
                 clean = _stop_after_failure(console, job, grace, streams)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    ending.interrupted = interrupted
     job.stats.pruned_folders = sources.pruned_folders
     try:
         if job.read_complete and not quiet:
@@ -338,6 +479,10 @@ def send(
         if conflicts and not quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
         _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
+        if not quiet:
+            _say_what_next(console, report, job, interrupted, ledger_where)
+        if dry_run and not quiet and job.requests:
+            console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
         if dead_letters is not None and dead_letters.count and not quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
         if isinstance(failed_file, ReplacingOutput):
@@ -359,6 +504,7 @@ def send(
         console.print(Text(visible(f"retently: {lost}")), soft_wrap=True)
     if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
         _flush_all(streams)
+        ending.write(code)
         os._exit(code)
     for opened in (report_file, failed_file):
         if opened is not None and opened is not stdout:
@@ -369,6 +515,93 @@ def send(
     if stdout.error is not None:
         _quiet_stdout()
     sys.exit(code)
+
+
+def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
+    console.print(Text("planning: reading the input once before sending anything", style="dim"))
+    counting = Report(console, table=False, quiet=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
+    try:
+        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _requests_line(requests: int, config: Config) -> str:
+    return requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
+
+
+def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):
+    """The plan of a live send, on stderr: what it will send, how, where and against what."""
+    if plan.total:
+        lines = [f"Plan: {plan.total:,} surveys in {_requests_line(plan.requests, config)}"]
+    else:
+        lines = ["Plan: nothing to send"]
+    for campaign, count in sorted(plan.surveys.items()):
+        lines.append(f"  {visible(campaign)}: {count:,} surveys")
+    if plan.already_sent:
+        lines.append(f"  already sent by earlier runs: {plan.already_sent:,} (not sent again)")
+    if plan.uncertain:
+        lines.append(
+            f"  uncertain from earlier runs: {plan.uncertain:,} (not resent without "
+            "--retry-uncertain)"
+        )
+    lines.append(f"  API: {base_url}")
+    if ledger is None:
+        lines.append("  ledger: none (--no-ledger): a re-run may survey again")
+    elif ledger_new:
+        lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
+    else:
+        held = ledger.states()
+        uncertain = held.get("uncertain", 0) + held.get("pending", 0)
+        lines.append(
+            f"  ledger: {ledger_where} (holding {held.get('sent', 0):,} sent, "
+            f"{uncertain:,} uncertain)"
+        )
+    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
+
+
+def _confirm(plan: Plan) -> bool:
+    """Anything but yes sends nothing; Ctrl-C at the question is an interrupt (exit 130)."""
+    click.echo(f"Send {plan.total:,} surveys? [y/N] ", err=True, nl=False)
+    answer = sys.stdin.readline()
+    if not answer:  # Ctrl-D
+        click.echo(err=True)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, ledger_where):
+    """The next command, when the run leaves something to do."""
+    if job.dispatcher is None:
+        return
+    not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
+    if interrupted:
+        unread = "" if job.read_complete else " (and the rest of the input not yet read)"
+        console.print(
+            Text(f"retently: interrupted: re-run the same command to resume; {not_sent:,} "
+                 f"surveys not yet sent{unread}"),
+            soft_wrap=True,
+        )  # fmt: skip
+    uncertain = report.counts.outcomes[UNCERTAIN]
+    if not uncertain:
+        return
+    head = (
+        f"retently: {uncertain:,} survey{'s are' if uncertain != 1 else ' is'} uncertain: "
+        f"{'they' if uncertain != 1 else 'it'} may have been delivered."
+    )
+    if ledger_where is None:
+        lines = [f"{head} Check in Retently before sending again (there is no ledger)."]
+    else:
+        where = f" --ledger {shlex.quote(str(ledger_where))}"
+        lines = [
+            f"{head} Check in Retently, then settle them:",
+            f"  retently ledger resolve --sent --all-uncertain{where}      (they arrived)",
+            f"  retently ledger resolve --not-sent --all-uncertain{where}  (the next run "
+            "sends them)",
+            "or resend them all, at the risk of a second survey: re-run the same command with "
+            "--retry-uncertain",
+        ]
+    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
 
 
 def _new_files(paths) -> tuple[str, ...]:
@@ -405,6 +638,8 @@ def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on
     except KeyboardInterrupt:
         console.print(Text(on_ctrl_c))
         _flush_all(streams)
+        _ending.interrupted = True
+        _ending.write(EXIT_INTERRUPTED)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         return False
@@ -425,12 +660,20 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
     elif job.halted_by is not None:
         reason = job.halted_by
+    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+        sender = job.dispatcher.sender
+        reason = f"the API at {sender.client.base_url} is unavailable: {sender.unavailable}"
     if reason is None:
         return
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     then = f"; {not_sent:,} surveys not sent" if not_sent else ""
     if job.read_complete and not not_sent:  # everything was read and settled all the same
         line = f"retently: {reason}"
+    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+        line = (
+            f"retently: {reason}; stopped sending{then}. "
+            "Re-run the same command once it is back to resume."
+        )
     elif failure is not None and not isinstance(failure, _LEDGER_ERRORS):
         line = f"retently: {reason}; the run stopped{then} (-vv shows where)"
     else:
@@ -443,6 +686,8 @@ def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
         return EXIT_INTERRUPTED
     if dispatcher is not None and dispatcher.sender.unauthorized:
         return EXIT_UNAUTHORIZED
+    if dispatcher is not None and dispatcher.sender.unavailable is not None:
+        return EXIT_UNAVAILABLE
     if isinstance(failure, _LEDGER_ERRORS):
         return EXIT_USAGE
     if dispatcher is not None and dispatcher.sender.ledger_error is not None:

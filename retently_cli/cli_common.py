@@ -41,6 +41,8 @@ Exit codes:
        could not be written (the run stopped and settled what it had sent)
   2    usage or config error (nothing was sent), or the ledger failed during the run
   3    Retently refused the API key (401/403): the run stopped, nothing more was sent
+  4    the API is unavailable (5 requests in a row failed after their retries): the run
+       stopped sending; re-run the same command once it is back
   130  interrupted (Ctrl-C)"""
 
 
@@ -461,6 +463,6 @@ def exit_if_key_refused(console: Console, answer) -> None:
 
 def answer_text(answer) -> str:
     if answer.status is None:
-        return str(answer.error)
+        return answer.problem or str(answer.error)
     message = answer.body.get("message") if isinstance(answer.body, dict) else None
     return f"HTTP {answer.status}" + (f": {message}" if message else "")

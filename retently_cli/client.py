@@ -6,6 +6,7 @@ into logs) and is never part of anything this module returns or raises.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class Answer:
     status: int | None
     body: object = None
     error: str | None = None  # transport error class name, when there is no status
+    problem: str | None = None  # the same in words, with the address and what to check
     sent: bool = False  # the request was written whole, so the server may have acted on it
     retry_after: str | None = None
     latency: float = 0.0
@@ -33,8 +35,9 @@ class Answer:
 
 class RetentlyClient:
     def __init__(self, base_url: str, api_key: str, timeout: float = 30.0, transport=None):
+        self.base_url = check_base_url(base_url)
         self._http = httpx.Client(
-            base_url=check_base_url(base_url),
+            base_url=self.base_url,
             headers={
                 "Authorization": f"api_key={api_key}",
                 "Accept": "application/json",
@@ -68,14 +71,14 @@ class RetentlyClient:
         try:
             response = self._http.request(method, path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return Answer(None, error=_name(exc), latency=time.monotonic() - started)
+            return self._failed(exc, started)
         except httpx.LocalProtocolError as exc:  # refused here, before anything was sent
-            return Answer(None, error=_name(exc), latency=time.monotonic() - started)
+            return self._failed(exc, started)
         except httpx.TransportError as exc:
             # Read errors, read timeouts and dropped connections come after the request was
             # written, so the server may have processed it.
             written = not isinstance(exc, (httpx.WriteError, httpx.WriteTimeout))
-            return Answer(None, error=_name(exc), sent=written, latency=time.monotonic() - started)
+            return self._failed(exc, started, written)
         try:
             parsed = response.json()
         except ValueError:
@@ -88,6 +91,50 @@ class RetentlyClient:
             latency=time.monotonic() - started,
         )
 
+    def _failed(self, exc: Exception, started: float, sent: bool = False) -> Answer:
+        return Answer(
+            None,
+            error=type(exc).__name__,
+            problem=transport_problem(exc, self.base_url),
+            sent=sent,
+            latency=time.monotonic() - started,
+        )
 
-def _name(exc: Exception) -> str:
-    return type(exc).__name__
+
+_HINT = "check base_url or your network"
+
+
+def transport_problem(exc: Exception, base_url: str) -> str:
+    """A transport error as a person can act on it: the address, what happened, what to
+    check; never a bare exception class."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"cannot reach {base_url}: no connection within the timeout; {_HINT}"
+    if isinstance(exc, httpx.PoolTimeout):
+        return f"cannot reach {base_url}: no free connection within the timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot reach {base_url}: {_connect_failure(exc)}; {_HINT}"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"{base_url} did not answer within the timeout"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"{base_url} did not take the request within the timeout"
+    if isinstance(exc, httpx.LocalProtocolError):
+        return f"the request to {base_url} could not be written ({exc})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"{base_url} closed the connection without a full answer"
+    return f"the connection to {base_url} broke ({_connect_failure(exc)})"
+
+
+def _connect_failure(exc: Exception) -> str:
+    text = str(exc).lower()
+    for clue, words in (
+        ("refused", "connection refused"),
+        ("name or service not known", "no such host"),
+        ("nodename nor servname", "no such host"),
+        ("temporary failure in name resolution", "the host name cannot be resolved now"),
+        ("certificate", "its TLS certificate is not trusted"),
+        ("network is unreachable", "the network is unreachable"),
+        ("reset", "connection reset"),
+    ):
+        if clue in text:
+            return words
+    return re.sub(r"^\[errno -?\d+\]\s*", "", str(exc), flags=re.I) or type(exc).__name__

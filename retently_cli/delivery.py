@@ -39,6 +39,10 @@ _BISECT_STATUSES = frozenset({400, 413, 422})
 # there never puts one request too many into the server's window.
 _RATE_MARGIN = 1.02
 _SLOWEST = 1.0  # requests a minute: however many 429s, the client never stops altogether
+# The circuit breaker: this many requests in a row that end without an answer from the API
+# (transport errors or 5xx through all their retries, or a connection lost after sending) mean
+# the API is gone; sending more would only turn the rest of the input into failures.
+BREAKER_THRESHOLD = 5
 
 
 @dataclass(slots=True)
@@ -52,6 +56,7 @@ class Survey:
     key: str = ""  # the ledger's identity of the event
     when: float | None = None  # when the event happened (epoch seconds)
     reported: bool = False  # its outcome has been written (set by the reporting thread)
+    batch: int = 0  # the number of the batch it travels in
 
     @property
     def email_key(self) -> str:
@@ -78,6 +83,7 @@ class Batch:
     campaign: str
     delay: int | None
     surveys: list[Survey] = field(default_factory=list)
+    number: int = 0  # which batch of the run, in the order they were begun (from 1)
 
     def body(self) -> dict:
         body = survey_body(self.surveys[0].decision)
@@ -86,30 +92,26 @@ class Batch:
 
 
 class _Filling:
-    """The batch being filled for one (campaign, delay), and the surveys waiting for the next
-    because their email is already in it (or, when it is full, because there is no room)."""
+    """A batch being filled for one (campaign, delay), and the one begun after it for the
+    surveys it cannot take: their email is already in it, or it is full."""
 
-    def __init__(self, campaign: str, delay: int | None):
-        self.batch = Batch(campaign, delay)
+    def __init__(self, campaign: str, delay: int | None, number: int):
+        self.batch = Batch(campaign, delay, number=number)
         self.emails: set[str] = set()
-        self.waiting: list[Survey] = []
-
-    def place(self, survey: Survey, size: int) -> None:
-        if survey.email_key in self.emails or len(self.batch.surveys) >= size:
-            self.waiting.append(survey)
-        else:
-            self.batch.surveys.append(survey)
-            self.emails.add(survey.email_key)
+        self.next: _Filling | None = None
 
 
 class Batcher:
     """Groups surveys for the same campaign and delay into batches of up to ``size``.
 
-    Two surveys for the same email never share a batch: the later one waits for the next.
+    Two surveys for the same email never share a batch: the later one goes to the next. A
+    survey's batch is known as soon as it is added (``survey.batch``), so a dry-run can name
+    the request each survey would travel in, and ``begun`` counts the requests a run takes.
     """
 
     def __init__(self, size: int):
         self.size = size
+        self.begun = 0
         self._filling: dict[tuple, _Filling] = {}
 
     def add(self, survey: Survey) -> list[Batch]:
@@ -118,29 +120,44 @@ class Batcher:
         key = (campaign.id, campaign.delay)
         filling = self._filling.get(key)
         if filling is None:
-            filling = self._filling[key] = _Filling(campaign.id, campaign.delay)
-        filling.place(survey, self.size)
+            filling = self._filling[key] = self._begin(campaign.id, campaign.delay)
+        email = survey.email_key
+        while email in filling.emails or len(filling.batch.surveys) >= self.size:
+            if filling.next is None:
+                filling.next = self._begin(campaign.id, campaign.delay)
+            filling = filling.next
+        filling.batch.surveys.append(survey)
+        filling.emails.add(email)
+        survey.batch = filling.batch.number
         return self._take(key, everything=False)
 
     def seal_all(self) -> list[Batch]:
-        """Every batch, full or not, and every survey still waiting."""
+        """Every batch, full or not."""
         sealed = []
         for key in list(self._filling):
             sealed += self._take(key, everything=True)
         return sealed
 
+    def _begin(self, campaign: str, delay: int | None) -> _Filling:
+        self.begun += 1
+        return _Filling(campaign, delay, self.begun)
+
     def _take(self, key: tuple, everything: bool) -> list[Batch]:
         taken = []
         filling = self._filling[key]
-        while filling.batch.surveys and (everything or len(filling.batch.surveys) >= self.size):
+        while filling is not None and (everything or len(filling.batch.surveys) >= self.size):
             taken.append(filling.batch)
-            waiting = filling.waiting
-            filling = self._filling[key] = _Filling(filling.batch.campaign, filling.batch.delay)
-            for survey in waiting:
-                filling.place(survey, self.size)
-        if not filling.batch.surveys:
+            filling = filling.next
+        if filling is None:
             del self._filling[key]
+        else:
+            self._filling[key] = filling
         return taken
+
+
+def sending_time(requests: int, per_minute: float) -> float:
+    """Seconds ``requests`` take at the pace the rate limiter keeps for ``per_minute``."""
+    return requests * 60.0 * _RATE_MARGIN / per_minute
 
 
 class RateLimiter:
@@ -292,6 +309,9 @@ class Sender:
         self.stop = stop
         self.unauthorized = False
         self.ledger_error: Exception | None = None  # the ledger could not be written
+        self.unavailable: str | None = None  # why the circuit breaker stopped the run
+        self._failing = 0  # requests in a row that ended without a usable answer
+        self._failing_lock = threading.Lock()
         self._log = log
         self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
@@ -381,6 +401,7 @@ class Sender:
             self._trace(body, answer, len(batch.surveys))
             if _is_2xx(answer) and envelope_code(answer) not in (401, 403):
                 self.limiter.succeeded()
+                self._api_answered()
                 return _attribute(batch, answer, attempts)
             if answer.status in (401, 403) or envelope_code(answer) in (401, 403):
                 self.unauthorized = True
@@ -393,6 +414,8 @@ class Sender:
                     failed += 1
                 if failed >= self.policy.max_attempts or paced >= self.policy.max_paced:
                     detail = _gave_up(answer, attempts, paced)
+                    if answer.status != 429:
+                        self._api_failed(f"{attempts} attempts each: {_describe(answer)}")
                     return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
                 wait = self.policy.backoff(max(1, failed), answer.retry_after)
                 if answer.status == 429:
@@ -401,11 +424,28 @@ class Sender:
                 self._sleep(wait)
                 continue
             if answer.status is None:
-                detail = f"{answer.error} after the request was sent: it may have been delivered"
+                what = f"{_describe(answer)} after the request was sent"
+                self._api_failed(what)
+                detail = f"{what}: it may have been delivered"
                 return _all(batch, False, None, attempts, CONNECTION_LOST, detail)
+            self._api_answered()
             if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
                 return self._bisect(batch)
             return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
+
+    def _api_answered(self) -> None:
+        with self._failing_lock:
+            self._failing = 0
+
+    def _api_failed(self, how: str) -> None:
+        """One more request in a row that the API never answered usefully; at
+        ``BREAKER_THRESHOLD`` the run stops sending (``unavailable`` says why)."""
+        with self._failing_lock:
+            self._failing += 1
+            if self._failing < BREAKER_THRESHOLD or self.unavailable is not None:
+                return
+            self.unavailable = f"{self._failing} requests in a row failed ({how})"
+        self.stop.set()
 
     def _slow_down(self, asked: float) -> None:
         rate = self.limiter.slow_down(asked)
@@ -427,7 +467,7 @@ class Sender:
     def _trace(self, body: dict, answer: Answer, subscribers: int) -> None:
         if self._log is None:
             return
-        status = answer.status if answer.status is not None else answer.error
+        status = answer.status if answer.status is not None else _describe(answer)
         line = (
             f"POST {SURVEY_PATH} {status} {answer.latency * 1000:.0f} ms "
             f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
@@ -496,13 +536,16 @@ def _message(answer: Answer) -> str:
 
 
 def _gave_up(answer: Answer, attempts: int, paced: int) -> str:
+    tried = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     if not paced:
-        return f"{_describe(answer)} on each of {attempts} attempts"
-    return f"{_describe(answer)} after {attempts} attempts ({paced} of them HTTP 429)"
+        return f"{tried}: {_describe(answer)}"
+    return f"{tried} ({paced} of them HTTP 429), the last: {_describe(answer)}"
 
 
 def _describe(answer: Answer) -> str:
-    return f"HTTP {answer.status}" if answer.status is not None else str(answer.error)
+    if answer.status is not None:
+        return f"HTTP {answer.status}"
+    return answer.problem or str(answer.error)
 
 
 class Dispatcher:

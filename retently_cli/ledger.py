@@ -273,6 +273,14 @@ class Ledger:
             ).fetchone()
         return row[0] if row else None
 
+    def states(self) -> dict[str, int]:
+        """Rows per state (pending, sent, uncertain), for the plan a send shows first."""
+        with self._lock:
+            if self._db is None:
+                return {}
+            rows = self._db.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
+            return dict(rows.fetchall())
+
     def event_times(self, campaign: str, email: str, but: str = "") -> list[float]:
         """Event times (else record times) of the surveys recorded in any state for this email
         and campaign, except the event ``but``."""

@@ -58,11 +58,12 @@ def ledger_option(f):
     )(f)
 
 
-def tell_where(console: Console, path: Path, new: bool, sources) -> None:
-    """A live send names its ledger. A new one over a large input gets a warning, unless
-    --ledger named it: a backfill begun on another machine, or with another ledger, would be
-    sent again."""
-    console.print(Text(visible(f"ledger: {path}" + (" (new)" if new else ""))), soft_wrap=True)
+def tell_where(console: Console, path: Path, new: bool, sources, name_it: bool = True) -> None:
+    """A live send names its ledger (unless its plan does: ``name_it``). A new one over a large
+    input gets a warning, unless --ledger named it: a backfill begun on another machine, or
+    with another ledger, would be sent again."""
+    if name_it:
+        console.print(Text(visible(f"ledger: {path}" + (" (new)" if new else ""))), soft_wrap=True)
     chosen = click.get_current_context().get_parameter_source("ledger_path")
     if new and chosen != click.core.ParameterSource.COMMANDLINE and is_large(sources):
         console.print(

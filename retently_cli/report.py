@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from retently_cli.delivery import sending_time
 from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
@@ -23,6 +24,7 @@ from retently_cli.matching import (
     Decision,
     survey_body,
 )
+from retently_cli.planning import ALREADY_SENT
 from retently_cli.readers import BadInput, ReadStats
 from retently_cli.visible import visible
 
@@ -37,6 +39,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_UNAUTHORIZED = 3
+EXIT_UNAVAILABLE = 4  # the circuit breaker stopped the run: the API is unreachable or failing
 EXIT_INTERRUPTED = 130
 
 # Skips that concern an event a campaign did match: worth a row in the table.
@@ -58,7 +61,8 @@ class Counts:
     outcomes: Counter
     reasons: Counter
     surveys_per_campaign: Counter
-    skips_per_campaign: Counter
+    skips_per_campaign: Counter  # matched, not surveyed (already_sent apart)
+    already_per_campaign: Counter  # sent by earlier runs
     near_misses: Counter
     hints: dict
 
@@ -84,8 +88,9 @@ class Report:
         self.table = table
         self.all_rows = all_rows
         self.quiet = quiet
-        self.counts = Counts(Counter(), Counter(), Counter(), Counter(), Counter(), {})
+        self.counts = Counts(Counter(), Counter(), Counter(), Counter(), Counter(), Counter(), {})
         self.rows_hidden = 0
+        self.undelivered = 0  # surveys this run tried or meant to send that did not go out
         self._rows: list[tuple] = []
         self._header_shown = False
         self._widths = _column_widths(console.width)
@@ -135,7 +140,10 @@ class Report:
         if reason is not None:
             counts.reasons[(outcome, reason)] += 1
             if campaign is not None:
-                counts.skips_per_campaign[campaign] += 1
+                if reason == ALREADY_SENT:
+                    counts.already_per_campaign[campaign] += 1
+                else:
+                    counts.skips_per_campaign[campaign] += 1
             elif d.hint is not None:
                 counts.near_misses[d.event] += 1
                 counts.hints[d.event] = d.hint
@@ -175,9 +183,16 @@ class Report:
         for stream in self.streams:
             stream.write(line)
 
-    def dry_run(self, source: str, line: int, d: Decision) -> None:
+    def dry_run(self, source: str, line: int, d: Decision, batch: int = 0) -> None:
+        """``batch`` numbers the request the survey would travel in (the same for the surveys
+        sharing it); ``body`` is this survey's part of it."""
         if self.streams:
-            request = {"method": "POST", "path": SURVEY_PATH, "body": survey_body(d)}
+            request = {
+                "method": "POST",
+                "path": SURVEY_PATH,
+                "batch": batch,
+                "body": survey_body(d),
+            }
             self.decision(source, line, d, DRY_RUN, {"request": request})
         else:
             self.decision(source, line, d, DRY_RUN)
@@ -189,6 +204,7 @@ class Report:
         if outcome.result is not None:
             extra["result"] = outcome.result
         kind = SENT if outcome.sent else UNCERTAIN if outcome.uncertain else FAILED
+        self.undelivered += kind == FAILED
         self.decision(
             survey.source,
             survey.line,
@@ -264,6 +280,34 @@ class Report:
         return EXIT_PROBLEMS if troubled else EXIT_OK
 
     @property
+    def finished_earlier(self) -> bool:
+        """A re-run of a finished backfill: earlier runs sent everything, nothing is amiss."""
+        c = self.counts
+        return (
+            bool(c.already_per_campaign)
+            and not c.surveys_per_campaign
+            and not self.undelivered
+            and not c.outcomes[UNCERTAIN]
+        )
+
+    def summary_record(self, stats: ReadStats | None) -> dict:
+        """The summary's counts as one JSON-able object (for --summary-json)."""
+        c = self.counts
+        reasons: dict[str, dict[str, int]] = {}
+        for (outcome, reason), count in sorted(c.reasons.items()):
+            reasons.setdefault(outcome, {})[reason] = count
+        return {
+            "lines": stats.lines if stats is not None else 0,
+            "sources": stats.sources if stats is not None else 0,
+            "records": sum(c.outcomes.values()),
+            "outcomes": dict(sorted(c.outcomes.items())),
+            "reasons": reasons,
+            "surveys_per_campaign": dict(sorted(c.surveys_per_campaign.items())),
+            "already_sent": sum(c.already_per_campaign.values()),
+            "matched_not_surveyed": sum(c.skips_per_campaign.values()),
+        }
+
+    @property
     def sent(self) -> int:
         return self.counts.outcomes[SENT]
 
@@ -313,19 +357,29 @@ class Report:
                 table.add_row(Text(outcome, style=_STYLES[outcome]), Text(reason), f"{count:,}")
         console.print(table)
 
-        campaigns = sorted(set(c.surveys_per_campaign) | set(c.skips_per_campaign))
+        campaigns = sorted(
+            set(c.surveys_per_campaign) | set(c.skips_per_campaign) | set(c.already_per_campaign)
+        )
         if campaigns:
             per = Table(box=None, pad_edge=False, header_style="bold")
             per.add_column("campaign")
             per.add_column("surveys", justify="right")
+            per.add_column("already sent (earlier runs)", justify="right")
             per.add_column("matched, not surveyed", justify="right")
             for campaign in campaigns:
                 per.add_row(
                     Text(visible(campaign)),
                     f"{c.surveys_per_campaign[campaign]:,}",
+                    f"{c.already_per_campaign[campaign]:,}",
                     f"{c.skips_per_campaign[campaign]:,}",
                 )
             console.print(per)
+        if self.finished_earlier:
+            already = sum(c.already_per_campaign.values())
+            console.print(
+                Text(f"Done: the {already:,} surveys this input holds were all sent by earlier "
+                     "runs; nothing was left to send.", style="green"),
+            )  # fmt: skip
 
         if c.near_misses:
             console.print(Text("Near misses (unmapped names close to a mapped one):", style="bold"))
@@ -407,3 +461,22 @@ def _skipped_files(stats: ReadStats) -> str:
     if not count:
         return ""
     return f", {count:,} file{'s' if count != 1 else ''} skipped (not JSON)"
+
+
+def requests_line(requests: int, batch_size: int, rate_limit: float) -> str:
+    """The requests a run takes and how long at ``rate_limit``: a plan's and a dry-run's."""
+    took = about(sending_time(requests, rate_limit))
+    return (
+        f"{requests:,} request{'s' if requests != 1 else ''} (batch_size {batch_size}), "
+        f"{took} at rate_limit {rate_limit:,}/min"
+    )
+
+
+def about(seconds: float) -> str:
+    """A duration as a person reads an estimate."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"about {hours} h {minutes:02d} min"

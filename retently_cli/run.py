@@ -8,18 +8,52 @@ report and the dead letters, so records never interleave.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
 from retently_cli.matching import DUPLICATE, RETENTLY_RECORD, Matcher
 from retently_cli.outputs import same_file
-from retently_cli.planning import ALREADY_SENT, UNCERTAIN_OUTCOME, Planner
+from retently_cli.planning import ALREADY_SENT, EARLIER_RUN, UNCERTAIN_OUTCOME, Planner
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.report import SKIPPED, Report
 
 LINGER = 0.5
+
+
+@dataclass
+class Plan:
+    """What a live send from files will do, found before it sends anything."""
+
+    surveys: dict[str, int]  # per campaign
+    requests: int
+    already_sent: int  # by earlier runs, per the ledger
+    uncertain: int  # earlier runs never learned the result: not resent
+    lines: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.surveys.values())
+
+
+def make_plan(
+    matcher: Matcher, planner: Planner, sources: Iterable[Source], batch_size: int, report: Report
+) -> Plan:
+    """The first pass of a live send: the dry-run's reading, matching, planning and batching,
+    counted but written nowhere (``report`` has no stream and no table), so it costs a
+    dry-run's time and no more memory. ``planner`` must be a fresh one: it counts --limit."""
+    job = SendJob(matcher, report, None, batch_size, planner)
+    job.read(sources)
+    counts = report.counts
+    return Plan(
+        dict(counts.surveys_per_campaign),
+        job.requests,
+        counts.reasons[(SKIPPED, ALREADY_SENT)],
+        counts.reasons[(UNCERTAIN_OUTCOME, EARLIER_RUN)],
+        job.stats.lines,
+    )
 
 
 class SendJob:
@@ -52,6 +86,11 @@ class SendJob:
         # and while any is, the old file must stay.
         self.replaced_path: str | None = None
         self.kept_back = 0
+
+    @property
+    def requests(self) -> int:
+        """The requests the surveys read so far take (before any split of a refused batch)."""
+        return self.batcher.begun
 
     def halt(self, why: str) -> None:
         """Stop reading at the next event (an output can no longer be written): what was
@@ -96,8 +135,10 @@ class SendJob:
                             self.dead_letters.write(item, decision.campaign.id, verdict.reason)
                         else:
                             self.kept_back += watched and verdict.reason != ALREADY_SENT
-                    elif self.dispatcher is None:
-                        report.dry_run(name, line, decision)
+                    elif self.dispatcher is None:  # batched all the same, to name the request
+                        survey = Survey(name, line, decision)
+                        self.batcher.add(survey)
+                        report.dry_run(name, line, decision, survey.batch)
                         self.kept_back += watched
                     else:
                         key, when = self.planner.identity(item)
@@ -181,6 +222,10 @@ class SendJob:
         survey.reported = True
         self._unreported.pop(id(survey), None)
         self.report.delivered(outcome)
+        if outcome.reason == NOT_SENT:  # never attempted: the re-run sends it, no dead letter
+            if self.replaced_path is not None and same_file(survey.source, self.replaced_path):
+                self.kept_back += 1
+            return
         if not outcome.sent and self.dead_letters is not None and survey.message is not None:
             campaign = survey.decision.campaign.id
             self.dead_letters.write(

@@ -313,8 +313,11 @@ def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake):
     got = records(out)
     assert sorted(r["campaign"] for r in got) == [f"c{i}" for i in range(6)]
     assert sum(r["outcome"] == "sent" for r in got) == fake.survey_count() == 1
-    assert len((tmp_path / "dead").read_bytes().splitlines()) == 5
+    assert sum(r["reason"] == "not_sent" for r in got) == 5
+    # Never attempted: no dead letters; the re-run of the same command sends them.
+    assert (tmp_path / "dead").read_bytes() == b""
     assert b"interrupted while sending" in err
+    assert b"re-run the same command to resume; 5 surveys not yet sent" in err
 
 
 def test_report_to_stdout_beside_ndjson_writes_each_record_once(setup):
