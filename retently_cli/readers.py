@@ -735,28 +735,44 @@ class _ValueStream:
 
 class _Spool:
     """A batch document's records, held until the document ends: in memory up to a few MiB,
-    then in a temporary file."""
+    then in a temporary file. Entries are written and read in blocks of about ``CHUNK``."""
 
     def __init__(self):
         self.file = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         self.count = 0
+        self.pending: list[bytes] = []
+        self.size = 0
 
     def add(self, line: int, item: bytes | BadInput) -> None:
         """Hold a message (as its JSON) or a BadInput."""
         is_message = type(item) is bytes
         data = item if is_message else orjson.dumps([item.reason, item.message])
-        self.file.write(_ENTRY.pack(line, is_message, len(data)))
-        self.file.write(data)
+        self.pending += (_ENTRY.pack(line, is_message, len(data)), data)
+        self.size += len(data)
         self.count += 1
+        if self.size > CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.file.write(b"".join(self.pending))
+        self.pending, self.size = [], 0
 
     def replay(self, shared: dict) -> Iterator[tuple[int, dict | BadInput]]:
         """The records, with the document's shared keys merged into every message."""
         try:
+            self._flush()
             self.file.seek(0)
-            read, loads = self.file.read, orjson.loads
+            read, loads, entry = self.file.read, orjson.loads, _ENTRY.size
+            block, at = b"", 0
             for _ in range(self.count):
-                line, is_message, size = _ENTRY.unpack(read(_ENTRY.size))
-                value = loads(read(size))
+                if len(block) - at < entry:
+                    block, at = block[at:] + read(CHUNK), 0
+                line, is_message, size = _ENTRY.unpack_from(block, at)
+                at += entry
+                if len(block) - at < size:
+                    block, at = block[at:] + read(max(size, CHUNK)), 0
+                value = loads(memoryview(block)[at : at + size])
+                at += size
                 yield line, _with_shared(value, shared) if is_message else BadInput(*value)
         finally:
             self.close()
