@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="about 20 MB, for a smoke run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per shape, best taken")
     parser.add_argument("--export-events", type=int, default=100_000)
+    parser.add_argument(
+        "--shapes", default="compact,pretty,batch", help="shapes to run besides the NDJSON"
+    )
     args = parser.parse_args(argv)
     size = int((20 if args.quick else args.size_mb) * MB)
     config = HERE.parent / "config.example.yaml"
@@ -102,7 +105,10 @@ def main(argv=None) -> int:
         print(f"writing about {size / MB:,.0f} MB of NDJSON in four shapes ...", file=sys.stderr)
         paths = write_shapes(Path(tmp), events, size)
         results = {}
+        chosen = {"ndjson", *args.shapes.split(",")}
         for name, path in paths.items():
+            if name not in chosen:
+                continue
             command = [sys.executable, "-m", "retently_cli", "send", "--dry-run", "--no-ledger",
                        "-o", "ndjson", "-c", str(config), str(path)]  # fmt: skip
             err = Path(tmp) / f"{name}.err"

@@ -459,15 +459,17 @@ class _ValueStream:
                 self._skip_value(0)
             else:
                 self.span = (self.pos, end)  # the item's bytes, until the next read
-                self._advance(end)
                 if type(item) is not dict and type(item) is not BadInput:
                     item = _not_an_object(item, f"{what} item {index} is")
+                comma = _COMMA.match(self.buf, end)
+                if comma is not None and comma.end() < len(self.buf):  # the next item is here
+                    self._advance(comma.end())
+                    yield line, item
+                    index += 1
+                    continue
+                self._advance(end)
                 yield line, item
             index += 1
-            comma = _COMMA.match(self.buf, self.pos)
-            if comma is not None and comma.end() < len(self.buf):  # the next item is here
-                self._advance(comma.end())
-                continue
             char = self._skip(_SPACE)
             if char == b"]":
                 self._advance(self.pos + 1)
@@ -1090,12 +1092,11 @@ def _with_shared(item: dict, shared: dict) -> dict:
 
 def _merge(base: dict, own: dict) -> dict:
     """``own`` over ``base``, recursively: the message's own values win."""
-    merged = dict(base)
-    for key, value in own.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
+    merged = {**base, **own}
+    for key, value in base.items():  # the batch's, usually fewer than the message's own
+        mine = own.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            merged[key] = _merge(value, mine)
     return merged
 
 

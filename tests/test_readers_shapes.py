@@ -276,7 +276,7 @@ def valid_file(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.tuples(valid_file(), st.booleans(), st.booleans()), min_size=1, max_size=4),
-    st.sampled_from([None]),
+    st.sampled_from([None, 300]),  # 300: arrays and pretty values over the limit stream
 )
 def test_concatenated_files_give_every_message_at_its_start_line(parts, limit):
     data, expected, line = b"", [], 1

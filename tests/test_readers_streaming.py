@@ -121,6 +121,15 @@ def test_a_long_value_after_other_values_is_streamed(shape, joint):
     assert len(items) == 3 + 1 + 150 + 3
 
 
+def test_a_long_value_after_more_than_a_chunk_of_lines_is_streamed():
+    small = b"".join(orjson.dumps(track(message_id=f"s{i}")) + b"\n" for i in range(15_000))
+    assert len(small) > 1.4 * MiB  # the reader's chunks are 1 MiB: lines are put back mid-chunk
+    data = small + batch_doc(events(100), PRETTY) + b"\n" + orjson.dumps(events(100), option=PRETTY)
+    more = small[: small.index(b"\n", 1000) + 1]
+    items = assert_streamed_like_whole(data + b"\n" + more)
+    assert len(items) == 15_000 + 200 + more.count(b"\n")
+
+
 def test_cat_of_compact_bodies_on_one_long_line_reads_every_body():
     data = b"".join(batch_doc(events(3, start=i)) for i in range(200))  # no newline at all
     items = assert_streamed_like_whole(data)
