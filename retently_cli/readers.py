@@ -552,7 +552,10 @@ class _ValueStream:
             if len(self.buf) - self.pos > self.limit:
                 raise _TooLong
             self._more()
-        key = orjson.loads(found.group())
+        try:
+            key = orjson.loads(found.group())
+        except orjson.JSONDecodeError as exc:
+            raise _Broken(INVALID_JSON, f"a bad key: {exc}") from None
         self._advance(found.end())
         if self._skip(_SPACE) != b":":
             raise _Broken(INVALID_JSON, "':' expected after a key")

@@ -124,7 +124,7 @@ def test_a_long_value_after_other_values_is_streamed(shape, joint):
 def test_a_long_value_after_more_than_a_chunk_of_lines_is_streamed():
     small = b"".join(orjson.dumps(track(message_id=f"s{i}")) + b"\n" for i in range(15_000))
     assert len(small) > 1.4 * MiB  # the reader's chunks are 1 MiB: lines are put back mid-chunk
-    data = small + batch_doc(events(100), PRETTY) + b"\n" + orjson.dumps(events(100), option=PRETTY)
+    data = small + batch_doc(events(100), PRETTY) + orjson.dumps(events(100), option=PRETTY)
     more = small[: small.index(b"\n", 1000) + 1]
     items = assert_streamed_like_whole(data + b"\n" + more)
     assert len(items) == 15_000 + 200 + more.count(b"\n")
@@ -233,3 +233,12 @@ def test_send_streams_a_long_batch_from_stdin_and_from_gzip_with_the_keys_after_
         # the line of each item is where it starts in the pretty body
         starts = [n + 1 for n, text in enumerate(data.split(b"\n")) if text == b"    {"]
         assert sorted({row["line"] for row in rows}) == starts
+
+
+@pytest.mark.parametrize("key", [b'"a\\x"', b'"a\x01"', b"a", b'"a" 1'])
+def test_a_bad_key_in_a_long_document_is_one_record_and_reading_goes_on(key):
+    body = batch_doc(events(50))
+    data = b"{" + key + b": 1, " + body[1:] + b"\n" + orjson.dumps(track(message_id="after"))
+    items, _ = read(data, LOW)
+    assert bad(items)[0] == (1, "invalid_json")
+    assert ids(items)[-1] == (2, "after")
