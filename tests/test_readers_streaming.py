@@ -148,6 +148,15 @@ def test_cat_of_pretty_bodies_over_the_limit_gives_one_record_per_body_not_per_l
     assert ids(items) == [(stats.lines, "after")]
 
 
+def test_pretty_bodies_with_a_line_over_the_limit_give_one_record_each():
+    big = orjson.dumps(track(message_id="big", blob="z" * 5000), option=PRETTY)
+    data = big + big + b"\n" + orjson.dumps(track(message_id="after")) + b"\n"
+    items, stats = read(data, LOW)
+    second = big.count(b"\n") + 1  # it starts on the line where the first one ends
+    assert bad(items) == [(1, "line_too_long"), (second, "line_too_long")]
+    assert ids(items) == [(stats.lines, "after")] and stats.lines == data.count(b"\n")
+
+
 def test_cat_of_pretty_batch_bodies_over_the_limit_reads_every_item():
     data = b"".join(batch_doc(events(30), PRETTY) for _ in range(4))
     items = assert_streamed_like_whole(data)
