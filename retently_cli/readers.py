@@ -14,6 +14,8 @@ import json
 import os
 import queue
 import re
+import struct
+import tempfile
 import threading
 import zlib
 from bisect import bisect_left
@@ -155,9 +157,13 @@ def read_source(
         limit = source.max_line_bytes
         first = 1
         if start == b"[" and _longer_than(chunks, limit):
-            first = yield from _ArrayStream(chunks, stats, limit).records()
-        lines = _lines(chunks, limit)
-        yield from _LineReader(lines, stats, limit, first).records()
+            first = yield from _ValueStream(chunks, stats, limit).records(_LEAD)
+        while True:
+            reader = _LineReader(chunks, stats, limit, first)
+            first = yield from reader.records()
+            if not reader.handed_over:
+                break
+            first = yield from _ValueStream(chunks, stats, limit, first).records()
     except _ReadFailure as failure:
         yield stats.lines - start_lines + 1, BadInput(failure.reason, failure.message)
     finally:
@@ -367,78 +373,221 @@ def _longer_than(chunks: _Pushback, limit: int) -> bool:
 
 
 class _Broken(Exception):
-    """The array cannot be read on: one record, and what follows goes to the line reader."""
+    """The value cannot be read on: one record, and what follows goes to the line reader."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
 
 
+class _TooLong(Exception):
+    """A value (an item, a key of a document) longer than the limit."""
+
+
 # Where an object item may end: '}' then ',' and the next item (not a key), or the array's ']'.
 _ITEM_END = re.compile(rb'\}[ \t\n]*(?:,[ \t\n]*[^ \t\n"]|\])')
 _SPACE = re.compile(rb"[ \t\n]*")
+_COMMA = re.compile(rb"[ \t\n]*,[ \t\n]*")
+_BLANKS = re.compile(rb"(?:[ \t]|\xef\xbb\xbf)*")  # what may separate values on one line
 _LINE_REST = re.compile(rb"[ \t]*\n?")
-_SCALAR = re.compile(rb'"(?:[^"\\]|\\.)*"|[^,\]\s]+')
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_SCALAR = re.compile(rb'[^,\]}\s"]+')
+_SKIP_PLAIN = re.compile(rb'[^"\[\]{}\n]*')
+_SKIP_STRING = re.compile(rb'[^"\\\n]*(?:\\[^\n][^"\\\n]*)*')
 _FAST_TRIES = 8
+_SPOOL_IN_MEMORY = 8 * CHUNK
+_ENTRY = struct.Struct("<Q?I")  # line, is a message, size of the JSON that follows
 
 
-class _ArrayStream:
-    """The items of a JSON array longer than the line limit, streamed: each item's extent is
-    found in the bytes and only the item is parsed, so memory holds one item, not the array.
+class _ValueStream:
+    """JSON values too long for the line reader, streamed from where it stopped to the end of
+    their line: each value's extent is found in the bytes and only what is needed is parsed.
 
-    An object item is cut at a '}' that may end it and kept when that slice parses (it then ends
-    exactly there); after a few misses (objects in arrays inside it) its brackets are counted.
-    Each item is limited to ``limit`` bytes. When the array breaks (a missing ',', a truncated
-    file), one record says so and what follows is read by the line reader from that point.
+    An array gives its items one by one. An object is read key by key: its ``batch`` array is
+    streamed and its other keys are merged into every item, as ``_batch_items`` does; any other
+    object longer than the limit is one record, skipped without being held. Each item is limited
+    to ``limit`` bytes, and one over it is one record. A line that does not start like JSON is
+    one ``line_too_long`` record. When a value breaks (a missing ',', a truncated file), one
+    record says so and what follows is read by the line reader from that point.
     """
 
-    def __init__(self, chunks: _Pushback, stats: ReadStats, limit: int):
+    def __init__(self, chunks: _Pushback, stats: ReadStats, limit: int, first: int = 1):
         self.chunks, self.stats, self.limit = chunks, stats, limit
-        self.buf, self.pos, self.line, self.last = b"", 0, 1, b""
+        self.buf, self.pos, self.line, self.last = b"", 0, first, b""
+        self.dropped = 0  # bytes dropped from the front of buf: where buf starts in the input
+        self.span = (0, 0)
 
-    def records(self):
-        """(line, message or BadInput) per item; returns the line at which reading goes on."""
-        self._skip(_LEAD)
-        opened = self.line
+    def records(self, lead: re.Pattern = _BLANKS):
+        """(line, message or BadInput) per message; returns the line at which reading goes on."""
+        char = self._skip(lead)
+        if char not in (b"[", b"{"):
+            text = f"line longer than {self.limit:,} bytes (--max-line-bytes); skipped"
+            yield self.line, BadInput(LINE_TOO_LONG, text)
+            self._drop_line()
+            return self._hand_over()
+        while char in (b"[", b"{"):
+            opened = self.line
+            what = "array" if char == b"[" else "document"
+            try:
+                yield from self._array() if char == b"[" else self._object(opened)
+            except _Broken as broken:
+                message = f"not valid JSON ({broken.message}; the {what} opened on line {opened})"
+                yield self.line, BadInput(broken.reason, message)
+                return self._hand_over()
+            char = self._skip(_BLANKS)
+        return self._end_line()
+
+    def _array(self):
         self._advance(self.pos + 1)  # '['
-        try:
-            if self._skip(_SPACE) == b"]":
-                self._advance(self.pos + 1)
-                yield opened, BadInput(EMPTY_BATCH, "an empty array: no messages")
-                return self._end_line()
-            while True:
-                line = self.line
+        yield from self._items("array", "an empty array: no messages")
+
+    def _items(self, what: str, empty: str):
+        """(line, item or BadInput) for the items of the array whose '[' was just read."""
+        opened = self.line
+        if self._skip(_SPACE) == b"]":
+            self._advance(self.pos + 1)
+            yield opened, BadInput(EMPTY_BATCH, empty)
+            return
+        index = 0
+        while True:
+            line = self.line
+            try:
                 item, end = self._item()
+            except _TooLong:
+                text = f"an item longer than {self.limit:,} bytes (--max-line-bytes); skipped"
+                yield line, BadInput(LINE_TOO_LONG, text)
+                self._skip_value(0)
+            else:
+                self.span = (self.pos, end)  # the item's bytes, until the next read
+                if type(item) is not dict and type(item) is not BadInput:
+                    item = _not_an_object(item, f"{what} item {index} is")
+                comma = _COMMA.match(self.buf, end)
+                if comma is not None and comma.end() < len(self.buf):  # the next item is here
+                    self._advance(comma.end())
+                    yield line, item
+                    index += 1
+                    continue
                 self._advance(end)
                 yield line, item
-                char = self._skip(_SPACE)
-                if char == b"]":
-                    self._advance(self.pos + 1)
-                    return self._end_line()
-                if char != b",":
-                    shown = repr(char.decode("utf-8", "replace")) if char else "the end"
-                    raise _Broken(INVALID_JSON, f"expected ',' or ']' in the array, not {shown}")
+            index += 1
+            char = self._skip(_SPACE)
+            if char == b"]":
                 self._advance(self.pos + 1)
-                self._skip(_SPACE)
-        except _Broken as broken:
-            message = f"not valid JSON ({broken.message}; the array opened on line {opened})"
-            yield self.line, BadInput(broken.reason, message)
-            if broken.reason == LINE_TOO_LONG:
-                self._drop_line()
-            return self._hand_over()
+                return
+            if char != b",":
+                shown = repr(char.decode("utf-8", "replace")) if char else "the end"
+                raise _Broken(INVALID_JSON, f"expected ',' or ']' in the array, not {shown}")
+            self._advance(self.pos + 1)
+            self._skip(_SPACE)
 
-    def _item(self) -> tuple[dict | BadInput, int]:
-        end = self._object_end() if self.buf[self.pos : self.pos + 1] == b"{" else None
-        if end is None:
-            end = self._counted_end()
+    def _object(self, opened: int):
+        """The messages of the object at ``pos``, read key by key (it may be a batch far longer
+        than the limit); one record if it is another object longer than the limit.
+
+        The keys after the ``batch`` array (analytics-node writes ``context`` there) are merged
+        into every item too, so the items are held until the document ends: in a spool that goes
+        to a temporary file past a few MiB, which keeps memory flat whatever the source (stdin or
+        a remote object cannot be read twice).
+        """
+        begin = self._offset()
+        self._advance(self.pos + 1)  # '{'
+        keys: dict = {}
+        spool = None
+        in_batch = 0  # bytes of the batch array, which alone may pass the limit
+        closed = False
+        try:
+            char = self._skip(_SPACE)
+            while char != b"}":
+                key = self._key()
+                if key == "batch" and spool is None and self._skip(_SPACE) == b"[":
+                    start = self._offset()
+                    self._advance(self.pos + 1)
+                    spool = _Spool()
+                    for line, item in self._items("batch", "a batch with no messages"):
+                        if type(item) is dict:
+                            spool.add(line, self.buf[self.span[0] : self.span[1]])
+                        else:
+                            spool.add(line, item)
+                    in_batch = self._offset() - start
+                else:
+                    keys[key] = self._small_value()
+                if self._offset() - begin - in_batch > self.limit:
+                    raise _TooLong
+                char = self._skip(_SPACE)
+                if char == b",":
+                    self._advance(self.pos + 1)
+                    char = self._skip(_SPACE)
+                elif char != b"}":
+                    shown = repr(char.decode("utf-8", "replace")) if char else "the end"
+                    raise _Broken(INVALID_JSON, f"expected ',' or '}}' in the object, not {shown}")
+            self._advance(self.pos + 1)
+            closed = True
+            if self._offset() - begin - in_batch > self.limit:
+                raise _TooLong
+        except _TooLong:
+            if spool is not None:
+                spool.close()
+            if not closed:
+                self._skip_value(1)
+            text = f"a value longer than {self.limit:,} bytes (--max-line-bytes); skipped"
+            yield opened, BadInput(LINE_TOO_LONG, text)
+            return
+        except _Broken:
+            if spool is not None:  # what the truncated document holds
+                yield from spool.replay(_shared(keys))
+            raise
+        if spool is None:
+            yield from ((opened, item) for item in _messages(keys))
+        else:
+            yield from spool.replay(_shared(keys))
+
+    def _key(self) -> str:
+        """The key at ``pos``, read with the ':' after it."""
+        while True:
+            found = _STRING.match(self.buf, self.pos)
+            if found is not None:
+                break
+            if self.buf[self.pos : self.pos + 1] != b'"':
+                raise _Broken(INVALID_JSON, "a key expected")
+            if len(self.buf) - self.pos > self.limit:
+                raise _TooLong
+            self._more()
+        try:
+            key = orjson.loads(found.group())
+        except orjson.JSONDecodeError as exc:
+            raise _Broken(INVALID_JSON, f"a bad key: {exc}") from None
+        self._advance(found.end())
+        if self._skip(_SPACE) != b":":
+            raise _Broken(INVALID_JSON, "':' expected after a key")
+        self._advance(self.pos + 1)
+        self._skip(_SPACE)
+        return key
+
+    def _small_value(self):
+        """The value at ``pos`` (one of a document's keys), parsed."""
+        end = self._counted_end()
         try:
             value = orjson.loads(memoryview(self.buf)[self.pos : end])
         except orjson.JSONDecodeError as exc:
-            return _bad_line(self.buf[self.pos : end], exc), end
-        return (value if type(value) is dict else _not_an_object(value)), end
+            raise _Broken(INVALID_JSON, str(exc)) from None
+        self._advance(end)
+        return value
 
-    def _object_end(self) -> int | None:
-        """Where the object at ``pos`` ends, found by parsing slices; None after a few misses."""
+    def _item(self) -> tuple[object, int]:
+        """The item at ``pos`` (parsed, or a BadInput) and where it ends."""
+        if self.buf[self.pos : self.pos + 1] == b"{":
+            found = self._object_end()
+            if found is not None:
+                return found
+        end = self._counted_end()
+        try:
+            return orjson.loads(memoryview(self.buf)[self.pos : end]), end
+        except orjson.JSONDecodeError as exc:
+            return _bad_line(self.buf[self.pos : end], exc), end
+
+    def _object_end(self) -> tuple[dict, int] | None:
+        """The object at ``pos`` and where it ends, found by parsing slices; None after a few
+        misses."""
         search, tries = self.pos, 0
         while tries < _FAST_TRIES:
             found = _ITEM_END.search(self.buf, search)
@@ -446,24 +595,36 @@ class _ArrayStream:
                 if found is None and len(self.buf) - self.pos <= self.limit:
                     search -= self._more()
                     continue
-                raise self._too_long()
+                raise _TooLong
             end = found.start() + 1
             try:
-                orjson.loads(memoryview(self.buf)[self.pos : end])
-                return end
+                return orjson.loads(memoryview(self.buf)[self.pos : end]), end
             except orjson.JSONDecodeError:
                 tries, search = tries + 1, end
         return None
 
     def _counted_end(self) -> int:
-        """Where the item at ``pos`` ends, by counting brackets outside strings."""
-        if self.buf[self.pos : self.pos + 1] not in (b"{", b"["):
+        """Where the value at ``pos`` ends, by counting brackets outside strings."""
+        end = self._scanned_end()
+        if end - self.pos > self.limit:
+            raise _TooLong
+        return end
+
+    def _scanned_end(self) -> int:
+        first = self.buf[self.pos : self.pos + 1]
+        if first not in (b"{", b"["):
+            pattern = _STRING if first == b'"' else _SCALAR
             while True:
-                found = _SCALAR.match(self.buf, self.pos)
+                found = pattern.match(self.buf, self.pos)
+                cut = found.end() == len(self.buf) if found else first == b'"'
+                if cut and len(self.buf) - self.pos <= self.limit:
+                    if self._more(required=False) is not None:
+                        continue
                 if found is None:
-                    raise _Broken(INVALID_JSON, "an array item expected")
-                if found.end() < len(self.buf) or not self._more(required=False):
-                    return found.end()
+                    if cut:
+                        raise _TooLong
+                    raise _Broken(INVALID_JSON, "a value expected")
+                return found.end()
         stack, at = bytearray(), self.pos
         while True:
             for match in _TOKEN.finditer(self.buf, at):
@@ -480,24 +641,58 @@ class _ArrayStream:
                     stack.append(char)
                 at = match.end()
             if len(self.buf) - self.pos > self.limit:
-                raise self._too_long()
+                raise _TooLong
             at -= self._more()
 
-    def _too_long(self) -> _Broken:
-        text = f"an item longer than {self.limit:,} bytes (--max-line-bytes); rest of line skipped"
-        return _Broken(LINE_TOO_LONG, text)
+    def _skip_value(self, depth: int) -> None:
+        """Go past the value at ``pos``, inside ``depth`` open brackets, without holding it: to
+        its last closing bracket, or to a line that starts with a bracket (a value of its own,
+        so this one was cut short), or to the end of the input."""
+        in_string = False
+        while True:
+            pattern = _SKIP_STRING if in_string else _SKIP_PLAIN
+            self.pos = pattern.match(self.buf, self.pos).end()
+            if self.pos + 1 >= len(self.buf) and self._more(required=False) is None:
+                if self.pos >= len(self.buf):
+                    return
+            char = self.buf[self.pos]
+            if char == 0x0A:  # '\n': a string cannot go on past it
+                in_string = False
+                self._advance(self.pos + 1)
+                if self.buf[self.pos : self.pos + 1] in (b"{", b"["):
+                    return
+            elif char == 0x5C:  # a backslash in a string: skip what it escapes, not a line break
+                self.pos += 1 if self.buf[self.pos + 1 : self.pos + 2] in (b"\n", b"") else 2
+            elif char == 0x22:  # '"'
+                self.pos += 1
+                in_string = not in_string
+                if not in_string and depth == 0:
+                    return
+            elif char in _CLOSES:
+                self.pos += 1
+                depth -= 1
+                if depth <= 0:
+                    return
+            else:
+                self.pos += 1
+                depth += 1
 
-    def _more(self, required: bool = True) -> int:
-        """Read the next chunk, dropping what is read; returns how far positions moved back."""
+    def _more(self, required: bool = True) -> int | None:
+        """Read the next chunk, dropping what is read; returns how far positions moved back, or
+        None at the end of the input when more is not ``required``."""
         chunk = next(self.chunks, None)
         if chunk is None:
             if not required:
-                return 0
-            raise _Broken(INVALID_JSON, "the input ends inside the array (a truncated file?)")
+                return None
+            raise _Broken(INVALID_JSON, "the input ends inside the value (a truncated file?)")
         shift = self.pos
         self.last = self.buf[self.pos - 1 : self.pos] or self.last
         self.buf, self.pos = self.buf[self.pos :] + chunk, 0
+        self.dropped += shift
         return shift
+
+    def _offset(self) -> int:
+        return self.dropped + self.pos
 
     def _advance(self, to: int) -> None:
         newlines = self.buf.count(b"\n", self.pos, to)
@@ -511,18 +706,18 @@ class _ArrayStream:
             self._advance(pattern.match(self.buf, self.pos).end())
             if self.pos < len(self.buf):
                 return self.buf[self.pos : self.pos + 1]
-            if not self._more(required=False):
+            if self._more(required=False) is None:
                 return b""
 
     def _end_line(self) -> int:
-        """After the array: the rest of its line (blanks, a line break) is its own."""
+        """After the values: the rest of their line (blanks, a line break) is theirs."""
         self._advance(_LINE_REST.match(self.buf, self.pos).end())
         return self._hand_over()
 
     def _drop_line(self) -> None:
         while (cut := self.buf.find(b"\n", self.pos)) < 0:
             self.pos = len(self.buf)
-            if not self._more(required=False):
+            if self._more(required=False) is None:
                 return
         self._advance(cut + 1)
 
@@ -543,39 +738,112 @@ class _ArrayStream:
         return False
 
 
-def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+class _Spool:
+    """A batch document's records, held until the document ends: in memory up to a few MiB,
+    then in a temporary file. Entries are written and read in blocks of about ``CHUNK``."""
+
+    def __init__(self):
+        self.file = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        self.count = 0
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def add(self, line: int, item: bytes | BadInput) -> None:
+        """Hold a message (as its JSON) or a BadInput."""
+        is_message = type(item) is bytes
+        data = item if is_message else orjson.dumps([item.reason, item.message])
+        self.pending += (_ENTRY.pack(line, is_message, len(data)), data)
+        self.size += len(data)
+        self.count += 1
+        if self.size > CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.file.write(b"".join(self.pending))
+        self.pending, self.size = [], 0
+
+    def replay(self, shared: dict) -> Iterator[tuple[int, dict | BadInput]]:
+        """The records, with the document's shared keys merged into every message."""
+        try:
+            self._flush()
+            self.file.seek(0)
+            read, loads, entry = self.file.read, orjson.loads, _ENTRY.size
+            block, at = b"", 0
+            for _ in range(self.count):
+                if len(block) - at < entry:
+                    block, at = block[at:] + read(CHUNK), 0
+                line, is_message, size = _ENTRY.unpack_from(block, at)
+                at += entry
+                if len(block) - at < size:
+                    block, at = block[at:] + read(max(size, CHUNK)), 0
+                value = loads(memoryview(block)[at : at + size])
+                at += size
+                yield line, _with_shared(value, shared) if is_message else BadInput(*value)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _HandBack(Exception):
+    """Thrown into ``_lines``: put back the bytes after the first ``taken`` lines it gave, and
+    stop."""
+
+    def __init__(self, taken: int):
+        super().__init__(taken)
+        self.taken = taken
+
+
+def _lines(chunks: _Pushback, limit: int) -> Iterator[bytes]:
     """Raw lines (``\\n``-ended, see ``_lf``) without their ending; the last one even without one.
 
-    A line longer than ``limit`` bytes is given as ``TOO_LONG`` as soon as it is known to be, and
-    the rest of it is dropped as it is read: memory stays bounded whatever the input (an endless
-    line, as from /dev/zero, gives one ``TOO_LONG`` and then nothing, in flat memory).
+    A line longer than ``limit`` bytes is not given: as soon as it is known to be, it is put back
+    in front of ``chunks`` with what follows, ``LONG`` is given, and the lines end (a
+    ``_ValueStream`` reads on from there, in flat memory). ``_HandBack`` thrown in puts back
+    what was not given yet, and ends the lines too.
     """
     head: list[bytes] = []  # the start of a line that spans chunks
     held = 0
-    skipping = False  # inside a line already given as TOO_LONG
+    given = 0  # lines given before this chunk's
     for chunk in chunks:
         parts = chunk.split(b"\n")
         tail = parts.pop()
         if parts:
-            if skipping:
-                del parts[0]
-                skipping = False
-            elif head:
+            if head:
                 held += len(parts[0])
-                parts[0] = b"".join([*head, parts[0]]) if held <= limit else TOO_LONG
+                if held > limit:
+                    chunks.push(b"".join(head), chunk)
+                    yield LONG
+                    return
+                parts[0] = b"".join([*head, parts[0]])
                 head = []
+            stop = len(parts)
             if len(chunk) > limit:  # only then can a line inside the chunk be too long
-                parts = [part if len(part) <= limit else TOO_LONG for part in parts]
-            yield from parts
+                stop = next((n for n, part in enumerate(parts) if len(part) > limit), stop)
+            try:
+                yield from parts if stop == len(parts) else parts[:stop]
+            except _HandBack as back:
+                chunks.push(b"\n".join([*parts[back.taken - given :], tail]))
+                return
+            if stop < len(parts):
+                chunks.push(b"\n".join([*parts[stop:], tail]))
+                yield LONG
+                return
+            given += len(parts)
             held = 0
-        if tail and not skipping:
+        if tail:
             head.append(tail)
             held += len(tail)
             if held > limit:
-                yield TOO_LONG
-                head, skipping = [], True
+                chunks.push(b"".join(head))
+                yield LONG
+                return
     if head:
-        yield b"".join(head)
+        try:
+            yield b"".join(head)
+        except _HandBack:
+            return  # that last line is all there was, and the reader has it
 
 
 class _LineReader:
@@ -589,10 +857,16 @@ class _LineReader:
     starting with ``{`` or ``[`` where the value cannot take one (the next NDJSON record), the
     limit, or the end of the input. So a bad line costs that line only, and no line is read twice
     by a candidate, which keeps time linear.
+
+    A line, or a candidate, longer than the limit is handed over: its bytes are put back in
+    front of the chunks, and ``handed_over`` tells the caller to read on with a ``_ValueStream``.
     """
 
-    def __init__(self, lines: Iterator[bytes], stats: ReadStats, limit: int, first: int = 1):
-        self.lines, self.stats, self.limit, self.first = lines, stats, limit, first
+    def __init__(self, chunks: _Pushback, stats: ReadStats, limit: int, first: int = 1):
+        self.chunks, self.stats, self.limit, self.first = chunks, stats, limit, first
+        self.lines = _lines(chunks, limit)
+        self.start_lines = stats.lines
+        self.handed_over = False
 
     def records(self) -> Iterator[tuple[int, dict | BadInput]]:
         loads = orjson.loads
@@ -612,11 +886,15 @@ class _LineReader:
             else:
                 for item in _messages(message):
                     yield number, item
+        return number + 1
 
     def _unparsed(self, line: bytes, number: int):
         """Records for a line that is not one JSON value, and for the lines its value takes;
         returns the number of the last line read."""
         while True:
+            if line is LONG:
+                self._hand_over([], LONG)
+                return number - 1
             line = _without_bom(line)
             stack = bytearray()
             starts = line.lstrip()[:1] in (b"{", b"[")
@@ -624,6 +902,8 @@ class _LineReader:
                 yield from self._alone(line, number)
                 return number
             region, stop = self._candidate(line, stack)
+            if stop is _GIVEN:
+                return number - 1
             if stop is None and not stack:
                 records = _document(region, number)
                 if records is not None:
@@ -652,8 +932,9 @@ class _LineReader:
         for line in self.lines:
             self.stats.lines += 1
             size += len(line) + 1
-            if line == TOO_LONG or size > self.limit:
-                return region, line
+            if line is LONG or size > self.limit:
+                self._hand_over(region, line)
+                return region, _GIVEN
             if line[:1] in (b"{", b"[") and not _value_may_follow(last, stack):
                 return region, line
             region.append(line)
@@ -665,13 +946,22 @@ class _LineReader:
             last = line.rstrip()[-1:] or last
         return region, _END
 
+    def _hand_over(self, region: list[bytes], stop: bytes) -> None:
+        """Put the lines of ``region`` and ``stop`` (read last) back in front of what is unread,
+        and end the lines: a value too long for them starts there."""
+        if stop is not LONG:  # else _lines has put back the long line and what follows
+            region = [*region, stop]
+            try:
+                self.lines.throw(_HandBack(self.stats.lines - self.start_lines))
+            except StopIteration:
+                pass
+        if region:
+            self.chunks.push(b"\n".join(region) + b"\n")
+        self.stats.lines -= len(region) + (stop is LONG)
+        self.handed_over = True
+
     def _alone(self, line: bytes, number: int) -> Iterator[tuple[int, dict | BadInput]]:
-        """Records for one line read on its own: blank, too long, one value, several in a row, or
-        bad."""
-        if line == TOO_LONG:
-            text = f"line longer than {self.limit:,} bytes (--max-line-bytes); skipped"
-            yield number, BadInput(LINE_TOO_LONG, text)
-            return
+        """Records for one line read on its own: blank, one value, several in a row, or bad."""
         line = _without_bom(line)
         if not line.strip():
             self.stats.blank_lines += 1
@@ -689,9 +979,10 @@ class _LineReader:
             yield number, item
 
 
-# No real line holds a newline, so these can mark what is not a line.
-TOO_LONG = b"\n"
+# No real line holds a newline, so these can mark what is not a line (compared by identity).
+LONG = b"\n"  # a line longer than the limit, put back by _lines
 _END = b"\n\n"
+_GIVEN = b"\n\n\n"  # a candidate handed over
 
 # A string (group 1 is its closing quote, absent when the line ends inside it) or a bracket.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(")?|[][{}]', re.S)
@@ -776,9 +1067,7 @@ def _batch_items(batch: dict) -> list[dict | BadInput]:
         return [batch]
     if not items:
         return [BadInput(EMPTY_BATCH, "a batch with no messages")]
-    shared = {
-        key: batch[key] for key in ("context", "integrations") if isinstance(batch.get(key), dict)
-    }
+    shared = _shared(batch)
     result: list[dict | BadInput] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -786,21 +1075,31 @@ def _batch_items(batch: dict) -> list[dict | BadInput]:
                 BadInput(NOT_AN_OBJECT, f"batch item {index} is a JSON {_json_kind(item)}")
             )
             continue
-        for key, value in shared.items():
-            own = item.get(key)
-            item[key] = _merge(value, own) if isinstance(own, dict) else value
-        result.append(item)
+        result.append(_with_shared(item, shared))
     return result
+
+
+def _shared(batch: dict) -> dict:
+    """What a batch's every message takes from it: its top-level context and integrations."""
+    return {
+        key: batch[key] for key in ("context", "integrations") if isinstance(batch.get(key), dict)
+    }
+
+
+def _with_shared(item: dict, shared: dict) -> dict:
+    for key, value in shared.items():
+        own = item.get(key)
+        item[key] = _merge(value, own) if isinstance(own, dict) else value
+    return item
 
 
 def _merge(base: dict, own: dict) -> dict:
     """``own`` over ``base``, recursively: the message's own values win."""
-    merged = dict(base)
-    for key, value in own.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
+    merged = {**base, **own}
+    for key, value in base.items():  # the batch's, usually fewer than the message's own
+        mine = own.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            merged[key] = _merge(value, mine)
     return merged
 
 

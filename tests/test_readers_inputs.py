@@ -161,11 +161,13 @@ def test_gzipped_zeros_are_one_long_line_like_the_plain_ones():
     assert events(items) == [(2, "0")]
 
 
-def test_lines_at_the_limit_are_read_and_one_byte_over_is_not():
+def test_values_at_the_limit_are_read_and_one_byte_over_is_not():
     line = orjson.dumps(track(message_id="edge"))
-    items, _ = read_bytes(line + b"\n" + line + b"  \n", max_line_bytes=len(line))
-    assert events(items) == [(1, "edge")]
-    assert bad(items) == [(2, "line_too_long")]
+    over = orjson.dumps(track(message_id="edge2"))
+    data = line + b"\n" + line + b"  \n" + over + b"\n" + b" " * (len(line) + 1) + b"\n"
+    items, _ = read_bytes(data, max_line_bytes=len(line))
+    assert events(items) == [(1, "edge"), (2, "edge")]  # the limit is the value's, not the line's
+    assert bad(items) == [(3, "line_too_long"), (4, "line_too_long")]
 
 
 def test_send_reports_a_line_too_long_with_its_file_and_line(tmp_path):

@@ -1,0 +1,253 @@
+"""Issue 9's rest: batch documents streamed, long values streamed wherever they come, and values
+over the limit costing one record each. The oracle is the same input read whole (a high limit)."""
+
+import gzip
+import io
+import subprocess
+import sys
+import textwrap
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from conftest import EXAMPLE_CONFIG, records, track
+
+from retently_cli.cli import cli
+from retently_cli.readers import BadInput, ReadStats, Source, read_source
+
+MiB = 1 << 20
+PRETTY = orjson.OPT_INDENT_2
+LOW = 2000  # a --max-line-bytes that every document below is far over
+
+
+def read(data: bytes, limit: int = 64 * MiB):
+    stats = ReadStats()
+    source = Source("input", lambda: io.BytesIO(data), max_line_bytes=limit)
+    return list(read_source(source, stats)), stats
+
+
+def bad(items):
+    return [(line, item.reason) for line, item in items if isinstance(item, BadInput)]
+
+
+def ids(items):
+    return [(line, item["messageId"]) for line, item in items if isinstance(item, dict)]
+
+
+def events(count, start=0):
+    return [
+        {**track(message_id=str(i), n=i), "context": {"page": {"url": f"/{i}"}}}
+        for i in range(start, start + count)
+    ]
+
+
+SHARED = {
+    "context": {"library": {"name": "analytics-node"}, "ip": "10.0.0.1", "page": {"url": "/"}},
+    "integrations": {"All": False},
+}
+
+
+def batch_doc(items, option=0, shared_at="after"):
+    """A batch body with its shared keys before the array, after it (as analytics-node writes
+    them), or split around it."""
+    before = {"before": SHARED, "after": {}, "split": {"integrations": SHARED["integrations"]}}
+    after = {"before": {}, "after": SHARED, "split": {"context": SHARED["context"]}}
+    stamps = {"timestamp": "2024-05-01T10:00:00.000Z", "sentAt": "2024-05-01T10:00:01.000Z"}
+    doc = {**before[shared_at], "batch": items, **after[shared_at], **stamps}
+    return orjson.dumps(doc, option=option)
+
+
+def assert_streamed_like_whole(data, limit=LOW):
+    """Read with a low limit, every record is the one the whole-document read gives."""
+    whole, whole_stats = read(data)
+    streamed, stats = read(data, limit)
+    assert not bad(whole)
+    assert streamed == whole
+    assert stats.lines == whole_stats.lines
+    return streamed
+
+
+# (a) {"batch": [...]} documents over the limit are streamed
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+@pytest.mark.parametrize("shared_at", ["before", "after", "split"])
+def test_a_batch_document_over_the_limit_gives_every_item_with_the_shared_keys(option, shared_at):
+    data = batch_doc(events(200), option, shared_at) + b"\n"
+    items = assert_streamed_like_whole(data)
+    assert len(items) == 200
+    for _, item in items:
+        assert item["context"]["ip"] == "10.0.0.1"
+        own = {"url": f"/{item['properties']['n']}"}
+        assert item["context"]["page"] == own  # the item's own value wins
+        assert item["integrations"] == {"All": False}
+
+
+def test_a_streamed_batch_reports_bad_items_once_each_and_an_empty_batch():
+    bodies = [orjson.dumps(e) for e in events(100)]
+    bodies[10] = b"5"
+    bodies[20] = b'{"pad": "' + b"x" * 5000 + b'"}'
+    data = b'{"sentAt": null, "batch": [' + b",".join(bodies) + b'], "context": {"ip": "1"}}'
+    items, _ = read(data + b'\n{"batch": []}\n' + orjson.dumps(track(message_id="z")), LOW)
+    assert bad(items) == [(1, "not_an_object"), (1, "line_too_long"), (2, "empty_batch")]
+    assert [i for _, i in ids(items)] == [str(i) for i in range(100) if i not in (10, 20)] + ["z"]
+    assert all(item["context"]["ip"] == "1" for _, item in items[:5])
+
+
+def test_a_truncated_batch_document_gives_what_it_holds_and_one_record():
+    data = batch_doc(events(100))[:-3000]
+    items, _ = read(data, LOW)
+    assert 70 < len(ids(items)) < 100
+    assert bad(items)[0] == (1, "invalid_json")
+
+
+# (b) long arrays and batch documents stream wherever they come in the input
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda: orjson.dumps(events(150)),
+        lambda: orjson.dumps(events(150), option=PRETTY),
+        lambda: batch_doc(events(150)),
+        lambda: batch_doc(events(150), PRETTY),
+    ],
+)
+@pytest.mark.parametrize("joint", [b"\n", b"", b"  "])
+def test_a_long_value_after_other_values_is_streamed(shape, joint):
+    small = b"".join(orjson.dumps(track(message_id=f"s{i}")) + b"\n" for i in range(3))
+    data = small + orjson.dumps(track(message_id="t")) + joint + shape() + b"\n" + small
+    items = assert_streamed_like_whole(data)
+    assert len(items) == 3 + 1 + 150 + 3
+
+
+def test_a_long_value_after_more_than_a_chunk_of_lines_is_streamed():
+    small = b"".join(orjson.dumps(track(message_id=f"s{i}")) + b"\n" for i in range(15_000))
+    assert len(small) > 1.4 * MiB  # the reader's chunks are 1 MiB: lines are put back mid-chunk
+    data = small + batch_doc(events(100), PRETTY) + orjson.dumps(events(100), option=PRETTY)
+    more = small[: small.index(b"\n", 1000) + 1]
+    items = assert_streamed_like_whole(data + b"\n" + more)
+    assert len(items) == 15_000 + 200 + more.count(b"\n")
+
+
+def test_cat_of_compact_bodies_on_one_long_line_reads_every_body():
+    data = b"".join(batch_doc(events(3, start=i)) for i in range(200))  # no newline at all
+    items = assert_streamed_like_whole(data)
+    assert len(items) == 600
+
+
+# (d) every value is read, or costs one record when it is truly over the limit
+
+
+def test_cat_of_pretty_bodies_over_the_limit_gives_one_record_per_body_not_per_line():
+    big = track(message_id="big", blob=["x" * 50] * 100)  # one event of ~6 KB
+    data = b"".join(orjson.dumps(big, option=PRETTY) for _ in range(5))
+    items, stats = read(data + b"\n" + orjson.dumps(track(message_id="after")) + b"\n", LOW)
+    starts = [1 + n * orjson.dumps(big, option=PRETTY).count(b"\n") for n in range(5)]
+    assert bad(items) == [(line, "line_too_long") for line in starts]
+    assert ids(items) == [(stats.lines, "after")]
+
+
+def test_pretty_bodies_with_a_line_over_the_limit_give_one_record_each():
+    big = orjson.dumps(track(message_id="big", blob="z" * 5000), option=PRETTY)
+    data = big + big + b"\n" + orjson.dumps(track(message_id="after")) + b"\n"
+    items, stats = read(data, LOW)
+    second = big.count(b"\n") + 1  # it starts on the line where the first one ends
+    assert bad(items) == [(1, "line_too_long"), (second, "line_too_long")]
+    assert ids(items) == [(stats.lines, "after")] and stats.lines == data.count(b"\n")
+
+
+def test_cat_of_pretty_batch_bodies_over_the_limit_reads_every_item():
+    data = b"".join(batch_doc(events(30), PRETTY) for _ in range(4))
+    items = assert_streamed_like_whole(data)
+    assert len(items) == 120
+
+
+def test_a_compact_value_over_the_limit_costs_one_record_and_its_neighbours_are_read():
+    big = orjson.dumps(track(message_id="big", blob="y" * 5000))
+    data = orjson.dumps(track(message_id="a")) + big + orjson.dumps(track(message_id="b")) + b"\n"
+    items, _ = read(data, LOW)
+    assert bad(items) == [(1, "line_too_long")]
+    assert ids(items) == [(1, "a"), (1, "b")]
+
+
+# Memory: a batch document far larger than the limit is read in flat memory, as NDJSON is
+
+CHILD = textwrap.dedent(
+    """
+    import resource, subprocess, sys
+    done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sys.stderr.buffer.write(done.stderr)
+    sys.stdout.buffer.write(done.stdout)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    sys.stderr.write(f"\\nPEAK {peak}\\n")
+    """
+)
+
+
+def send_measured(path, limit):
+    """(records without their source, peak RSS in bytes) of a dry run over ``path``; measured in
+    a fresh process whose only child is the CLI, so no earlier child's peak is counted."""
+    command = [sys.executable, "-m", "retently_cli", "send", "-n", "-o", "ndjson", "-c",
+               str(EXAMPLE_CONFIG), "--max-line-bytes", str(limit), str(path)]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", CHILD, *command], capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak = int(done.stderr.rsplit(b"PEAK ", 1)[1])
+    rows = records(done.stdout)
+    for row in rows:
+        row.pop("source", None)
+    return rows, peak
+
+
+def test_a_large_batch_document_is_read_in_flat_memory_like_the_same_events_as_ndjson(tmp_path):
+    shared_after = {"context": {"library": {"name": "analytics-node"}, "ip": "10.0.0.1"}}
+    items = [
+        {**track(message_id=f"m{i}", email=f"u{i}@x.co", note="n" * 450), "context": {"page": {}}}
+        for i in range(60_000)
+    ]
+    doc = tmp_path / "batch.json"
+    doc.write_bytes(b'{"batch":[' + b",".join(map(orjson.dumps, items)) + b"]," +
+                    orjson.dumps(shared_after)[1:])  # fmt: skip
+    merged = tmp_path / "events.ndjson"
+    with open(merged, "wb") as out:
+        for item in items:
+            item["context"]["library"] = shared_after["context"]["library"]
+            item["context"]["ip"] = "10.0.0.1"
+            out.write(orjson.dumps(item) + b"\n")
+    size = doc.stat().st_size
+    assert size > 20 * MiB
+    got, peak = send_measured(doc, 64 * 1024)
+    want, ndjson_peak = send_measured(merged, 64 * 1024)
+    for row in got + want:
+        row.pop("line")  # one line in the document, one per event in the NDJSON
+    assert got == want and len(got) >= len(items)
+    # the tool's own memory is that of the NDJSON run; the document adds far less than its size
+    # (read whole, it took about ten times its size)
+    assert peak - ndjson_peak < size / 3
+
+
+def test_send_streams_a_long_batch_from_stdin_and_from_gzip_with_the_keys_after_its_array(
+    tmp_path,
+):
+    data = batch_doc(events(300), PRETTY)
+    path = tmp_path / "body.json.gz"
+    path.write_bytes(gzip.compress(data))
+    args = ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--max-line-bytes", "2000"]
+    for where, stdin in (("-", data), (str(path), None)):
+        result = CliRunner().invoke(cli, [*args, where], input=stdin)
+        assert result.exit_code == 0, result.output
+        rows = records(result.stdout)
+        assert {row["message_id"] for row in rows} == {str(i) for i in range(300)}
+        assert "failed" not in {row["outcome"] for row in rows}
+        # the line of each item is where it starts in the pretty body
+        starts = [n + 1 for n, text in enumerate(data.split(b"\n")) if text == b"    {"]
+        assert sorted({row["line"] for row in rows}) == starts
+
+
+@pytest.mark.parametrize("key", [b'"a\\x"', b'"a\x01"', b"a", b'"a" 1'])
+def test_a_bad_key_in_a_long_document_is_one_record_and_reading_goes_on(key):
+    body = batch_doc(events(50))
+    data = b"{" + key + b": 1, " + body[1:] + b"\n" + orjson.dumps(track(message_id="after"))
+    items, _ = read(data, LOW)
+    assert bad(items)[0] == (1, "invalid_json")
+    assert ids(items)[-1] == (2, "after")
