@@ -67,9 +67,7 @@ class Matcher:
     def decide(self, event: dict) -> list[Decision]:
         """The decisions for one event: one per campaign it triggers, else exactly one."""
         name = event.get("event")
-        message_id = event.get("messageId")
-        if message_id is not None and not isinstance(message_id, str):
-            message_id = str(message_id)
+        message_id = message_id_of(event)
         if "source" in event and "line" in event and "type" not in event:
             return [Decision(None, None, None, None, RETENTLY_RECORD, _OWN_RECORD)]
         if not is_track(event):
@@ -85,8 +83,7 @@ class Matcher:
         campaigns = self._by_event.get(name)
         if campaigns is None:
             hint = self._near.hint(name)
-            detail = f"did you mean {hint!r}?" if hint else None
-            return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
+            return [Decision(name, message_id, None, None, NO_CAMPAIGN, near_miss(hint), hint=hint)]
 
         email, reason, detail = self.find_email(event)
         try:
@@ -115,6 +112,19 @@ class Matcher:
         detail = "; ".join(notes) if notes else None
         return [Decision(name, message_id, c, email, None, detail, subscriber) for c in campaigns]
 
+    def unmapped(self, event: dict) -> tuple[str, str | None, str | None] | None:
+        """(messageId, name, hint) for a Track call whose name no campaign maps, which
+        ``decide`` skips as ``no_campaign``; None for any other event (``decide`` then says).
+
+        The hot path of a run: most events of a log are such calls, and this spares them a
+        ``Decision`` and a record built field by field (``Report.unmapped``)."""
+        if event.get("type") != "track":
+            return None
+        name = event.get("event")
+        if type(name) is not str or not name or name in self._by_event:
+            return None
+        return message_id_of(event), name, self._near.hint(name)
+
     def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
         for path in self._email_paths:
@@ -140,6 +150,19 @@ class Matcher:
             if isinstance(value, str) and value.strip():
                 return dotted
         return None
+
+
+def message_id_of(event: dict) -> str | None:
+    """The messageId as records show it: a string, or the text of another JSON value."""
+    message_id = event.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        return str(message_id)
+    return message_id
+
+
+def near_miss(hint: str | None) -> str | None:
+    """The detail of a ``no_campaign`` skip."""
+    return f"did you mean {hint!r}?" if hint else None
 
 
 def event_key(message: dict) -> str:

@@ -19,8 +19,10 @@ from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
     MISSING_EMAIL,
+    NO_CAMPAIGN,
     SURVEY_PATH,
     Decision,
+    near_miss,
     survey_body,
 )
 from retently_cli.readers import BadInput, ReadStats
@@ -51,6 +53,7 @@ _STYLES = {
     SKIPPED: "dim",
 }
 _TABLE_CHUNK = 50
+_TAILS_KEPT = 10_000  # event names whose unmapped record ends are remembered
 
 
 @dataclass
@@ -91,6 +94,8 @@ class Report:
         self._widths = _column_widths(console.width)
         self._dumps = orjson.dumps
         self._newline = orjson.OPT_APPEND_NEWLINE
+        self._heads: dict[str, bytes] = {}  # source -> the start of its records
+        self._tails: dict[str, bytes] = {}  # event name -> the end of its unmapped records
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -167,6 +172,50 @@ class Report:
             )
         else:
             self.rows_hidden += 1
+
+    def unmapped(
+        self, source: str, line: int, message_id: str | None, event: str, hint: str | None
+    ) -> None:
+        """What ``decision`` does for a Track call that no campaign maps, the same record byte
+        for byte, but written from parts remembered per source and per event name."""
+        counts = self.counts
+        counts.outcomes[SKIPPED] += 1
+        counts.reasons[(SKIPPED, NO_CAMPAIGN)] += 1
+        if hint is not None:
+            counts.near_misses[event] += 1
+            counts.hints[event] = hint
+        if self.streams:
+            head = self._heads.get(source)
+            if head is None:
+                head = self._heads[source] = self._dumps({"source": source})[:-1] + b',"line":'
+            tail = self._tails.get(event)
+            if tail is None:
+                tail = self._unmapped_tail(event, hint)
+            record = b"".join(
+                (head, b"%d" % line, b',"message_id":', self._dumps(message_id), tail)
+            )
+            for stream in self.streams:
+                stream.write(record)
+        if self.table:
+            if self.all_rows:
+                detail = near_miss(hint)
+                self._row(source, line, message_id, event, None, None, SKIPPED, NO_CAMPAIGN, detail)
+            else:
+                self.rows_hidden += 1
+
+    def _unmapped_tail(self, event: str, hint: str | None) -> bytes:
+        rest = {
+            "event": event,
+            "campaign": None,
+            "email": None,
+            "outcome": SKIPPED,
+            "reason": NO_CAMPAIGN,
+            "detail": near_miss(hint),
+        }
+        tail = b"," + self._dumps(rest, option=self._newline)[1:]
+        if len(self._tails) < _TAILS_KEPT:
+            self._tails[event] = tail
+        return tail
 
     def _emit(self, record: dict) -> None:
         line = self._dumps(record, option=self._newline)
