@@ -34,6 +34,7 @@ OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
 # No control characters either: they have no place in an address, and could reach a terminal.
 _NOT_IN_EMAIL = re.compile(rf"[\s{CONTROL_CLASS}]")
 _HINT_CACHE_LIMIT = 100_000
+_HINT_NAME_KEPT = 200  # characters: a longer name is judged again, not kept
 
 
 @dataclass(slots=True)
@@ -62,7 +63,7 @@ class Matcher:
         self._exclude = config.exclude
         self._types = config.types
         self._near = NearMisses(self._by_event)
-        self._surveyed_ids: set[str] = set()
+        self._surveyed = SeenKeys()
 
     def decide(self, event: dict) -> list[Decision]:
         """The decisions for one event: one per campaign it triggers, else exactly one."""
@@ -90,12 +91,10 @@ class Matcher:
             identity = event_key(event)
         except (RecursionError, orjson.JSONEncodeError):
             return [Decision(name, message_id, c, email, TOO_DEEP, _DEEP) for c in campaigns]
-        if identity in self._surveyed_ids:
+        if not self._surveyed.add(identity):
             reason = DUPLICATE
             by_id = _message_id_key(event.get("messageId")) is not None
             detail = f"{'messageId' if by_id else 'the same event'} seen earlier in this run"
-        else:
-            self._surveyed_ids.add(identity)
         if reason is not None:
             return [Decision(name, message_id, c, email, reason, detail) for c in campaigns]
 
@@ -150,6 +149,43 @@ class Matcher:
             if isinstance(value, str) and value.strip():
                 return dotted
         return None
+
+
+class SeenKeys:
+    """The event keys seen in a run, in flat memory: 16 bytes each, whatever the key.
+
+    A key is kept as its 128-bit BLAKE2b digest: the first two bytes choose one of 65,536
+    buckets, and the other 14 are appended to that bucket's bytearray (no object per key; a
+    set of strings took about 134 bytes per key). A lookup scans one bucket, a few hundred
+    bytes even at ten million keys. A new event taken for a duplicate would drop its survey,
+    so the only error allowed is a digest collision: for n keys its chance is about
+    n**2 / 2**129, 1.5e-21 at a billion keys, far below that of a memory fault.
+    """
+
+    _DIGEST = 16
+    _KEPT = _DIGEST - 2
+
+    def __init__(self):
+        self._buckets: list[bytearray | None] = [None] * (1 << 16)
+        self.count = 0
+
+    def add(self, key: str) -> bool:
+        """Remembers ``key``; whether it was new."""
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=self._DIGEST)
+        digest = digest.digest()
+        index, kept = digest[0] << 8 | digest[1], digest[2:]
+        bucket = self._buckets[index]
+        if bucket is None:
+            self._buckets[index] = bytearray(kept)
+        else:
+            at = bucket.find(kept)
+            while at >= 0:
+                if at % self._KEPT == 0:
+                    return False
+                at = bucket.find(kept, at + 1)  # a match across two entries: look on
+            bucket += kept
+        self.count += 1
+        return True
 
 
 def message_id_of(event: dict) -> str | None:
@@ -260,7 +296,7 @@ class NearMisses:
         except KeyError:
             pass
         found = self._closest(name)
-        if len(self._cache) < _HINT_CACHE_LIMIT:
+        if len(self._cache) < _HINT_CACHE_LIMIT and len(name) <= _HINT_NAME_KEPT:
             self._cache[name] = found
         return found
 

@@ -54,6 +54,9 @@ _STYLES = {
 }
 _TABLE_CHUNK = 50
 _TAILS_KEPT = 10_000  # event names whose unmapped record ends are remembered
+_NAME_KEPT = 200  # characters: longer names are not remembered, so memory stays small
+_NEAR_MISSES_SHOWN = 20
+_NAMES_COUNTED = 1_000  # distinct near-miss names counted one by one; the rest together
 
 
 @dataclass
@@ -64,6 +67,18 @@ class Counts:
     skips_per_campaign: Counter
     near_misses: Counter
     hints: dict
+    near_misses_more: int = 0  # events under near-miss names past the first _NAMES_COUNTED
+
+    def near_miss(self, name: str, hint: str) -> None:
+        """Counted by name for the first ``_NAMES_COUNTED`` names (short enough to keep); a
+        log where every event has another name would otherwise fill memory with them."""
+        if name in self.near_misses or (
+            len(self.near_misses) < _NAMES_COUNTED and len(name) <= _NAME_KEPT
+        ):
+            self.near_misses[name] += 1
+            self.hints[name] = hint
+        else:
+            self.near_misses_more += 1
 
 
 class Report:
@@ -141,8 +156,7 @@ class Report:
             if campaign is not None:
                 counts.skips_per_campaign[campaign] += 1
             elif d.hint is not None:
-                counts.near_misses[d.event] += 1
-                counts.hints[d.event] = d.hint
+                counts.near_miss(d.event, d.hint)
         elif outcome in (SENT, DRY_RUN):
             counts.surveys_per_campaign[campaign] += 1
         if self.streams:
@@ -182,8 +196,7 @@ class Report:
         counts.outcomes[SKIPPED] += 1
         counts.reasons[(SKIPPED, NO_CAMPAIGN)] += 1
         if hint is not None:
-            counts.near_misses[event] += 1
-            counts.hints[event] = hint
+            counts.near_miss(event, hint)
         if self.streams:
             head = self._heads.get(source)
             if head is None:
@@ -213,7 +226,7 @@ class Report:
             "detail": near_miss(hint),
         }
         tail = b"," + self._dumps(rest, option=self._newline)[1:]
-        if len(self._tails) < _TAILS_KEPT:
+        if len(self._tails) < _TAILS_KEPT and len(event) <= _NAME_KEPT:
             self._tails[event] = tail
         return tail
 
@@ -377,10 +390,14 @@ class Report:
                 )
             console.print(per)
 
-        if c.near_misses:
+        if c.near_misses or c.near_misses_more:
             console.print(Text("Near misses (unmapped names close to a mapped one):", style="bold"))
-            for name, count in c.near_misses.most_common(20):
+            shown = c.near_misses.most_common(_NEAR_MISSES_SHOWN)
+            for name, count in shown:
                 console.print(Text(f"  {name!r} ×{count:,}: did you mean {c.hints[name]!r}?"))
+            more = sum(c.near_misses.values()) - sum(n for _, n in shown) + c.near_misses_more
+            if more:
+                console.print(Text(f"  {more:,} more events under other such names", style="dim"))
         if self.rows_over_max:
             console.print(
                 Text(

@@ -562,3 +562,14 @@ def test_bounded_levenshtein_matches_reference_on_close_strings(a, b, limit):
 def test_bounded_levenshtein_matches_reference_on_any_strings(a, b, limit):
     distance = levenshtein(a, b)
     assert bounded_levenshtein(a, b, limit) == (distance if distance <= limit else None)
+
+
+def test_seen_keys_tells_every_repeat_and_no_new_key_for_a_repeat():
+    from retently_cli.matching import SeenKeys
+
+    seen = SeenKeys()
+    keys = [f"ajs-{n:032x}" for n in range(50_000)] + ["", "é", "sha256:" + "0" * 64]
+    assert all(seen.add(key) for key in keys)
+    assert not any(seen.add(key) for key in keys)
+    assert all(seen.add(key + " ") for key in keys)
+    assert seen.count == 2 * len(keys)
