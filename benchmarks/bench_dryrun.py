@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -115,20 +116,30 @@ def diff_config(config: str, folder: str) -> str:
     return path
 
 
-def paired(repeat: int, base: str, cand: str, env: dict) -> tuple[float, float, float]:
-    """(median baseline s, median candidate s, candidate peak RSS bytes), runs alternating.
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def paired(repeat: int, base: str, cand: str, env: dict):
+    """(median baseline s, median candidate s, candidate peak RSS bytes, median baseline CPU s,
+    median candidate CPU s), runs alternating. CPU seconds (of every process of the command)
+    are steadier than wall time on a machine that others share.
 
     ``cand`` may be ``FEEDER | CMD``: the feeder then writes CMD's stdin, and the RSS is CMD's
     own (the shell's would be measured otherwise)."""
     feeder, _, cand = cand.rpartition(" | ") if cand.startswith("gzip -dc") else ("", "", cand)
-    b_times, c_times, peak = [], [], 0
+    b_times, c_times, b_cpu, c_cpu, peak = [], [], [], [], 0
     with tempfile.TemporaryFile() as err:
         for _ in range(repeat):
+            start = _cpu()
             seconds, _, _ = h.run_timed(base, shell=True, stdout=subprocess.DEVNULL)
             b_times.append(seconds)
+            b_cpu.append(_cpu() - start)
             feed = None
             if feeder:
                 feed = subprocess.Popen(feeder, shell=True, stdout=subprocess.PIPE)
+            start = _cpu()
             seconds, rss, rc = h.run_timed(
                 "exec " + cand,
                 shell=True,
@@ -137,6 +148,7 @@ def paired(repeat: int, base: str, cand: str, env: dict) -> tuple[float, float, 
                 env=env,
                 stdin=feed.stdout if feed else subprocess.DEVNULL,
             )
+            c_cpu.append(_cpu() - start)
             if feed:
                 feed.stdout.close()
                 feed.wait()
@@ -146,7 +158,8 @@ def paired(repeat: int, base: str, cand: str, env: dict) -> tuple[float, float, 
                 print(f"  candidate exited with {rc}: {' | '.join(tail)}", file=sys.stderr)
             c_times.append(seconds)
             peak = max(peak, rss)
-    return statistics.median(b_times), statistics.median(c_times), peak
+    median = statistics.median
+    return median(b_times), median(c_times), peak, median(b_cpu), median(c_cpu)
 
 
 def main(argv=None) -> int:
@@ -244,7 +257,8 @@ def main(argv=None) -> int:
         f"{args.repeat} paired runs per row, medians; shared machines slow both sides alike"
     )
     print(
-        f"{'run':<34}{'PYTHONUNBUFFERED':>17}{'base s':>9}{'cand s':>9}{'ratio':>8}{'RSS MiB':>9}"
+        f"{'run':<31}{'PYTHONUNBUFFERED':>17}{'base s':>8}{'cand s':>8}{'ratio':>7}"
+        f"{'CPU ratio':>10}{'RSS MiB':>8}"
     )
     warm_cache(files)
     env_plain = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
@@ -261,12 +275,16 @@ def main(argv=None) -> int:
             else [("set", env_unbuf)]
         )
         for flag, env in variants:
-            b, c, rss = paired(args.repeat, base_cmd, cand_cmd, env)
+            b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, env)
+            cpu_ratio = c_cpu / b_cpu if b_cpu else float("inf")
             ratio = c / b if b else float("inf")
             goal = GOALS.get(name, RATIO_GOAL)
             good = ratio <= goal and rss / 2**20 < RSS_GOAL_MB
             mark = "" if name == "jq" else f"  {'ok' if good else 'over'} (goal {goal}x)"
-            print(f"{label:<34}{flag:>17}{b:>9.2f}{c:>9.2f}{ratio:>7.2f}x{rss / 2**20:>9.0f}{mark}")
+            print(
+                f"{label:<31}{flag:>17}{b:>8.2f}{c:>8.2f}{ratio:>6.2f}x{cpu_ratio:>9.2f}x"
+                f"{rss / 2**20:>8.0f}{mark}"
+            )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

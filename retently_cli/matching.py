@@ -287,7 +287,11 @@ class NearMisses:
     """
 
     def __init__(self, mapped_names):
-        self._mapped = [(name, _normalise(name)) for name in mapped_names]
+        self._mapped = [
+            (name, normal, frozenset(normal), _edit_limit(normal))
+            for name in mapped_names
+            for normal in [_normalise(name)]
+        ]
         self._cache: dict[str, str | None] = {}
 
     def hint(self, name: str) -> str | None:
@@ -302,16 +306,26 @@ class NearMisses:
 
     def _closest(self, name: str) -> str | None:
         normal = _normalise(name)
+        chars = None
         best, best_distance = None, None
-        for mapped, mapped_normal in self._mapped:
+        for mapped, mapped_normal, mapped_chars, limit in self._mapped:
             if normal == mapped_normal:
                 return mapped
-            # Two edits only on long names: "Signed In" is not a typo of "Signed Up".
-            limit = 2 if len(mapped_normal) >= 12 else 1 if len(mapped_normal) >= 4 else 0
+            if abs(len(normal) - len(mapped_normal)) > limit:
+                continue
+            # Each edit changes the set of characters by at most two: a cheap test first.
+            chars = chars or frozenset(normal)
+            if len(chars ^ mapped_chars) > 2 * limit:
+                continue
             distance = bounded_levenshtein(normal, mapped_normal, limit)
             if distance is not None and (best_distance is None or distance < best_distance):
                 best, best_distance = mapped, distance
         return best
+
+
+def _edit_limit(normal: str) -> int:
+    """Two edits only on long names: "Signed In" is not a typo of "Signed Up"."""
+    return 2 if len(normal) >= 12 else 1 if len(normal) >= 4 else 0
 
 
 def _normalise(name: str) -> str:
