@@ -34,6 +34,7 @@ OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
 # No control characters either: they have no place in an address, and could reach a terminal.
 _NOT_IN_EMAIL = re.compile(rf"[\s{CONTROL_CLASS}]")
 _HINT_CACHE_LIMIT = 100_000
+_UNJUDGED = object()
 _HINT_NAME_KEPT = 200  # characters: a longer name is judged again, not kept
 
 
@@ -111,18 +112,24 @@ class Matcher:
         detail = "; ".join(notes) if notes else None
         return [Decision(name, message_id, c, email, None, detail, subscriber) for c in campaigns]
 
-    def unmapped(self, event: dict) -> tuple[str, str | None, str | None] | None:
-        """(messageId, name, hint) for a Track call whose name no campaign maps, which
-        ``decide`` skips as ``no_campaign``; None for any other event (``decide`` then says).
+    def skipped(self, event: dict) -> tuple | None:
+        """(messageId, event name, reason, detail, hint) for an event that ``decide`` skips at
+        first sight: a Track call whose name no campaign maps (``no_campaign``) or a call of
+        another type (``not_track``); None for any other event (``decide`` then says).
 
         The hot path of a run: most events of a log are such calls, and this spares them a
-        ``Decision`` and a record built field by field (``Report.unmapped``)."""
-        if event.get("type") != "track":
-            return None
+        ``Decision`` and a record built field by field (``Report.skipped``)."""
+        kind = event.get("type")
         name = event.get("event")
-        if type(name) is not str or not name or name in self._by_event:
-            return None
-        return message_id_of(event), name, self._near.hint(name)
+        if kind == "track":
+            if type(name) is not str or not name or name in self._by_event:
+                return None
+            hint = self._near.hint(name)
+            return message_id_of(event), name, NO_CAMPAIGN, near_miss(hint), hint
+        if type(kind) is str:
+            label = name if type(name) is str else None
+            return message_id_of(event), label, NOT_TRACK, f"{kind} call", None
+        return None
 
     def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
@@ -287,18 +294,23 @@ class NearMisses:
     """
 
     def __init__(self, mapped_names):
-        self._mapped = [
-            (name, normal, frozenset(normal), _edit_limit(normal))
-            for name in mapped_names
-            for normal in [_normalise(name)]
-        ]
+        self._exact: dict[str, str] = {}  # normal form -> the first mapped name with it
+        # name length -> (name, normal form, its characters, edits allowed), in config order
+        self._by_length: dict[int, list[tuple[str, str, frozenset, int]]] = {}
+        for name in mapped_names:
+            normal = _normalise(name)
+            self._exact.setdefault(normal, name)
+            limit = _edit_limit(normal)
+            for length in range(len(normal) - limit, len(normal) + limit + 1):
+                self._by_length.setdefault(length, []).append(
+                    (name, normal, frozenset(normal), limit)
+                )
         self._cache: dict[str, str | None] = {}
 
     def hint(self, name: str) -> str | None:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
+        found = self._cache.get(name, _UNJUDGED)
+        if found is not _UNJUDGED:
+            return found
         found = self._closest(name)
         if len(self._cache) < _HINT_CACHE_LIMIT and len(name) <= _HINT_NAME_KEPT:
             self._cache[name] = found
@@ -306,15 +318,13 @@ class NearMisses:
 
     def _closest(self, name: str) -> str | None:
         normal = _normalise(name)
-        chars = None
+        exact = self._exact.get(normal)
+        if exact is not None:
+            return exact
         best, best_distance = None, None
-        for mapped, mapped_normal, mapped_chars, limit in self._mapped:
-            if normal == mapped_normal:
-                return mapped
-            if abs(len(normal) - len(mapped_normal)) > limit:
-                continue
+        chars = frozenset(normal)
+        for mapped, mapped_normal, mapped_chars, limit in self._by_length.get(len(normal), ()):
             # Each edit changes the set of characters by at most two: a cheap test first.
-            chars = chars or frozenset(normal)
             if len(chars ^ mapped_chars) > 2 * limit:
                 continue
             distance = bounded_levenshtein(normal, mapped_normal, limit)

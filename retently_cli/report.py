@@ -19,10 +19,8 @@ from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
     MISSING_EMAIL,
-    NO_CAMPAIGN,
     SURVEY_PATH,
     Decision,
-    near_miss,
     survey_body,
 )
 from retently_cli.readers import BadInput, ReadStats
@@ -110,7 +108,7 @@ class Report:
         self._dumps = orjson.dumps
         self._newline = orjson.OPT_APPEND_NEWLINE
         self._heads: dict[str, bytes] = {}  # source -> the start of its records
-        self._tails: dict[str, bytes] = {}  # event name -> the end of its unmapped records
+        self._tails: dict[tuple, bytes] = {}  # (event, reason, detail) -> its records' end
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -187,23 +185,31 @@ class Report:
         else:
             self.rows_hidden += 1
 
-    def unmapped(
-        self, source: str, line: int, message_id: str | None, event: str, hint: str | None
+    def skipped(
+        self,
+        source: str,
+        line: int,
+        message_id: str | None,
+        event: str | None,
+        reason: str,
+        detail: str | None,
+        hint: str | None,
     ) -> None:
-        """What ``decision`` does for a Track call that no campaign maps, the same record byte
-        for byte, but written from parts remembered per source and per event name."""
+        """What ``decision`` does for an event skipped with no campaign (``Matcher.skipped``):
+        the same record byte for byte, written from parts remembered per source and per
+        (event name, reason, detail)."""
         counts = self.counts
         counts.outcomes[SKIPPED] += 1
-        counts.reasons[(SKIPPED, NO_CAMPAIGN)] += 1
+        counts.reasons[(SKIPPED, reason)] += 1
         if hint is not None:
             counts.near_miss(event, hint)
         if self.streams:
             head = self._heads.get(source)
             if head is None:
                 head = self._heads[source] = self._dumps({"source": source})[:-1] + b',"line":'
-            tail = self._tails.get(event)
+            tail = self._tails.get((event, reason, detail))
             if tail is None:
-                tail = self._unmapped_tail(event, hint)
+                tail = self._skipped_tail(event, reason, detail)
             record = b"".join(
                 (head, b"%d" % line, b',"message_id":', self._dumps(message_id), tail)
             )
@@ -211,23 +217,22 @@ class Report:
                 stream.write(record)
         if self.table:
             if self.all_rows:
-                detail = near_miss(hint)
-                self._row(source, line, message_id, event, None, None, SKIPPED, NO_CAMPAIGN, detail)
+                self._row(source, line, message_id, event, None, None, SKIPPED, reason, detail)
             else:
                 self.rows_hidden += 1
 
-    def _unmapped_tail(self, event: str, hint: str | None) -> bytes:
+    def _skipped_tail(self, event: str | None, reason: str, detail: str | None) -> bytes:
         rest = {
             "event": event,
             "campaign": None,
             "email": None,
             "outcome": SKIPPED,
-            "reason": NO_CAMPAIGN,
-            "detail": near_miss(hint),
+            "reason": reason,
+            "detail": detail,
         }
         tail = b"," + self._dumps(rest, option=self._newline)[1:]
-        if len(self._tails) < _TAILS_KEPT and len(event) <= _NAME_KEPT:
-            self._tails[event] = tail
+        if len(self._tails) < _TAILS_KEPT and len(event or "") + len(detail or "") <= _NAME_KEPT:
+            self._tails[(event, reason, detail)] = tail
         return tail
 
     def _emit(self, record: dict) -> None:

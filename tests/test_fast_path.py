@@ -1,4 +1,4 @@
-"""The fast path for unmapped Track calls writes exactly what the plain path writes."""
+"""The fast path for events skipped at first sight writes exactly what the plain path writes."""
 
 import orjson
 import pytest
@@ -31,6 +31,13 @@ MIXED = [
     orjson.dumps({"type": "page", "name": "Home", "messageId": "p1"}),
     orjson.dumps({"type": "Track", "event": "Product Viewed", "messageId": "T1"}),
     orjson.dumps({"type": "track", "event": 7, "messageId": "x1"}),
+    orjson.dumps({"type": "", "event": "Product Viewed", "messageId": "y1"}),
+    orjson.dumps({"type": 5, "event": "Product Viewed", "messageId": "y2"}),
+    orjson.dumps({"type": None, "event": "Product Viewed", "messageId": "y3"}),
+    orjson.dumps({"type": "screen", "event": ["a"], "messageId": 3}),
+    orjson.dumps({"type": "group" * 100, "event": "g" * 300}),
+    orjson.dumps(track("Product Viewed" * 30, "long")),
+    orjson.dumps({"type": "identify", "source": "x", "line": 1}),
     orjson.dumps({"source": "a.ndjson", "line": 3, "event": "Product Viewed"}),  # our own record
     orjson.dumps({**track("Product Viewed", "d1"), "_retently": {"reason": "x"}}),
     b'{"type":"track","event":"Product Viewed","messageId":"h1",'
