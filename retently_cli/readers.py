@@ -10,10 +10,16 @@ gzip are streamed in chunks, so memory does not grow with the input. A bad line 
 from __future__ import annotations
 
 import codecs
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    pass
 import json
 import os
 import queue
 import re
+import select
 import threading
 import zlib
 from bisect import bisect_left
@@ -106,9 +112,38 @@ class _FdReader:
 
     def __init__(self, fd: int):
         self.fd = fd
+        _widen_pipe(fd)
 
     def read1(self, size: int) -> bytes:
-        return os.read(self.fd, size)
+        """Up to ``size`` bytes: waits for some, then takes whatever else is ready at once. A
+        pipe hands over 64 KiB a read, and each small chunk costs a handover between threads;
+        a slow writer's lines still come through as they are written."""
+        data = os.read(self.fd, size)
+        if not data or len(data) >= size:
+            return data
+        parts, held = [data], len(data)
+        while held < size and _ready(self.fd):
+            more = os.read(self.fd, size - held)
+            if not more:  # the end: the next read says so again
+                break
+            parts.append(more)
+            held += len(more)
+        return b"".join(parts)
+
+
+def _ready(fd: int) -> bool:
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):  # not selectable (Windows pipes)
+        return False
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let a pipe hold a whole chunk (Linux), so the writer runs ahead while we parse."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+    except (OSError, NameError, AttributeError):  # not a pipe, not Linux, over the limit
+        pass
 
 
 def _unlocked(stream):
