@@ -131,6 +131,15 @@ class Matcher:
             return message_id_of(event), label, NOT_TRACK, f"{kind} call", None
         return None
 
+    def passes_over(self, event: dict) -> bool:
+        """Whether ``skipped`` answers for the event (``decide`` surveys nothing), without
+        the detail: for callers that only need to know, as ``diff`` does."""
+        kind = event.get("type")
+        if kind == "track":
+            name = event.get("event")
+            return type(name) is str and bool(name) and name not in self._by_event
+        return type(kind) is str
+
     def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
         for path in self._email_paths:

@@ -90,3 +90,24 @@ def test_the_fast_path_holds_for_files_and_for_names_beyond_those_remembered(mon
     fast = _run(monkeypatch, True, ["-o", "ndjson", str(path)], b"")
     assert fast.stdout_bytes == plain.stdout_bytes
     assert fast.stderr_bytes == plain.stderr_bytes
+
+
+def test_diff_passes_over_what_neither_config_surveys_with_the_same_result(monkeypatch, tmp_path):
+    from retently_cli.diffing import Differ
+
+    new = tmp_path / "new.yaml"
+    text = EXAMPLE_CONFIG.read_text()
+    new.write_text(text.replace('"Onboarding Finished"', '"Onboarding Finished, Product Viewed"'))
+    data = b"\n".join(MIXED) + b"\n"
+    results = []
+    for fast in (False, True):
+        monkeypatch.setattr(Differ, "fast_path", fast)
+        for output in ("table", "ndjson"):
+            args = ["diff", "-o", output, str(EXAMPLE_CONFIG), str(new), "-"]
+            results.append(CliRunner().invoke(cli, args, input=data))
+    plain, fast = results[:2], results[2:]
+    for before, after in zip(plain, fast, strict=True):
+        assert after.exit_code == before.exit_code
+        assert after.stdout_bytes == before.stdout_bytes
+        assert after.stderr_bytes == before.stderr_bytes
+    assert b"Product Viewed" in fast[1].stdout_bytes
