@@ -107,7 +107,7 @@ class Report:
         self._widths = _column_widths(console.width)
         self._dumps = orjson.dumps
         self._newline = orjson.OPT_APPEND_NEWLINE
-        self._heads: dict[str, bytes] = {}  # source -> the start of its records
+        self._head_source, self._head = None, b""  # a source, and the start of its records
         self._tails: dict[tuple, bytes] = {}  # (event, reason, detail) -> its records' end
 
     # -- receiving --------------------------------------------------------------------------
@@ -204,9 +204,10 @@ class Report:
         if hint is not None:
             counts.near_miss(event, hint)
         if self.streams:
-            head = self._heads.get(source)
-            if head is None:
-                head = self._heads[source] = self._dumps({"source": source})[:-1] + b',"line":'
+            head = self._head
+            if source is not self._head_source:  # sources come one after another
+                head = self._head = self._dumps({"source": source})[:-1] + b',"line":'
+                self._head_source = source
             tail = self._tails.get((event, reason, detail))
             if tail is None:
                 tail = self._skipped_tail(event, reason, detail)

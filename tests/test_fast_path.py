@@ -86,8 +86,11 @@ def test_the_fast_path_holds_for_files_and_for_names_beyond_those_remembered(mon
     names = [f"Name {n}" for n in range(6)] * 2
     path = tmp_path / 'odd "name" \u00e9.ndjson'
     path.write_bytes(b"\n".join([*(orjson.dumps(track(n, n)) for n in names), *MIXED]))
-    plain = _run(monkeypatch, False, ["-o", "ndjson", str(path)], b"")
-    fast = _run(monkeypatch, True, ["-o", "ndjson", str(path)], b"")
+    other = tmp_path / "other.ndjson"
+    other.write_bytes(b"\n".join(MIXED[::-1]))
+    inputs = [str(path), str(other), str(path)]
+    plain = _run(monkeypatch, False, ["-o", "ndjson", *inputs], b"")
+    fast = _run(monkeypatch, True, ["-o", "ndjson", *inputs], b"")
     assert fast.stdout_bytes == plain.stdout_bytes
     assert fast.stderr_bytes == plain.stderr_bytes
 
