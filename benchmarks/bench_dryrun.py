@@ -121,7 +121,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def paired(repeat: int, base: str, cand: str, env: dict):
+def paired(repeat: int, base: str, cand: str, env: dict, cwd: str):
     """(median baseline s, median candidate s, candidate peak RSS bytes, median baseline CPU s,
     median candidate CPU s), runs alternating. CPU seconds (of every process of the command)
     are steadier than wall time on a machine that others share.
@@ -147,6 +147,7 @@ def paired(repeat: int, base: str, cand: str, env: dict):
                 stderr=err,
                 env=env,
                 stdin=feed.stdout if feed else subprocess.DEVNULL,
+                cwd=cwd,  # python -m puts the current directory first on the path
             )
             c_cpu.append(_cpu() - start)
             if feed:
@@ -262,9 +263,8 @@ def main(argv=None) -> int:
     )
     warm_cache(files)
     env_plain = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    env_plain["PYTHONPATH"] = (
-        os.path.abspath(args.repo) + os.pathsep + env_plain.get("PYTHONPATH", "")
-    )
+    repo = os.path.abspath(args.repo)
+    env_plain["PYTHONPATH"] = repo + os.pathsep + env_plain.get("PYTHONPATH", "")
     env_unbuf = dict(env_plain, PYTHONUNBUFFERED="1")
     for name, label, base_cmd, cand_cmd in rows:
         if not want(name):
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
             else [("set", env_unbuf)]
         )
         for flag, env in variants:
-            b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, env)
+            b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, env, repo)
             cpu_ratio = c_cpu / b_cpu if b_cpu else float("inf")
             ratio = c / b if b else float("inf")
             goal = GOALS.get(name, RATIO_GOAL)
