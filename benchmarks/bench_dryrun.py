@@ -1,39 +1,50 @@
 #!/usr/bin/env python3
-"""Benchmark `retently send --dry-run` against `gzip -dc | wc -l` on a synthetic export.
+"""Benchmark `retently send --dry-run`, `diff` and `coverage` against `gzip -dc | wc -l`.
 
-1. Generates (or reuses) benchmarks/data/export-<N> with make_export.py.
-2. Times the baseline  `gzip -dc FILES | wc -l`  (all .gz files, sorted) and the
-   candidate  `python -m retently_cli send --dry-run --output ndjson
-   -c config.example.yaml <export dir>`, best of --repeat runs each.
-3. Measures the candidate's peak RSS.
-4. Prints a table with PASS/FAIL against the goals: candidate/baseline time
-   ratio <= 3.0 and peak RSS < 150 MB.  It reports; it always exits 0.
+Every row of issue 10's table, each as a ratio to its own baseline measured in the same run
+(runs of the two alternate, the median of each is taken), so a busy machine slows both alike:
+
+  send -n -o ndjson        with PYTHONUNBUFFERED=1 and without it
+  send -n (table)          with PYTHONUNBUFFERED=1 and without it
+  diff, coverage           (diff: the example config against a copy that maps one more name)
+  stdin                    gzip -dc FILES | retently send -n -o ndjson -
+  10,000 small files       the same events split into 10,000 small .gz files
+  unique names             every track event a different name (the near-miss hints)
+  jq                       gzip -dc FILES | jq -c 'select(...)', what a user would do instead
+  --big N                  send -n -o ndjson on an export of N events (issue: 5,000,000)
+
+Peak RSS is the candidate's (VmHWM). It reports; it always exits 0.
 
 Examples:
-    python benchmarks/bench_dryrun.py                       # 1,000,000 events
-    python benchmarks/bench_dryrun.py --events 20000 --repeat 1
-    python benchmarks/bench_dryrun.py --keep-output /tmp/dryrun.ndjson
-    python benchmarks/bench_dryrun.py --candidate-cmd 'gzip -dc {files}'
-
---candidate-cmd replaces the candidate with a shell command; these
-placeholders are substituted (shell-quoted): {files} the sorted .gz files,
-{export} the export directory, {config} the config path, {python} this
-interpreter.
+    python benchmarks/bench_dryrun.py                 # 1,000,000 events, 3 paired runs a row
+    python benchmarks/bench_dryrun.py --quick         # 20,000 events, 1 run: a smoke test
+    python benchmarks/bench_dryrun.py --events 200000 --rows ndjson,stdin
+    python benchmarks/bench_dryrun.py --big 5000000 --rows big
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import resource
 import shlex
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _harness as h  # noqa: E402
 
-RATIO_GOAL = 3.0
+RATIO_GOAL = 1.5
+GOALS = {"diff": 2.25, "coverage": 2.25, "stdin": 2.5, "small": 2.0, "unique": 2.5}
 RSS_GOAL_MB = 150.0
+SMALL_FILES = 10_000
+JQ_FILTER = (
+    'select(.type == "track" and (.event == "Order Completed" or .event == "Onboarding Finished"))'
+)
 
 
 def warm_cache(files: list[str]) -> None:
@@ -42,6 +53,114 @@ def warm_cache(files: list[str]) -> None:
         with open(path, "rb") as f:
             while f.read(1 << 20):
                 pass
+
+
+def _events(files: list[str]):
+    for path in files:
+        with gzip.open(path, "rb") as f:
+            yield from f
+
+
+def small_files(export_dir: str, files: list[str], count: int) -> str:
+    """The export's events split into ``count`` small .gz files (made once, then reused)."""
+    target = f"{export_dir}-small{count}"
+    if os.path.isdir(target):
+        return target
+    lines = list(_events(files))
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    per = -(-len(lines) // count)
+    for index in range(count):
+        folder = os.path.join(tmp, f"{index // 1000:03d}")
+        os.makedirs(folder, exist_ok=True)
+        with gzip.open(os.path.join(folder, f"{index:05d}.gz"), "wb", compresslevel=1) as f:
+            f.writelines(lines[index * per : (index + 1) * per])
+    os.rename(tmp, target)
+    return target
+
+
+def unique_names(export_dir: str, files: list[str]) -> str:
+    """The export with every track event renamed to a name no other event has."""
+    import orjson
+
+    target = f"{export_dir}-unique"
+    if os.path.isdir(target):
+        return target
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    number = 0
+    for index, path in enumerate(files):
+        with (
+            gzip.open(path, "rb") as src,
+            gzip.open(os.path.join(tmp, f"{index:03d}.gz"), "wb", compresslevel=1) as out,
+        ):
+            for line in src:
+                event = orjson.loads(line)
+                if event.get("type") == "track":
+                    number += 1
+                    event["event"] = f"{event['event']} {number}"
+                out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+    os.rename(tmp, target)
+    return target
+
+
+def diff_config(config: str, folder: str) -> str:
+    """A copy of ``config`` whose onboarding campaign also takes "Product Viewed"."""
+    with open(config, encoding="utf-8") as f:
+        text = f.read()
+    changed = text.replace('"Onboarding Finished"', '"Onboarding Finished, Product Viewed"', 1)
+    path = os.path.join(folder, "new.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(changed)
+    return path
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def paired(repeat: int, base: str, cand: str, env: dict, cwd: str):
+    """(median baseline s, median candidate s, candidate peak RSS bytes, median baseline CPU s,
+    median candidate CPU s), runs alternating. CPU seconds (of every process of the command)
+    are steadier than wall time on a machine that others share.
+
+    ``cand`` may be ``FEEDER | CMD``: the feeder then writes CMD's stdin, and the RSS is CMD's
+    own (the shell's would be measured otherwise)."""
+    feeder, _, cand = cand.rpartition(" | ") if cand.startswith("gzip -dc") else ("", "", cand)
+    b_times, c_times, b_cpu, c_cpu, peak = [], [], [], [], 0
+    with tempfile.TemporaryFile() as err:
+        for _ in range(repeat):
+            start = _cpu()
+            seconds, _, _ = h.run_timed(base, shell=True, stdout=subprocess.DEVNULL)
+            b_times.append(seconds)
+            b_cpu.append(_cpu() - start)
+            feed = None
+            if feeder:
+                feed = subprocess.Popen(feeder, shell=True, stdout=subprocess.PIPE)
+            start = _cpu()
+            seconds, rss, rc = h.run_timed(
+                "exec " + cand,
+                shell=True,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                stdin=feed.stdout if feed else subprocess.DEVNULL,
+                cwd=cwd,  # python -m puts the current directory first on the path
+            )
+            c_cpu.append(_cpu() - start)
+            if feed:
+                feed.stdout.close()
+                feed.wait()
+            if rc not in (0, 1):
+                err.seek(0)
+                tail = err.read().decode("utf-8", "replace").splitlines()[-5:]
+                print(f"  candidate exited with {rc}: {' | '.join(tail)}", file=sys.stderr)
+            c_times.append(seconds)
+            peak = max(peak, rss)
+    median = statistics.median
+    return median(b_times), median(c_times), peak, median(b_cpu), median(c_cpu)
 
 
 def main(argv=None) -> int:
@@ -53,145 +172,120 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000, help="export size (default 1000000)")
     ap.add_argument("--seed", type=int, default=1, help="export seed (default 1)")
     ap.add_argument("--files", type=int, default=10, help="export .gz files (default 10)")
-    ap.add_argument(
-        "--repeat", type=int, default=3, help="runs per contender, best taken (default 3)"
-    )
+    ap.add_argument("--repeat", type=int, default=3, help="paired runs per row (default 3)")
+    ap.add_argument("--quick", action="store_true", help="20,000 events, one run per row")
+    ap.add_argument("--big", type=int, default=0, help="also the 'big' row on N events")
+    ap.add_argument("--rows", default="", help="comma-separated row names to run (default all)")
     ap.add_argument(
         "--config",
         default=os.path.join(h.REPO_ROOT, "config.example.yaml"),
         help="config for the candidate (default: <repo>/config.example.yaml)",
     )
     ap.add_argument(
-        "--keep-output",
-        metavar="FILE",
-        help="save the candidate's stdout to FILE instead of /dev/null",
-    )
-    ap.add_argument(
-        "--candidate-cmd",
-        metavar="SHELL_CMD",
-        help="override the candidate with a shell command (see placeholders above)",
+        "--repo", default=h.REPO_ROOT, help="the code to run (PYTHONPATH; default: this tree)"
     )
     args = ap.parse_args(argv)
+    if args.quick:
+        args.events, args.repeat = 20_000, 1
 
     export_dir, meta = h.ensure_export(args.events, seed=args.seed, files=args.files)
     files = h.list_gz_files(export_dir)
     config = os.path.abspath(args.config)
-    n = meta["events"]
-    raw_mb = meta["uncompressed_bytes"] / h.MB
+    q = shlex.quote
+    gz = " ".join(q(f) for f in files)
+    retently = f"{q(sys.executable)} -m retently_cli"
+    base = f"gzip -dc {gz} | wc -l"
+    work = tempfile.mkdtemp(prefix="bench-dryrun-")
+    new_config = diff_config(config, work)
 
-    if args.candidate_cmd:
-        cand_cmd = args.candidate_cmd.format(
-            files=" ".join(shlex.quote(f) for f in files),
-            export=shlex.quote(export_dir),
-            config=shlex.quote(config),
-            python=shlex.quote(sys.executable),
-        )
-        cand_shell = True
-        cand_label = args.candidate_cmd
-    else:
-        cand_cmd = [
-            sys.executable,
-            "-m",
-            "retently_cli",
-            "send",
-            "--dry-run",
-            "--output",
-            "ndjson",
-            "-c",
-            config,
-            export_dir,
-        ]
-        cand_shell = False
-        cand_label = (
-            "python -m retently_cli send --dry-run --output ndjson -c "
-            f"{os.path.relpath(config, h.REPO_ROOT)} "
-            f"{os.path.relpath(export_dir, h.REPO_ROOT)}"
-        )
-        if not os.path.isfile(config):
-            print(f"warning: config {config} does not exist (yet)", file=sys.stderr)
-    base_cmd = "gzip -dc " + " ".join(shlex.quote(f) for f in files) + " | wc -l"
-
-    warm_cache(files)
-
-    # baseline
-    with tempfile.TemporaryFile() as out:
-        b_secs, b_rss, b_rc, b_all = h.best_of(
-            args.repeat, base_cmd, shell=True, stdout=out, cwd=h.REPO_ROOT
-        )
-        out.seek(0)
-        counted = out.read().decode().split()
-    base_lines = int(counted[-1]) if counted else -1
-
-    # candidate
-    def cand_stdout():
-        if args.keep_output:
-            return open(args.keep_output, "wb")  # truncated on every repeat
-        return open(os.devnull, "wb")
-
-    with tempfile.TemporaryFile() as err:
-        c_secs, c_rss, c_rc, c_all = h.best_of(
-            args.repeat, cand_cmd, shell=cand_shell, stdout=cand_stdout, stderr=err, cwd=h.REPO_ROOT
-        )
-        err.seek(0)
-        stderr_tail = err.read().decode("utf-8", "replace").splitlines()[-15:]
-
-    ratio = c_secs / b_secs if b_secs > 0 else float("inf")
-    rss_mb = c_rss / h.MB
-    ratio_ok = c_rc == 0 and ratio <= RATIO_GOAL
-    rss_ok = c_rc == 0 and rss_mb < RSS_GOAL_MB
-
-    print()
-    print(
-        f"export     {os.path.relpath(export_dir, h.REPO_ROOT)}: {n:,} events in {len(files)} "
-        f"files, {raw_mb:.1f} MB NDJSON ({meta['avg_bytes_per_event']:.0f} B/event), "
-        f"{meta['compressed_bytes'] / h.MB:.1f} MB gzipped"
-    )
-    print(
-        f"baseline   {'gzip -dc FILES | wc -l'}  -> {base_lines:,} lines"
-        + ("" if base_lines == n else f"  (!= {n} events)")
-    )
-    print(f"candidate  {cand_label}  -> exit {c_rc}")
-    print(
-        f"runs       baseline {', '.join(f'{t:.2f}' for t in b_all)} s; "
-        f"candidate {', '.join(f'{t:.2f}' for t in c_all)} s (best of {len(c_all)} taken)"
-    )
-    print()
     rows = [
-        ("events", f"{n:,}", f"{n:,}"),
-        ("seconds (best)", f"{b_secs:.2f}", f"{c_secs:.2f}"),
+        ("ndjson", "send -n -o ndjson", base, f"{retently} send -n -o ndjson -c {q(config)} {gz}"),
+        ("table", "send -n (table)", base, f"{retently} send -n -c {q(config)} {gz}"),
+        ("diff", "diff", base, f"{retently} diff {q(config)} {q(new_config)} {gz}"),
+        ("coverage", "coverage", base, f"{retently} coverage -c {q(config)} {gz}"),
         (
-            "events/s",
-            f"{n / b_secs:,.0f}" if b_secs else "-",
-            f"{n / c_secs:,.0f}" if c_secs else "-",
+            "stdin",
+            "stdin (gzip -dc | send -n -)",
+            base,
+            f"gzip -dc {gz} | {retently} send -n -o ndjson -c {q(config)} -",
         ),
-        (
-            "MB/s (uncompressed)",
-            f"{raw_mb / b_secs:.1f}" if b_secs else "-",
-            f"{raw_mb / c_secs:.1f}" if c_secs else "-",
-        ),
-        ("peak RSS MB", f"{b_rss / h.MB:.1f}", f"{rss_mb:.1f}"),
     ]
-    w0 = max(len(r[0]) for r in rows) + 2
-    print(f"{'':<{w0}}{'baseline':>14}{'candidate':>14}")
-    for name, b, c in rows:
-        print(f"{name:<{w0}}{b:>14}{c:>14}")
-    print()
+    wanted = set(filter(None, args.rows.split(",")))
+
+    def want(name: str) -> bool:
+        return not wanted or name in wanted
+
+    if want("small"):
+        folder = small_files(export_dir, files, SMALL_FILES)
+        rows.append(
+            (
+                "small",
+                f"{SMALL_FILES:,} small files",
+                f"find {q(folder)} -name '*.gz' -print0 | sort -z | xargs -0 gzip -dc | wc -l",
+                f"{retently} send -n -o ndjson -c {q(config)} {q(folder)}",
+            )
+        )
+    if want("unique"):
+        folder = unique_names(export_dir, files)
+        unique = " ".join(q(f) for f in h.list_gz_files(folder))
+        rows.append(
+            (
+                "unique",
+                "every event a different name",
+                f"gzip -dc {unique} | wc -l",
+                f"{retently} send -n -o ndjson -c {q(config)} {unique}",
+            )
+        )
+    if want("jq") and shutil.which("jq"):
+        rows.append(
+            ("jq", "zcat | jq -c 'select(...)'", base, f"gzip -dc {gz} | jq -c {q(JQ_FILTER)}")
+        )
+    if args.big and want("big"):
+        big_dir, _ = h.ensure_export(args.big, seed=args.seed, files=args.files)
+        big = " ".join(q(f) for f in h.list_gz_files(big_dir))
+        rows.append(
+            (
+                "big",
+                f"{args.big:,} events",
+                f"gzip -dc {big} | wc -l",
+                f"{retently} send -n -o ndjson -c {q(config)} {big}",
+            )
+        )
+
     print(
-        f"ratio candidate/baseline  {ratio:.2f}  (goal <= {RATIO_GOAL})  "
-        f"{'PASS' if ratio_ok else 'FAIL'}"
+        f"export {os.path.relpath(export_dir, h.REPO_ROOT)}: {meta['events']:,} events in "
+        f"{len(files)} files, {meta['uncompressed_bytes'] / h.MB:.1f} MB NDJSON; "
+        f"{args.repeat} paired runs per row, medians; shared machines slow both sides alike"
     )
     print(
-        f"candidate peak RSS        {rss_mb:.1f} MB  (goal < {RSS_GOAL_MB:.0f} MB)  "
-        f"{'PASS' if rss_ok else 'FAIL'}"
+        f"{'run':<31}{'PYTHONUNBUFFERED':>17}{'base s':>8}{'cand s':>8}{'ratio':>7}"
+        f"{'CPU ratio':>10}{'RSS MiB':>8}"
     )
-    if c_rc != 0:
-        print(f"\ncandidate exited with {c_rc}; last stderr lines:")
-        for line in stderr_tail:
-            print("  " + line)
-    if b_rc != 0:
-        print(f"\nwarning: baseline exited with {b_rc}")
-    if args.keep_output:
-        print(f"\ncandidate stdout of the last run saved to {args.keep_output}")
+    warm_cache(files)
+    env_plain = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    repo = os.path.abspath(args.repo)
+    env_plain["PYTHONPATH"] = repo + os.pathsep + env_plain.get("PYTHONPATH", "")
+    env_unbuf = dict(env_plain, PYTHONUNBUFFERED="1")
+    for name, label, base_cmd, cand_cmd in rows:
+        if not want(name):
+            continue
+        variants = (
+            [("set", env_unbuf), ("unset", env_plain)]
+            if name in ("ndjson", "table")
+            else [("set", env_unbuf)]
+        )
+        for flag, env in variants:
+            b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, env, repo)
+            cpu_ratio = c_cpu / b_cpu if b_cpu else float("inf")
+            ratio = c / b if b else float("inf")
+            goal = GOALS.get(name, RATIO_GOAL)
+            good = ratio <= goal and rss / 2**20 < RSS_GOAL_MB
+            mark = "" if name == "jq" else f"  {'ok' if good else 'over'} (goal {goal}x)"
+            print(
+                f"{label:<31}{flag:>17}{b:>8.2f}{c:>8.2f}{ratio:>6.2f}x{cpu_ratio:>9.2f}x"
+                f"{rss / 2**20:>8.0f}{mark}"
+            )
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

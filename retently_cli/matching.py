@@ -35,6 +35,8 @@ OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
 # No control characters either: they have no place in an address, and could reach a terminal.
 _NOT_IN_EMAIL = re.compile(rf"[\s{CONTROL_CLASS}]")
 _HINT_CACHE_LIMIT = 100_000
+_UNJUDGED = object()
+_HINT_NAME_KEPT = 200  # characters: a longer name is judged again, not kept
 
 
 @dataclass(slots=True)
@@ -77,15 +79,13 @@ class Matcher:
         # The run's one type per property name: the same in a dry-run and a send.
         self.property_types = PropertyTypes(config.types)
         self._near = NearMisses(self._by_event)
-        self._surveyed_ids: set[str] = set()
+        self._surveyed = SeenKeys()
         self._identities = identities if config.from_identify else None
 
     def decide(self, event: dict) -> list[Decision]:
         """The decisions for one event: one per campaign it triggers, else exactly one."""
         name = event.get("event")
-        message_id = event.get("messageId")
-        if message_id is not None and not isinstance(message_id, str):
-            message_id = str(message_id)
+        message_id = message_id_of(event)
         if "source" in event and "line" in event and "type" not in event:
             return [Decision(None, None, None, None, RETENTLY_RECORD, _OWN_RECORD)]
         if not is_track(event):
@@ -101,8 +101,7 @@ class Matcher:
         campaigns = self._by_event.get(name)
         if campaigns is None:
             hint = self._near.hint(name)
-            detail = f"did you mean {hint!r}?" if hint else None
-            return [Decision(name, message_id, None, None, NO_CAMPAIGN, detail, hint=hint)]
+            return [Decision(name, message_id, None, None, NO_CAMPAIGN, near_miss(hint), hint=hint)]
 
         email, reason, detail, source, learned = self.locate_email(event)
         try:
@@ -112,12 +111,10 @@ class Matcher:
                 Decision(name, message_id, c, email, TOO_DEEP, _DEEP, email_source=source)
                 for c in campaigns
             ]
-        if identity in self._surveyed_ids:
+        if not self._surveyed.add(identity):
             reason = DUPLICATE
             by_id = _message_id_key(event.get("messageId")) is not None
             detail = f"{'messageId' if by_id else 'the same event'} seen earlier in this run"
-        else:
-            self._surveyed_ids.add(identity)
         if reason is not None:
             return [
                 Decision(name, message_id, c, email, reason, detail, email_source=source)
@@ -144,6 +141,34 @@ class Matcher:
             Decision(name, message_id, c, email, None, detail, subscriber, email_source=source)
             for c in campaigns
         ]
+
+    def skipped(self, event: dict) -> tuple | None:
+        """(messageId, event name, reason, detail, hint) for an event that ``decide`` skips at
+        first sight: a Track call whose name no campaign maps (``no_campaign``) or a call of
+        another type (``not_track``); None for any other event (``decide`` then says).
+
+        The hot path of a run: most events of a log are such calls, and this spares them a
+        ``Decision`` and a record built field by field (``Report.skipped``)."""
+        kind = event.get("type")
+        name = event.get("event")
+        if kind == "track":
+            if type(name) is not str or not name or name in self._by_event:
+                return None
+            hint = self._near.hint(name)
+            return message_id_of(event), name, NO_CAMPAIGN, near_miss(hint), hint
+        if type(kind) is str:
+            label = name if type(name) is str else None
+            return message_id_of(event), label, NOT_TRACK, f"{kind} call", None
+        return None
+
+    def passes_over(self, event: dict) -> bool:
+        """Whether ``skipped`` answers for the event (``decide`` surveys nothing), without
+        the detail: for callers that only need to know, as ``diff`` does."""
+        kind = event.get("type")
+        if kind == "track":
+            name = event.get("event")
+            return type(name) is str and bool(name) and name not in self._by_event
+        return type(kind) is str
 
     def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
@@ -192,6 +217,56 @@ class Matcher:
             if isinstance(value, str) and value.strip():
                 return dotted
         return None
+
+
+class SeenKeys:
+    """The event keys seen in a run, in flat memory: 16 bytes each, whatever the key.
+
+    A key is kept as its 128-bit BLAKE2b digest: the first two bytes choose one of 65,536
+    buckets, and the other 14 are appended to that bucket's bytearray (no object per key; a
+    set of strings took about 134 bytes per key). A lookup scans one bucket, a few hundred
+    bytes even at ten million keys. A new event taken for a duplicate would drop its survey,
+    so the only error allowed is a digest collision: for n keys its chance is about
+    n**2 / 2**129, 1.5e-21 at a billion keys, far below that of a memory fault.
+    """
+
+    _DIGEST = 16
+    _KEPT = _DIGEST - 2
+
+    def __init__(self):
+        self._buckets: list[bytearray | None] = [None] * (1 << 16)
+        self.count = 0
+
+    def add(self, key: str) -> bool:
+        """Remembers ``key``; whether it was new."""
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=self._DIGEST)
+        digest = digest.digest()
+        index, kept = digest[0] << 8 | digest[1], digest[2:]
+        bucket = self._buckets[index]
+        if bucket is None:
+            self._buckets[index] = bytearray(kept)
+        else:
+            at = bucket.find(kept)
+            while at >= 0:
+                if at % self._KEPT == 0:
+                    return False
+                at = bucket.find(kept, at + 1)  # a match across two entries: look on
+            bucket += kept
+        self.count += 1
+        return True
+
+
+def message_id_of(event: dict) -> str | None:
+    """The messageId as records show it: a string, or the text of another JSON value."""
+    message_id = event.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        return str(message_id)
+    return message_id
+
+
+def near_miss(hint: str | None) -> str | None:
+    """The detail of a ``no_campaign`` skip."""
+    return f"did you mean {hint!r}?" if hint else None
 
 
 def event_key(message: dict) -> str:
@@ -280,31 +355,48 @@ class NearMisses:
     """
 
     def __init__(self, mapped_names):
-        self._mapped = [(name, _normalise(name)) for name in mapped_names]
+        self._exact: dict[str, str] = {}  # normal form -> the first mapped name with it
+        # name length -> (name, normal form, its characters, edits allowed), in config order
+        self._by_length: dict[int, list[tuple[str, str, frozenset, int]]] = {}
+        for name in mapped_names:
+            normal = _normalise(name)
+            self._exact.setdefault(normal, name)
+            limit = _edit_limit(normal)
+            for length in range(len(normal) - limit, len(normal) + limit + 1):
+                self._by_length.setdefault(length, []).append(
+                    (name, normal, frozenset(normal), limit)
+                )
         self._cache: dict[str, str | None] = {}
 
     def hint(self, name: str) -> str | None:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
+        found = self._cache.get(name, _UNJUDGED)
+        if found is not _UNJUDGED:
+            return found
         found = self._closest(name)
-        if len(self._cache) < _HINT_CACHE_LIMIT:
+        if len(self._cache) < _HINT_CACHE_LIMIT and len(name) <= _HINT_NAME_KEPT:
             self._cache[name] = found
         return found
 
     def _closest(self, name: str) -> str | None:
         normal = _normalise(name)
+        exact = self._exact.get(normal)
+        if exact is not None:
+            return exact
         best, best_distance = None, None
-        for mapped, mapped_normal in self._mapped:
-            if normal == mapped_normal:
-                return mapped
-            # Two edits only on long names: "Signed In" is not a typo of "Signed Up".
-            limit = 2 if len(mapped_normal) >= 12 else 1 if len(mapped_normal) >= 4 else 0
+        chars = frozenset(normal)
+        for mapped, mapped_normal, mapped_chars, limit in self._by_length.get(len(normal), ()):
+            # Each edit changes the set of characters by at most two: a cheap test first.
+            if len(chars ^ mapped_chars) > 2 * limit:
+                continue
             distance = bounded_levenshtein(normal, mapped_normal, limit)
             if distance is not None and (best_distance is None or distance < best_distance):
                 best, best_distance = mapped, distance
         return best
+
+
+def _edit_limit(normal: str) -> int:
+    """Two edits only on long names: "Signed In" is not a typo of "Signed Up"."""
+    return 2 if len(normal) >= 12 else 1 if len(normal) >= 4 else 0
 
 
 def _normalise(name: str) -> str:

@@ -54,6 +54,10 @@ _STYLES = {
     SKIPPED: "dim",
 }
 _TABLE_CHUNK = 50
+_TAILS_KEPT = 10_000  # event names whose unmapped record ends are remembered
+_NAME_KEPT = 200  # characters: longer names are not remembered, so memory stays small
+_NEAR_MISSES_SHOWN = 20
+_NAMES_COUNTED = 1_000  # distinct near-miss names counted one by one; the rest together
 
 
 @dataclass
@@ -65,6 +69,18 @@ class Counts:
     already_per_campaign: Counter  # sent by earlier runs
     near_misses: Counter
     hints: dict
+    near_misses_more: int = 0  # events under near-miss names past the first _NAMES_COUNTED
+
+    def near_miss(self, name: str, hint: str) -> None:
+        """Counted by name for the first ``_NAMES_COUNTED`` names (short enough to keep); a
+        log where every event has another name would otherwise fill memory with them."""
+        if name in self.near_misses or (
+            len(self.near_misses) < _NAMES_COUNTED and len(name) <= _NAME_KEPT
+        ):
+            self.near_misses[name] += 1
+            self.hints[name] = hint
+        else:
+            self.near_misses_more += 1
 
 
 class Report:
@@ -96,6 +112,8 @@ class Report:
         self._widths = _column_widths(console.width)
         self._dumps = orjson.dumps
         self._newline = orjson.OPT_APPEND_NEWLINE
+        self._head_source, self._head = None, b""  # a source, and the start of its records
+        self._tails: dict[tuple, bytes] = {}  # (event, reason, detail) -> its records' end
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -145,8 +163,7 @@ class Report:
                 else:
                     counts.skips_per_campaign[campaign] += 1
             elif d.hint is not None:
-                counts.near_misses[d.event] += 1
-                counts.hints[d.event] = d.hint
+                counts.near_miss(d.event, d.hint)
         elif outcome in (SENT, DRY_RUN):
             counts.surveys_per_campaign[campaign] += 1
         if self.streams:
@@ -177,6 +194,58 @@ class Report:
             )
         else:
             self.rows_hidden += 1
+
+    def skipped(
+        self,
+        source: str,
+        line: int,
+        message_id: str | None,
+        event: str | None,
+        reason: str,
+        detail: str | None,
+        hint: str | None,
+    ) -> None:
+        """What ``decision`` does for an event skipped with no campaign (``Matcher.skipped``):
+        the same record byte for byte, written from parts remembered per source and per
+        (event name, reason, detail)."""
+        counts = self.counts
+        counts.outcomes[SKIPPED] += 1
+        counts.reasons[(SKIPPED, reason)] += 1
+        if hint is not None:
+            counts.near_miss(event, hint)
+        if self.streams:
+            head = self._head
+            if source is not self._head_source:  # sources come one after another
+                head = self._head = self._dumps({"source": source})[:-1] + b',"line":'
+                self._head_source = source
+            tail = self._tails.get((event, reason, detail))
+            if tail is None:
+                tail = self._skipped_tail(event, reason, detail)
+            record = b"".join(
+                (head, b"%d" % line, b',"message_id":', self._dumps(message_id), tail)
+            )
+            for stream in self.streams:
+                stream.write(record)
+        if self.table:
+            if self.all_rows:
+                self._row(source, line, message_id, event, None, None, SKIPPED, reason, detail)
+            else:
+                self.rows_hidden += 1
+
+    def _skipped_tail(self, event: str | None, reason: str, detail: str | None) -> bytes:
+        rest = {
+            "event": event,
+            "campaign": None,
+            "email": None,
+            "email_source": None,
+            "outcome": SKIPPED,
+            "reason": reason,
+            "detail": detail,
+        }
+        tail = b"," + self._dumps(rest, option=self._newline)[1:]
+        if len(self._tails) < _TAILS_KEPT and len(event or "") + len(detail or "") <= _NAME_KEPT:
+            self._tails[(event, reason, detail)] = tail
+        return tail
 
     def _emit(self, record: dict) -> None:
         line = self._dumps(record, option=self._newline)
@@ -381,10 +450,14 @@ class Report:
                      "runs; nothing was left to send.", style="green"),
             )  # fmt: skip
 
-        if c.near_misses:
+        if c.near_misses or c.near_misses_more:
             console.print(Text("Near misses (unmapped names close to a mapped one):", style="bold"))
-            for name, count in c.near_misses.most_common(20):
+            shown = c.near_misses.most_common(_NEAR_MISSES_SHOWN)
+            for name, count in shown:
                 console.print(Text(f"  {name!r} ×{count:,}: did you mean {c.hints[name]!r}?"))
+            more = sum(c.near_misses.values()) - sum(n for _, n in shown) + c.near_misses_more
+            if more:
+                console.print(Text(f"  {more:,} more events under other such names", style="dim"))
         if self.rows_over_max:
             console.print(
                 Text(

@@ -559,3 +559,33 @@ def test_bounded_levenshtein_matches_reference_on_close_strings(a, b, limit):
 def test_bounded_levenshtein_matches_reference_on_any_strings(a, b, limit):
     distance = levenshtein(a, b)
     assert bounded_levenshtein(a, b, limit) == (distance if distance <= limit else None)
+
+
+def test_seen_keys_tells_every_repeat_and_no_new_key_for_a_repeat():
+    from retently_cli.matching import SeenKeys
+
+    seen = SeenKeys()
+    keys = [f"ajs-{n:032x}" for n in range(50_000)] + ["", "é", "sha256:" + "0" * 64]
+    assert all(seen.add(key) for key in keys)
+    assert not any(seen.add(key) for key in keys)
+    assert all(seen.add(key + " ") for key in keys)
+    assert seen.count == 2 * len(keys)
+
+
+@given(
+    st.lists(st.text("abcdeAB ", min_size=1, max_size=14), min_size=1, max_size=4),
+    st.text("abcdeAB ", max_size=16),
+)
+def test_near_miss_pre_filters_never_change_the_hint(mapped, name):
+    from retently_cli.matching import NearMisses, _edit_limit, _normalise, bounded_levenshtein
+
+    best, best_distance = None, None
+    for candidate in mapped:
+        normal, wanted = _normalise(candidate), _normalise(name)
+        if normal == wanted:
+            best = candidate
+            break
+        distance = bounded_levenshtein(wanted, normal, _edit_limit(normal))
+        if distance is not None and (best_distance is None or distance < best_distance):
+            best, best_distance = candidate, distance
+    assert NearMisses(mapped).hint(name) == best
