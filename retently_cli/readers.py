@@ -205,7 +205,8 @@ def read_source(
                 break
             first = yield from _ValueStream(chunks, stats, limit, first).records()
     except _ReadFailure as failure:
-        yield stats.lines - start_lines + 1, BadInput(failure.reason, failure.message)
+        stats.lines += 1  # the line it breaks, so that the summary's lines hold every record
+        yield stats.lines - start_lines, BadInput(failure.reason, failure.message)
     finally:
         stats.per_source[source.name] = stats.lines - start_lines
         if source.name != STDIN_NAME:

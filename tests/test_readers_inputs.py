@@ -269,3 +269,23 @@ def test_a_crlf_split_between_reads_is_one_line_ending():
     items, stats = list(read_source(Source("in", Bytewise), st := ReadStats())), st
     assert events(items) == [(1, "0"), (2, "1"), (3, "2")]
     assert (stats.lines, stats.blank_lines) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"\xfe\xff", []),  # an empty UTF-16 file: nothing to read, no line
+        (b"\xff\xfe", []),
+        (b"\xfe\xff\n", [(1, "invalid_utf16")]),  # an odd byte: the line it breaks counts
+        (
+            b"\xff\xfe" + '{"type":"track"}\n'.encode("utf-16-le") + b"x",
+            [(1, "message"), (2, "invalid_utf16")],
+        ),
+    ],
+)
+def test_utf16_files_count_every_line_they_report(data, expected):
+    stats = ReadStats()
+    items = list(read_source(Source("f", lambda: io.BytesIO(data)), stats))
+    got = [(line, item.reason if isinstance(item, BadInput) else "message") for line, item in items]
+    assert got == expected
+    assert all(line <= stats.lines for line, _ in items)  # the summary's lines hold every record
