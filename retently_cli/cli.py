@@ -670,8 +670,9 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
     if job.read_complete and not not_sent:  # everything was read and settled all the same
         line = f"retently: {reason}"
     elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+        unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         line = (
-            f"retently: {reason}; stopped sending{then}. "
+            f"retently: {reason}; stopped sending{then}{unread}. "
             "Re-run the same command once it is back to resume."
         )
     elif failure is not None and not isinstance(failure, _LEDGER_ERRORS):

@@ -1,0 +1,49 @@
+"""What a second reading of issues 10, 11 and 12 found: each defect reproduced by its test."""
+
+import orjson
+from click.testing import CliRunner
+from conftest import NPS, ndjson, records, track
+
+from retently_cli.cli import cli
+
+
+def _config(tmp_path, **delivery):
+    settings = {"batch_size": 1, "concurrency": 1, "max_attempts": 2, "rate_limit": 60000}
+    settings.update(delivery)
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f'campaigns: {{"{NPS}": "Order Completed"}}\n'
+        + "".join(f"{key}: {value}\n" for key, value in settings.items())
+    )
+    return path
+
+
+def _events(tmp_path, count, name="e.ndjson"):
+    path = tmp_path / name
+    path.write_bytes(
+        ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(count)))
+    )
+    return path
+
+
+def send(config, *args, input=None):
+    return CliRunner().invoke(cli, ["send", "-c", str(config), *args], input=input)
+
+
+def test_the_breaker_accounts_for_every_line_read_and_says_the_rest_was_not(fake_env, tmp_path):
+    fake_env.inject(503, times=100_000)
+    summary = tmp_path / "summary.json"
+    result = send(
+        _config(tmp_path),
+        "-o",
+        "ndjson",
+        "--summary-json",
+        str(summary),
+        str(_events(tmp_path, 3000)),
+    )
+    assert result.exit_code == 4, result.stderr
+    ended = orjson.loads(summary.read_bytes())
+    assert not ended["read_complete"]
+    # Each line read is one event here: each has its record, none is dropped at the stop.
+    assert len(records(result.stdout)) == ended["records"] == ended["lines"]
+    assert "the rest of the input not yet read" in result.stderr
