@@ -578,7 +578,7 @@ def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, led
     if interrupted:
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         console.print(
-            Text(f"retently: interrupted: re-run the same command to resume; {not_sent:,} "
+            Text(f"retently: interrupted: {_resume(report, ledger_where)}; {not_sent:,} "
                  f"surveys not yet sent{unread}"),
             soft_wrap=True,
         )  # fmt: skip
@@ -673,13 +673,31 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         line = (
             f"retently: {reason}; stopped sending{then}{unread}. "
-            "Re-run the same command once it is back to resume."
+            f"{_sentence(_resume(report, ledger_where, ' once it is back'))}"
         )
     elif failure is not None and not isinstance(failure, _LEDGER_ERRORS):
         line = f"retently: {reason}; the run stopped{then} (-vv shows where)"
     else:
-        line = f"retently: {reason}; stopped reading{then}. Re-run the same command to resume."
+        line = (
+            f"retently: {reason}; stopped reading{then}. {_sentence(_resume(report, ledger_where))}"
+        )
     console.print(Text(visible(line)), soft_wrap=True)
+
+
+def _resume(report: Report, ledger_where, when: str = "") -> str:
+    """How to go on after a run that stopped early. Without a ledger, re-running the same
+    command would survey again whom this run surveyed (or may have): it says so instead."""
+    reached = report.sent + report.counts.outcomes[UNCERTAIN]
+    if ledger_where is not None or not reached:
+        return f"re-run the same command{when} to resume"
+    return (
+        f"there is no ledger (--no-ledger), so re-running the same command would survey again "
+        f"the {reached:,} this run surveyed or may have: send only what is left"
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 def _exit_code(report, job, dispatcher, interrupted, failure) -> int:

@@ -47,3 +47,15 @@ def test_the_breaker_accounts_for_every_line_read_and_says_the_rest_was_not(fake
     # Each line read is one event here: each has its record, none is dropped at the stop.
     assert len(records(result.stdout)) == ended["records"] == ended["lines"]
     assert "the rest of the input not yet read" in result.stderr
+
+
+def test_without_a_ledger_the_words_never_say_a_rerun_resumes(fake_env, tmp_path):
+    """--no-ledger: re-running the same command would survey again whom this run surveyed."""
+    fake_env.inject("no_results", times=3)  # three answered, then the API is gone
+    fake_env.inject(503, times=100_000)
+    result = send(_config(tmp_path), "--no-ledger", str(_events(tmp_path, 40)))
+    assert result.exit_code == 4, result.stderr
+    assert fake_env.survey_count() == 3
+    words = " ".join(result.stderr.split()).lower()
+    assert "re-run the same command" not in words
+    assert "no ledger" in words and "survey again the 3" in words
