@@ -358,7 +358,8 @@ def send(
     config = load_or_exit(console, config_path, verbose, quiet)
     refuse_unknown_filters(console, config, campaigns, events)
     refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
-    outputs = {"--report": report_path, "--failed": failed_path}
+    # --summary-json last: a clash with another output is then named as its own.
+    outputs = {"--report": report_path, "--failed": failed_path, "--summary-json": ending.path}
     selection = Selection(
         includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
     )
@@ -378,6 +379,8 @@ def send(
         ledger_where,
     )
     if paths_check.problems:
+        if any(problem.startswith("--summary-json ") for problem in paths_check.problems):
+            ending.path = None  # written at the exit all the same, it would destroy that file
         fail(console, paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)

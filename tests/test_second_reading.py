@@ -59,3 +59,23 @@ def test_without_a_ledger_the_words_never_say_a_rerun_resumes(fake_env, tmp_path
     words = " ".join(result.stderr.split()).lower()
     assert "re-run the same command" not in words
     assert "no ledger" in words and "survey again the 3" in words
+
+
+def test_summary_json_never_overwrites_an_input_or_the_ledger(fake_env, tmp_path):
+    events = _events(tmp_path, 3)
+    before = events.read_bytes()
+    result = send(_config(tmp_path), "-n", "--summary-json", str(events), str(events))
+    assert result.exit_code == 2, result.stderr
+    assert "--summary-json" in result.stderr and "also an input" in result.stderr
+    assert events.read_bytes() == before
+    # The ledger: a summary written over it would make the next run survey everyone again.
+    ledger = tmp_path / "ledger.sqlite3"
+    first = send(_config(tmp_path), "--ledger", str(ledger), str(events))
+    assert first.exit_code == 0, first.stderr
+    held = ledger.read_bytes()
+    again = send(
+        _config(tmp_path), "--ledger", str(ledger), "--summary-json", str(ledger), str(events)
+    )
+    assert again.exit_code == 2, again.stderr
+    assert ledger.read_bytes() == held
+    assert fake_env.survey_count() == 3
