@@ -352,7 +352,7 @@ def send(
     console = stderr_console()
     ending = _ending
     ending.dry_run = dry_run
-    if ending.path == "-" and (output == "ndjson" or report_path == "-"):
+    if ending.path == "-" and (output == "ndjson" or "-" in (report_path, failed_path)):
         ending.path = None
         fail(console, ["--summary-json -: stdout already carries the records; give a FILE"])
     config = load_or_exit(console, config_path, verbose, quiet)

@@ -79,3 +79,11 @@ def test_summary_json_never_overwrites_an_input_or_the_ledger(fake_env, tmp_path
     assert again.exit_code == 2, again.stderr
     assert ledger.read_bytes() == held
     assert fake_env.survey_count() == 3
+
+
+def test_summary_json_on_stdout_is_refused_when_stdout_carries_dead_letters(tmp_path):
+    result = send(
+        _config(tmp_path), "-n", "--failed", "-", "--summary-json", "-", str(_events(tmp_path, 2))
+    )
+    assert result.exit_code == 2, result.stderr
+    assert "--summary-json -" in result.stderr
