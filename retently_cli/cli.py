@@ -389,16 +389,19 @@ def send(
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
     ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
+    # A plan reads the inputs once before the send reads them again: a pipe cannot be.
+    unplanned = sources.reads_stdin or rereading_problem(sources) is not None
     if ledger is not None and not (dry_run or quiet):
-        # A plan, shown to all but stdin runs, names the ledger itself.
-        tell_where(console, ledger.path, ledger_new, sources, name_it=sources.reads_stdin)
+        # A plan, shown to all but unplanned runs, names the ledger itself.
+        tell_where(console, ledger.path, ledger_new, sources, name_it=unplanned)
     identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
         asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
-        if sources.reads_stdin:
+        if unplanned:
             if not quiet:
-                console.print(Text("events from stdin cannot be planned: sending as they come"))
+                what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
+                console.print(Text(f"events from {what} cannot be planned: sending as they come"))
         elif asking or not quiet:
             # Its own inputs: a selection counts the folders it prunes, and what a walk passes
             # over is said once, by the run itself.

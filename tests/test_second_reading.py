@@ -1,5 +1,7 @@
 """What a second reading of issues 10, 11 and 12 found: each defect reproduced by its test."""
 
+import os
+
 import orjson
 from click.testing import CliRunner
 from conftest import NPS, ndjson, records, track
@@ -87,3 +89,19 @@ def test_summary_json_on_stdout_is_refused_when_stdout_carries_dead_letters(tmp_
     )
     assert result.exit_code == 2, result.stderr
     assert "--summary-json -" in result.stderr
+
+
+def test_a_pipe_named_as_a_path_is_sent_not_planned_away(fake_env, tmp_path):
+    """`send <(zcat export.gz)`: the plan read the pipe to its end, and the send then found it
+    empty: the plan promised five surveys, none was sent, and the run exited 0."""
+    read, write = os.pipe()
+    os.write(write, ndjson(*(track(message_id=str(i), email=f"u{i}@x.example") for i in range(5))))
+    os.close(write)
+    try:
+        result = send(_config(tmp_path), f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    assert result.exit_code == 0, result.stderr
+    assert fake_env.survey_count() == 5
+    assert "cannot be planned" in result.stderr
+    assert "ledger: " in result.stderr  # named, as a plan would have named it
