@@ -352,13 +352,14 @@ def send(
     console = stderr_console()
     ending = _ending
     ending.dry_run = dry_run
-    if ending.path == "-" and (output == "ndjson" or report_path == "-"):
+    if ending.path == "-" and (output == "ndjson" or "-" in (report_path, failed_path)):
         ending.path = None
         fail(console, ["--summary-json -: stdout already carries the records; give a FILE"])
     config = load_or_exit(console, config_path, verbose, quiet)
     refuse_unknown_filters(console, config, campaigns, events)
     refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
-    outputs = {"--report": report_path, "--failed": failed_path}
+    # --summary-json last: a clash with another output is then named as its own.
+    outputs = {"--report": report_path, "--failed": failed_path, "--summary-json": ending.path}
     selection = Selection(
         includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
     )
@@ -378,6 +379,8 @@ def send(
         ledger_where,
     )
     if paths_check.problems:
+        if any(problem.startswith("--summary-json ") for problem in paths_check.problems):
+            ending.path = None  # written at the exit all the same, it would destroy that file
         fail(console, paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
@@ -386,16 +389,19 @@ def send(
         dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
     ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
+    # A plan reads the inputs once before the send reads them again: a pipe cannot be.
+    unplanned = sources.reads_stdin or rereading_problem(sources) is not None
     if ledger is not None and not (dry_run or quiet):
-        # A plan, shown to all but stdin runs, names the ledger itself.
-        tell_where(console, ledger.path, ledger_new, sources, name_it=sources.reads_stdin)
+        # A plan, shown to all but unplanned runs, names the ledger itself.
+        tell_where(console, ledger.path, ledger_new, sources, name_it=unplanned)
     identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
         asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
-        if sources.reads_stdin:
+        if unplanned:
             if not quiet:
-                console.print(Text("events from stdin cannot be planned: sending as they come"))
+                what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
+                console.print(Text(f"events from {what} cannot be planned: sending as they come"))
         elif asking or not quiet:
             # Its own inputs: a selection counts the folders it prunes, and what a walk passes
             # over is said once, by the run itself.
@@ -578,7 +584,7 @@ def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, led
     if interrupted:
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         console.print(
-            Text(f"retently: interrupted: re-run the same command to resume; {not_sent:,} "
+            Text(f"retently: interrupted: {_resume(report, ledger_where)}; {not_sent:,} "
                  f"surveys not yet sent{unread}"),
             soft_wrap=True,
         )  # fmt: skip
@@ -670,15 +676,34 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
     if job.read_complete and not not_sent:  # everything was read and settled all the same
         line = f"retently: {reason}"
     elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+        unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         line = (
-            f"retently: {reason}; stopped sending{then}. "
-            "Re-run the same command once it is back to resume."
+            f"retently: {reason}; stopped sending{then}{unread}. "
+            f"{_sentence(_resume(report, ledger_where, ' once it is back'))}"
         )
     elif failure is not None and not isinstance(failure, _LEDGER_ERRORS):
         line = f"retently: {reason}; the run stopped{then} (-vv shows where)"
     else:
-        line = f"retently: {reason}; stopped reading{then}. Re-run the same command to resume."
+        line = (
+            f"retently: {reason}; stopped reading{then}. {_sentence(_resume(report, ledger_where))}"
+        )
     console.print(Text(visible(line)), soft_wrap=True)
+
+
+def _resume(report: Report, ledger_where, when: str = "") -> str:
+    """How to go on after a run that stopped early. Without a ledger, re-running the same
+    command would survey again whom this run surveyed (or may have): it says so instead."""
+    reached = report.sent + report.counts.outcomes[UNCERTAIN]
+    if ledger_where is not None or not reached:
+        return f"re-run the same command{when} to resume"
+    return (
+        f"there is no ledger (--no-ledger), so re-running the same command would survey again "
+        f"the {reached:,} this run surveyed or may have: send only what is left"
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 def _exit_code(report, job, dispatcher, interrupted, failure) -> int:

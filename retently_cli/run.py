@@ -113,9 +113,7 @@ class SendJob:
             on_source(source)
             name = source.name
             watched = self.replaced_path is not None and same_file(name, self.replaced_path)
-            for line, item in read_source(source, self.stats, self._idle):
-                if self.stopped:
-                    return
+            for line, item in self._until_stopped(read_source(source, self.stats, self._idle)):
                 if type(item) is BadInput:
                     report.bad_input(name, line, item)
                     self.kept_back += watched
@@ -155,6 +153,14 @@ class SendJob:
             if self.stopped:
                 return
         self.read_complete = True
+
+    def _until_stopped(self, items):
+        """``items``, until the run stops: checked before the next line is taken, so that
+        each line read has its record (one taken and then dropped would be in no count)."""
+        for item in items:
+            yield item
+            if self.stopped:
+                return
 
     def finish(self) -> None:
         """Send what is still batched and wait for every outcome."""
