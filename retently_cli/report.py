@@ -24,7 +24,7 @@ from retently_cli.matching import (
     Decision,
     survey_body,
 )
-from retently_cli.planning import ALREADY_SENT
+from retently_cli.planning import ALREADY_SENT, FILTERED
 from retently_cli.readers import BadInput, ReadStats
 from retently_cli.visible import visible
 
@@ -445,8 +445,10 @@ class Report:
             console.print(per)
         if self.finished_earlier:
             already = sum(c.already_per_campaign.values())
+            # --since/--until/--event/--campaign/--limit may keep matched events of the input out
+            held = "selection" if c.reasons[(SKIPPED, FILTERED)] else "input"
             console.print(
-                Text(f"Done: the {already:,} surveys this input holds were all sent by earlier "
+                Text(f"Done: the {already:,} surveys this {held} holds were all sent by earlier "
                      "runs; nothing was left to send.", style="green"),
             )  # fmt: skip
 

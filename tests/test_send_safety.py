@@ -142,6 +142,21 @@ def test_a_live_send_from_files_shows_its_plan_and_proceeds_when_not_on_a_termin
     assert again.exit_code == 0 and fake_env.survey_count() == 5
 
 
+def test_a_filtered_rerun_says_done_of_its_selection_only(fake_env, tmp_path):
+    config, events = _config(tmp_path), tmp_path / "two.ndjson"
+    early = {**track(message_id="m1"), "timestamp": "2026-01-01T00:00:00Z"}
+    late = {**track(message_id="m2", email="bo@example.com"), "timestamp": "2026-03-01T00:00:00Z"}
+    events.write_bytes(ndjson(early, late))
+    ledger = tmp_path / "ledger.sqlite3"
+    assert (
+        send(config, "--ledger", str(ledger), "--until", "2026-02-01", str(events)).exit_code == 0
+    )
+    again = send(config, "--ledger", str(ledger), "--until", "2026-02-01", str(events))
+    assert fake_env.survey_count() == 1 and again.exit_code == 0
+    assert "Done: the 1 surveys this selection holds were all sent by earlier runs" in again.stderr
+    assert "this input holds" not in again.stderr  # the late event waits beyond --until
+
+
 def test_the_dry_run_names_each_surveys_request_and_counts_the_requests(tmp_path):
     config, events = _config(tmp_path, batch_size=2), _mixed(tmp_path)
     result = send(config, "-n", "-o", "ndjson", str(events))
