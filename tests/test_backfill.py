@@ -4,16 +4,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import CES, CSAT, NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import CES, CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 
 CONFIG = f"""\
@@ -41,9 +38,7 @@ def event(i, name="Order Completed", **extra):
 
 
 def send(tmp_path, *args, input=None):
-    return CliRunner().invoke(
-        cli, ["send", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson", *args], input=input
-    )
+    return run("send", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson", *args, input=input)
 
 
 def delivered(server) -> Counter:
@@ -159,8 +154,8 @@ def test_once_per_email_holds_across_runs(setup, fake):
 
 def test_report_file_has_every_record_while_the_table_shows(setup, fake):
     report = setup / "report.ndjson"
-    result = CliRunner().invoke(
-        cli, ["send", "-c", str(setup / "c.yaml"), "--report", str(report), "-"],
+    result = run(
+        "send", "-c", str(setup / "c.yaml"), "--report", str(report), "-",
         input=ndjson(event(1), {"type": "page"}),
     )  # fmt: skip
     assert result.exit_code == 0 and result.stdout == ""
@@ -175,7 +170,7 @@ def test_report_file_has_every_record_while_the_table_shows(setup, fake):
 def _run_cli(tmp_path, fake_url, args, **popen):
     env = {**os.environ, "NO_COLOR": "1", "RETENTLY_BASE_URL": fake_url,
            "RETENTLY_API_KEY": TEST_KEY}  # fmt: skip
-    command = [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
+    command = [*RETENTLY, "send", "-c", str(tmp_path / "c.yaml"),
                "-o", "ndjson", "--ledger", str(tmp_path / "ledger.sqlite3"), *args]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=ROOT, **popen)  # fmt: skip

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from conftest import CES, CSAT, NPS, TEST_KEY
+from helpers import CES, CSAT, NPS, TEST_KEY
 
 from retently_cli.client import RetentlyClient
 from retently_cli.config import parse_config

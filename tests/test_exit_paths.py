@@ -9,10 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ROOT, TEST_KEY, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, send, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 
 
@@ -39,7 +37,7 @@ def ledger_states(path) -> dict[str, int]:
 
 
 def command(*args):
-    return [sys.executable, "-m", "retently_cli", "send", "-c", str(EXAMPLE_CONFIG), *args]
+    return [*RETENTLY, "send", "-c", str(EXAMPLE_CONFIG), *args]
 
 
 @pytest.fixture
@@ -161,10 +159,10 @@ def test_the_installed_command_starts_from_the_light_entry_point():
 def test_a_config_nested_100000_levels_deep_is_a_config_error(tmp_path):
     config = tmp_path / "deep.yaml"
     config.write_text("campaigns: " + "[" * 100_000 + "]" * 100_000 + "\n")
-    result = CliRunner().invoke(cli, ["check", "-c", str(config)])
+    result = run("check", "-c", str(config))
     assert result.exit_code == 2, result.output
     assert "nested" in result.stderr and str(config) in result.stderr
-    result = CliRunner().invoke(cli, ["send", "-n", "-c", str(config), "-"], input=b"")
+    result = run("send", "-n", "-c", str(config), "-", input=b"")
     assert result.exit_code == 2
 
 
@@ -185,11 +183,7 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
     monkeypatch.setenv("RETENTLY_BASE_URL", slow_server.url)
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
     ledger = tmp_path / "ledger.sqlite3"
-    result = CliRunner().invoke(
-        cli,
-        ["send", "-c", str(EXAMPLE_CONFIG), "-o", "ndjson", "--ledger", str(ledger), "-"],
-        input=events(400),
-    )
+    result = send("-o", "ndjson", "--ledger", str(ledger), "-", input=events(400))
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 1
     assert "RuntimeError: a bug" in result.stderr and "Traceback" not in result.stderr

@@ -1,19 +1,13 @@
 """Issue 8: what adversarial runs found in `send` itself: crashes that stopped a backfill for
 good, outputs that destroyed their own inputs, the tool reading its own records back."""
 
+import helpers
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import CSAT, EXAMPLE_CONFIG, NPS, ndjson, records, track
+from helpers import CSAT, NPS, ndjson, records, send, track
 
-from retently_cli.cli import cli
 from retently_cli.ledger import Ledger
 from retently_cli.matching import content_key
-
-
-def send(*args, input=None):
-    return CliRunner().invoke(cli, ["send", "-c", str(EXAMPLE_CONFIG), *args], input=input)
-
 
 # 1. Out-of-range timestamps -------------------------------------------------------------------
 
@@ -161,7 +155,7 @@ def test_a_report_read_back_as_input_surveys_nobody(fake_env, tmp_path):
     )
 
     def run(*args):
-        return CliRunner().invoke(cli, ["send", "-c", str(config), *args])
+        return send(*args, config=config)
 
     first = run("--report", str(folder / "report.ndjson"), str(folder))
     assert "inside the input folder" in first.stderr
@@ -183,6 +177,6 @@ def test_a_report_read_back_as_input_surveys_nobody(fake_env, tmp_path):
 def test_init_never_overwrites_the_log_it_reads(tmp_path):
     log = tmp_path / "export.ndjson"
     log.write_bytes(ndjson(ticket(1)))
-    result = CliRunner().invoke(cli, ["init", str(log), "--from-log", str(tmp_path), "--force"])
+    result = helpers.run("init", str(log), "--from-log", str(tmp_path), "--force")
     assert result.exit_code == 2 and "also a --from-log input" in result.stderr
     assert log.read_bytes() == ndjson(ticket(1))

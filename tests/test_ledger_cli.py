@@ -4,14 +4,12 @@ Retently, and the ledger's location as a live send names it."""
 import os
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 
+import helpers
 import pytest
-from click.testing import CliRunner
-from conftest import CSAT, NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, track
 
-from retently_cli.cli import cli
 from retently_cli.ledger import Ledger
 
 CONFIG = f"""\
@@ -37,7 +35,7 @@ def run(tmp_path, *args, input=None):
     """The command (``send``, ``ledger status``...) with the test's config, then ``args``."""
     words = 1 if args[0] == "send" else 2
     config = ["-c", str(tmp_path / "c.yaml")]
-    return CliRunner().invoke(cli, [*args[:words], *config, *args[words:]], input=input)
+    return helpers.run(*args[:words], *config, *args[words:], input=input)
 
 
 def send(tmp_path, *args, input=None):
@@ -252,7 +250,7 @@ def test_subprocess_status_and_resolve_from_a_pipe(setup, fake):
     fake.inject("drop_after", times=1)
     chosen = setup / "piped.sqlite3"
     env = {**os.environ, "RETENTLY_LEDGER": str(chosen), "NO_COLOR": "1"}
-    command = [sys.executable, "-m", "retently_cli"]
+    command = [*RETENTLY]
     config = ["-c", str(setup / "c.yaml")]
 
     def words(args):

@@ -2,15 +2,24 @@
 
 import os
 import subprocess
-import sys
 import threading
 
 import orjson
-from click.testing import CliRunner
-from conftest import CES, CSAT, EXAMPLE_CONFIG, NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import (
+    CES,
+    CSAT,
+    EXAMPLE_CONFIG,
+    NPS,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    ndjson,
+    records,
+    run,
+    track,
+)
 
 import retently_cli.readers as readers
-from retently_cli.cli import cli
 from retently_cli.config import parse_config
 from retently_cli.diffing import Differ
 
@@ -26,10 +35,6 @@ campaigns:
 properties:
   exclude: [plan]
 """
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def configs(tmp_path, old=OLD, new=NEW):
@@ -162,7 +167,7 @@ def test_diff_and_coverage_read_a_fifo_that_can_only_be_read_once(tmp_path):
         writer = threading.Thread(target=feed)
         writer.start()
         result = subprocess.run(
-            [sys.executable, "-m", "retently_cli", *command, str(fifo)],
+            [*RETENTLY, *command, str(fifo)],
             capture_output=True, timeout=30, cwd=ROOT,
         )  # fmt: skip
         writer.join(timeout=5)

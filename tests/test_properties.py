@@ -3,13 +3,11 @@
 import gzip
 import re
 
+import helpers
 import orjson
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, records
+from helpers import EXAMPLE_CONFIG, records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from retently_cli.cli import cli
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUMMARY = re.compile(
@@ -23,9 +21,7 @@ def split_lines(data: bytes) -> list[bytes]:
 
 
 def run(data: bytes):
-    result = CliRunner().invoke(
-        cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-"], input=data
-    )
+    result = helpers.run("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-", input=data)
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.stderr
     match = SUMMARY.search(result.stderr)

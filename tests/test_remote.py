@@ -14,10 +14,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, TEST_KEY, ndjson, records, track
-
-from retently_cli.cli import cli
+from helpers import EXAMPLE_CONFIG, TEST_KEY, ndjson, records, run, track
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -63,7 +60,7 @@ def s3(moto_endpoint, monkeypatch, tmp_path):
 
 def send(*args, env=None):
     argv = ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *args]
-    return CliRunner().invoke(cli, argv, env=env)
+    return run(*argv, env=env)
 
 
 DAYS = ("1764201600000", "1764288000000", "1764374400000")  # UTC midnights
@@ -140,7 +137,7 @@ def test_a_missing_bucket_fails_in_one_line_before_anything_is_sent(s3, fake, tm
     (tmp_path / "local.ndjson").write_bytes(ndjson(track()))
     env = {"RETENTLY_API_KEY": TEST_KEY, "RETENTLY_BASE_URL": fake.url}
     argv = ["send", "-c", str(EXAMPLE_CONFIG), "--no-ledger", str(tmp_path / "local.ndjson")]
-    result = CliRunner().invoke(cli, [*argv, "s3://no-such-bucket-here/segment-logs"], env=env)
+    result = run(*argv, "s3://no-such-bucket-here/segment-logs", env=env)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "retently: s3://no-such-bucket-here/segment-logs: no such bucket, prefix or object"

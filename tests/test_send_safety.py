@@ -6,14 +6,11 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import orjson
-from click.testing import CliRunner
-from conftest import NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.delivery import BREAKER_THRESHOLD
 
 
@@ -37,7 +34,7 @@ def _events(tmp_path, count, name="e.ndjson"):
 
 
 def send(config, *args, input=None):
-    return CliRunner().invoke(cli, ["send", "-c", str(config), *args], input=input)
+    return run("send", "-c", str(config), *args, input=input)
 
 
 # -- the circuit breaker -------------------------------------------------------------------
@@ -82,7 +79,7 @@ def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake
 def test_the_server_stopped_mid_run_exits_4_with_the_address_and_a_hint(fake, tmp_path):
     events = _events(tmp_path, 300)
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
-    command = [sys.executable, "-m", "retently_cli", "send", "-o", "ndjson"]
+    command = [*RETENTLY, "send", "-o", "ndjson"]
     proc = subprocess.Popen(
         [*command, "-c", str(_config(tmp_path, rate_limit=600)), str(events)],
         stdout=subprocess.PIPE,
@@ -166,7 +163,7 @@ def _on_a_terminal(fake, tmp_path, *args, answer=None):
     question. The stderr seen, and the exit code."""
     leader, follower = pty.openpty()
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
-    command = [sys.executable, "-m", "retently_cli", "send", "-c", str(_config(tmp_path))]
+    command = [*RETENTLY, "send", "-c", str(_config(tmp_path))]
     proc = subprocess.Popen(
         [*command, *args, str(_mixed(tmp_path))],
         stdin=follower,
@@ -240,7 +237,7 @@ def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_pat
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
     config = _config(tmp_path, rate_limit=120)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", "send", "-c", str(config), "--summary-json",
+        [*RETENTLY, "send", "-c", str(config), "--summary-json",
          str(summary), str(_events(tmp_path, 200))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -298,7 +295,7 @@ def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path)
 def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypatch):
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)  # $RETENTLY_BASE_URL: nothing listens
     hint = "cannot reach http://127.0.0.1:9: connection refused; check base_url or your network"
-    online = CliRunner().invoke(cli, ["check", "--online", "-c", str(_config(tmp_path))])
+    online = run("check", "--online", "-c", str(_config(tmp_path)))
     assert online.exit_code == 1 and hint in online.stderr
     result = send(_config(tmp_path, max_attempts=1), "-o", "ndjson", str(_events(tmp_path, 1)))
     (record,) = records(result.stdout)

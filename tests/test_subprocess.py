@@ -9,13 +9,13 @@ import threading
 import time
 
 import orjson
-from conftest import EXAMPLE_CONFIG, ROOT, track
+from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, track
 
 
 def start(*args):
     env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", *args],
+        [*RETENTLY, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

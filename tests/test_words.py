@@ -4,24 +4,23 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ROOT, TEST_KEY, ndjson, records, track
+from helpers import (
+    EXAMPLE_CONFIG,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    ndjson,
+    records,
+    run,
+    send,
+    stderr_lines,
+    track,
+)
 
-from retently_cli.cli import cli
 from retently_cli.starter import starter_config
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
-
-
-def send(*args, input=None):
-    return run("send", "-c", str(EXAMPLE_CONFIG), *args, input=input)
-
 
 # -- --event, --campaign, --since/--until --------------------------------------------------------
 
@@ -110,7 +109,7 @@ def test_diff_refuses_quiet_with_verbose():
 def test_empty_stdin_gets_a_one_line_warning():
     result = send("-n", "-", input=b"")
     assert result.exit_code == 0
-    assert [line for line in result.stderr.splitlines() if "empty" in line] == [
+    assert [line for line in stderr_lines(result) if "empty" in line] == [
         "warning: stdin was empty: no events read"
     ]
 
@@ -206,7 +205,7 @@ def _on_a_terminal_stdin(args, extra_env=None):
     leader, follower = pty.openpty()
     env = {**os.environ, "NO_COLOR": "1", **(extra_env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", *args],
+        [*RETENTLY, *args],
         stdin=follower,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -247,7 +246,7 @@ def test_coverage_says_it_reads_stdin_from_a_terminal():
 
 def test_no_terminal_note_when_stdin_is_a_pipe():
     result = subprocess.run(
-        [sys.executable, "-m", "retently_cli", "send", "-n", "-c", str(EXAMPLE_CONFIG)],
+        [*RETENTLY, "send", "-n", "-c", str(EXAMPLE_CONFIG)],
         input=ndjson(track()),
         capture_output=True,
         cwd=ROOT,
@@ -316,7 +315,7 @@ def _on_a_terminal(args, env_extra, env_drop=()):
     for name in ("COLUMNS", *env_drop):
         env.pop(name, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", *args],
+        [*RETENTLY, *args],
         stdin=subprocess.DEVNULL,
         stdout=follower,
         stderr=follower,
@@ -427,9 +426,7 @@ def _complete(words: str) -> subprocess.CompletedProcess:
         "COMP_WORDS": words,
         "COMP_CWORD": str(len(words.split()) - 1),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "retently_cli"], capture_output=True, env=env, cwd=ROOT
-    )
+    return subprocess.run([*RETENTLY], capture_output=True, env=env, cwd=ROOT)
 
 
 def test_completion_offers_commands_and_the_new_options():
