@@ -49,6 +49,7 @@ def _ref(subscriber):
     return next(p["value"] for p in subscriber.get("properties", []) if p["label"] == "ref")
 
 
+@pytest.mark.slow
 def test_a_rerun_sends_nothing_already_delivered(setup, fake):
     data = ndjson(*(event(i) for i in range(10)))
     first = send(setup, "-", input=data)
@@ -96,6 +97,7 @@ def test_a_lost_connection_is_uncertain_then_listed_not_resent(setup, fake):
     assert forced.exit_code == 0 and fake.survey_count() == 2  # asked for, so sent again
 
 
+@pytest.mark.slow
 def test_dead_letters_round_trip_after_a_fix(setup, fake):
     fake.refused_emails = {"u2@example.com"}
     dead = setup / "failed.ndjson"
@@ -176,6 +178,7 @@ def _run_cli(tmp_path, fake_url, args, **popen):
                             cwd=ROOT, **popen)  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_killed_at_a_random_moment_then_rerun_delivers_everything_once(tmp_path, how, seed):
@@ -210,6 +213,7 @@ def test_killed_at_a_random_moment_then_rerun_delivers_everything_once(tmp_path,
     assert second.returncode == (1 if uncertain else 0)
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_the_ledger_stays_consistent(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG.replace("batch_size: 4", "batch_size: 1"))
     events = tmp_path / "events.ndjson"
@@ -288,6 +292,7 @@ def test_a_retry_of_an_uncertain_survey_that_surely_failed_keeps_it_uncertain(
     assert fake.survey_count() == 1
 
 
+@pytest.mark.slow
 def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake):
     six = "\n".join(f'  "c{i}": "Order Completed"' for i in range(6))
     (tmp_path / "c.yaml").write_text(f"campaigns:\n{six}\nrate_limit: 1\nconcurrency: 1\n")

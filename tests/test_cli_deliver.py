@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import orjson
+import pytest
 from helpers import (
     CSAT,
     EXAMPLE_CONFIG,
@@ -46,6 +47,7 @@ def test_send_delivers_and_reports_each_event(fake_env):
     assert "sent" in result.stderr and "Summary" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_example_export_is_delivered_once_and_a_rerun_sends_nothing(fake_env):
     dry = records(send("-n", "-o", "ndjson", str(ROOT / "examples")).stdout)
     first = send("-o", "ndjson", str(ROOT / "examples"))
@@ -160,6 +162,7 @@ def test_campaigns_lists_the_account_as_a_table_or_json(fake_env, tmp_path, monk
     assert run("campaigns", "-o", "json").exit_code == 0  # retried
 
 
+@pytest.mark.slow
 def test_records_stream_while_stdin_stays_open_and_surveys_go_out(fake_env):
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.Popen(
@@ -182,6 +185,7 @@ def test_records_stream_while_stdin_stays_open_and_surveys_go_out(fake_env):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_a_progress_bar_only_on_a_terminal(fake_env, tmp_path):
     events = tmp_path / "e.ndjson"
     events.write_bytes(
@@ -235,6 +239,7 @@ def _drain(fd, proc) -> bytes:
     return out
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_send_reports_every_event_and_exits_130(fake, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(

@@ -124,6 +124,7 @@ def wait_until_idle(fake, deadline_s=10.0) -> None:
     assert not fake.open_connections, "the fake server is still serving a request"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_storm_then_rerun_surveys_everyone_exactly_once(tmp_path, seed):
     print(f"STORM_SEED={seed}")  # pytest shows it when the test fails

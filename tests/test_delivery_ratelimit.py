@@ -2,6 +2,7 @@
 
 import threading
 
+import pytest
 from helpers import NPS, TEST_KEY, ndjson, records, run, track
 from test_delivery import deliver_all, sender_for, surveys
 
@@ -15,6 +16,7 @@ def max_in_window(times, window):
     return max(sum(1 for u in times if t <= u < t + window) for t in times)
 
 
+@pytest.mark.slow
 def test_a_rate_limit_ten_times_too_high_slows_down_and_every_survey_is_sent(tmp_path, monkeypatch):
     # Scaled down: the server allows 10 requests a second (600 a minute); the client is set to
     # 6000 a minute, and gives up at the first failed attempt, but a 429 with Retry-After is the

@@ -154,6 +154,7 @@ def test_campaign_names_from_the_account_are_shown_escaped(monkeypatch):
     assert "c\\x1b[2J" in result.stdout and "NPS\\x1b]0;pwned\\x07" in result.stdout
 
 
+@pytest.mark.slow
 def test_under_a_terminal_the_injected_sequences_never_arrive(hostile):
     """Rich styles its own output with escapes on a terminal; the data's must not get through."""
     config, events = hostile

@@ -48,6 +48,7 @@ def slow_server():
         yield server
 
 
+@pytest.mark.slow
 def test_a_reader_closing_stdout_does_not_abandon_requests_in_flight(slow_server, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(2000))
@@ -72,6 +73,7 @@ def test_a_reader_closing_stdout_does_not_abandon_requests_in_flight(slow_server
     assert b"stdout" in err and b"not sent" in err
 
 
+@pytest.mark.slow
 def test_a_report_on_a_full_disk_stops_the_run_cleanly(slow_server, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(2000))
@@ -93,6 +95,7 @@ def test_a_report_on_a_full_disk_stops_the_run_cleanly(slow_server, tmp_path):
     assert "Summary" in err
 
 
+@pytest.mark.slow
 def test_a_report_past_the_file_size_limit_stops_the_run_cleanly(fake, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(300))
@@ -115,6 +118,7 @@ def test_a_report_past_the_file_size_limit_stops_the_run_cleanly(fake, tmp_path)
     assert f"cannot write {report}: File too large; stopped reading" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.01, 0.03, 0.08, 0.15, 0.25, 0.4])
 def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path, delay):
     """The signal comes ``delay`` s after the interpreter is up: while click, Rich and httpx
@@ -143,6 +147,7 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path, delay):
     assert done.returncode in (130, 0), (done.returncode, err)  # 0: it finished first
 
 
+@pytest.mark.slow
 def test_the_installed_command_starts_from_the_light_entry_point():
     import tomllib
 
@@ -156,6 +161,7 @@ def test_the_installed_command_starts_from_the_light_entry_point():
     assert b"click" not in done.stderr and b"rich" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_config_nested_100000_levels_deep_is_a_config_error(tmp_path):
     config = tmp_path / "deep.yaml"
     config.write_text("campaigns: " + "[" * 100_000 + "]" * 100_000 + "\n")
@@ -193,6 +199,7 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
     assert len(sent) == states.get("sent", 0) == slow_server.survey_count()
 
 
+@pytest.mark.slow
 def test_a_closed_stderr_does_not_abandon_requests_in_flight(slow_server, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(2000))

@@ -22,6 +22,7 @@ def out_of_range_events():
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_out_of_range_timestamp_does_not_crash_a_live_send_or_its_rerun(fake_env):
     first = send("-o", "ndjson", "-", input=out_of_range_events())
     assert first.exception is None or isinstance(first.exception, SystemExit), first.exception
@@ -99,6 +100,7 @@ def ticket(i):
     return track("Support Ticket Closed", message_id=f"t{i}", email=f"u{i}@example.com")
 
 
+@pytest.mark.slow
 def test_dead_letters_fed_back_under_the_same_name_are_read_whole(fake_env, tmp_path):
     fake_env.refused_emails = {"u1@example.com", "u2@example.com", "u3@example.com"}
     dead = tmp_path / "failed.ndjson"

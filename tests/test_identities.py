@@ -301,6 +301,7 @@ def export(tmp_path):
     return tmp_path / "segment-logs", config
 
 
+@pytest.mark.slow
 def test_send_learns_emails_from_identify_calls_before_and_after_the_tracks(tmp_path):
     logs, config = export(tmp_path)
     temp = tmp_path / "tmp"
@@ -336,6 +337,7 @@ def test_a_real_send_delivers_to_the_learned_emails(tmp_path, fake_env):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_since_prunes_the_tracks_folders_but_not_the_identities_before_them(tmp_path):
     logs, config = export(tmp_path)
     window = ["--since", "2024-05-02T10:00Z", "--until", "2024-05-02T11:00Z"]
@@ -349,6 +351,7 @@ def test_since_prunes_the_tracks_folders_but_not_the_identities_before_them(tmp_
     assert "identities: 3 ids learned from 7 lines (in memory)" in result.stderr.decode()
 
 
+@pytest.mark.slow
 def test_stdin_is_refused_before_anything_is_sent(tmp_path, fake):
     _, config = export(tmp_path)
     data = ndjson(identify("u1", email="ann@example.com"), order("m1", user="u1"))
@@ -366,6 +369,7 @@ def test_stdin_is_refused_before_anything_is_sent(tmp_path, fake):
     assert fake.surveys == [] and fake.requests == []
 
 
+@pytest.mark.slow
 def test_a_fifo_named_on_its_own_is_refused_too(tmp_path):
     _, config = export(tmp_path)
     fifo = tmp_path / "events.fifo"
@@ -375,6 +379,7 @@ def test_a_fifo_named_on_its_own_is_refused_too(tmp_path):
     assert b"not a regular file, so it cannot be read twice" in result.stderr
 
 
+@pytest.mark.slow
 def test_coverage_counts_the_emails_found_by_identity_and_diff_shows_the_switch(tmp_path):
     logs, config = export(tmp_path)
     result = run_process("coverage", "-o", "json", "-c", str(config), str(logs))

@@ -76,6 +76,7 @@ def test_status_names_the_ledger_counts_and_the_exact_next_steps(setup, fake):
     assert_no_key(status)
 
 
+@pytest.mark.slow
 def test_list_shows_each_survey_and_filters_by_state_and_campaign(setup, fake):
     one_uncertain_of_three(setup, fake)
     send(setup, "-", input=ndjson(track("Order Completed", "o1", "ann@example.com")))
@@ -98,6 +99,7 @@ def test_list_shows_each_survey_and_filters_by_state_and_campaign(setup, fake):
     assert_no_key(table)
 
 
+@pytest.mark.slow
 def test_resolve_not_sent_from_a_list_makes_the_next_send_send_it(setup, fake):
     one_uncertain_of_three(setup, fake)
     listed = run(setup, "ledger", "list", "--state", "uncertain", "-o", "ndjson").stdout
@@ -111,6 +113,7 @@ def test_resolve_not_sent_from_a_list_makes_the_next_send_send_it(setup, fake):
     assert fake.survey_count() == 4  # m0 once more, as asked
 
 
+@pytest.mark.slow
 def test_resolve_sent_closes_them_and_the_next_send_skips_them(setup, fake):
     one_uncertain_of_three(setup, fake)
     resolved = run(setup, "ledger", "resolve", "--sent", "--all-uncertain")
@@ -125,6 +128,7 @@ def test_resolve_sent_closes_them_and_the_next_send_skips_them(setup, fake):
     assert "surveys:     3 sent\n" in status and "ledger resolve" not in status
 
 
+@pytest.mark.slow
 def test_resolve_reads_a_sends_report_and_failed_file_and_leaves_others_alone(setup, fake):
     fake.inject("drop_after", times=1)
     failed = setup / "failed.ndjson"
@@ -216,6 +220,7 @@ def test_retently_ledger_chooses_the_ledger_for_send_and_ledger(setup, fake, mon
     assert "RETENTLY_LEDGER" in run(setup, "ledger", "status", "--help").stdout
 
 
+@pytest.mark.slow
 def test_a_live_send_names_its_ledger_and_warns_when_a_new_one_meets_a_backfill(setup, fake):
     where = default_ledger(fake, setup)
     folder = setup / "export"
@@ -239,6 +244,7 @@ def test_a_live_send_names_its_ledger_and_warns_when_a_new_one_meets_a_backfill(
     assert_no_key(first, again, small)
 
 
+@pytest.mark.slow
 def test_retry_uncertain_still_resends_them_all(setup, fake):
     one_uncertain_of_three(setup, fake)
     forced = send(setup, "--retry-uncertain", "-", input=tickets(0, 1, 2))
@@ -246,6 +252,7 @@ def test_retry_uncertain_still_resends_them_all(setup, fake):
     assert "surveys:     3 sent\n" in run(setup, "ledger", "status").stdout
 
 
+@pytest.mark.slow
 def test_subprocess_status_and_resolve_from_a_pipe(setup, fake):
     fake.inject("drop_after", times=1)
     chosen = setup / "piped.sqlite3"

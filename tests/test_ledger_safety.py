@@ -335,6 +335,7 @@ def _send_process(tmp_path, url, ledger, events):
     )
 
 
+@pytest.mark.slow
 def test_a_ledger_deleted_mid_run_stops_the_run_and_the_next_run_doubles_nothing(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG)
     events = tmp_path / "events.ndjson"

@@ -5,6 +5,7 @@ import subprocess
 import threading
 
 import orjson
+import pytest
 from helpers import (
     CES,
     CSAT,
@@ -154,6 +155,7 @@ def test_each_input_is_read_once(tmp_path, monkeypatch):
     assert opened == [str(data), str(data)]  # once per command
 
 
+@pytest.mark.slow
 def test_diff_and_coverage_read_a_fifo_that_can_only_be_read_once(tmp_path):
     old, new = configs(tmp_path)
     for command in (["diff", old, new], ["coverage", "-c", old, "-o", "json"]):

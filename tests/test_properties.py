@@ -5,6 +5,7 @@ import re
 
 import helpers
 import orjson
+import pytest
 from helpers import EXAMPLE_CONFIG, records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,7 @@ def run(data: bytes):
     return got, lines, blank
 
 
+@pytest.mark.slow
 @FAST
 @given(st.binary(max_size=2000))
 def test_any_bytes_never_crash_and_every_record_is_counted(data):
@@ -43,6 +45,7 @@ def test_any_bytes_never_crash_and_every_record_is_counted(data):
     assert all(r["outcome"] in ("dry_run", "skipped", "failed") for r in got)
 
 
+@pytest.mark.slow
 @FAST
 @given(st.binary(max_size=2000))
 def test_any_bytes_gzipped_never_crash(data):
@@ -83,6 +86,7 @@ junk = st.one_of(
 line = st.one_of(messages.map(orjson.dumps), junk, st.just(b""))
 
 
+@pytest.mark.slow
 @FAST
 @given(st.lists(line, max_size=30), messages)
 def test_every_non_blank_ndjson_line_yields_records(lines, first):

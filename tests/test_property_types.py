@@ -262,6 +262,7 @@ events = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(events, st.dictionaries(st.sampled_from(["plan", "n"]), st.sampled_from(["string",
        "integer", "boolean", "date", "collection"])))  # fmt: skip

@@ -135,6 +135,7 @@ def test_an_item_over_the_limit_is_reported_and_memory_stays_bounded():
     assert events(items) == [(1, "a"), (1, "b"), (2, "c")]
 
 
+@pytest.mark.slow
 def test_reading_a_large_array_holds_far_less_than_the_file(tmp_path):
     path = tmp_path / "array.json"
     one = body("m")
@@ -228,6 +229,7 @@ def test_a_file_named_on_its_own_is_read_line_by_line_even_if_not_json(tmp_path)
     assert "skipped (not JSON)" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_subprocess_reads_a_streamed_array_from_stdin_and_utf16_files(tmp_path):
     path = tmp_path / "ps.json"
     path.write_bytes(b"\xff\xfe" + (body("u").decode() + "\n").encode("utf-16-le"))

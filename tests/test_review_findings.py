@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 
+import pytest
 from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, ndjson, records, run, send, track
 
 from retently_cli.config import parse_config
@@ -38,6 +39,7 @@ def test_diff_records_read_back_survey_nobody(tmp_path):
     assert sum(r["outcome"] == "dry_run" for r in got) == 4
 
 
+@pytest.mark.slow
 def test_dead_letters_fed_back_are_never_lost_to_a_filter_or_a_dry_run(fake_env, tmp_path):
     fake_env.refused_emails = {f"u{i}@example.com" for i in range(10)}
     dead = tmp_path / "failed.ndjson"
@@ -56,6 +58,7 @@ def test_dead_letters_fed_back_are_never_lost_to_a_filter_or_a_dry_run(fake_env,
     assert dead.read_bytes() == b"" and kept == b""  # the limited run failed nothing
 
 
+@pytest.mark.slow
 def test_an_output_that_is_also_stdin_is_refused(tmp_path):
     events = tmp_path / "g.ndjson"
     events.write_bytes(ndjson(ticket(1), ticket(2)))

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import orjson
+import pytest
 from helpers import NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
 
 from retently_cli.delivery import BREAKER_THRESHOLD
@@ -40,6 +41,7 @@ def send(config, *args, input=None):
 # -- the circuit breaker -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake_env, tmp_path):
     fake_env.inject(503, times=10_000)
     failed = tmp_path / "failed.ndjson"
@@ -67,6 +69,7 @@ def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake
     assert fake_env.survey_count() == 40
 
 
+@pytest.mark.slow
 def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake_env, tmp_path):
     fake_env.inject(503, times=2 * (BREAKER_THRESHOLD - 1))  # two attempts each, then answers
     result = send(_config(tmp_path), "-o", "ndjson", str(_events(tmp_path, 10)))
@@ -76,6 +79,7 @@ def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake
     assert sum(r["outcome"] == "sent" for r in got) == 10 - (BREAKER_THRESHOLD - 1)
 
 
+@pytest.mark.slow
 def test_the_server_stopped_mid_run_exits_4_with_the_address_and_a_hint(fake, tmp_path):
     events = _events(tmp_path, 300)
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
@@ -195,6 +199,7 @@ def _on_a_terminal(fake, tmp_path, *args, answer=None):
     return seen.decode(errors="replace"), proc.returncode
 
 
+@pytest.mark.slow
 def test_on_a_terminal_the_plan_asks_and_no_sends_nothing(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, answer=b"n\n")
     assert "Send 5 surveys? [y/N]" in err
@@ -202,6 +207,7 @@ def test_on_a_terminal_the_plan_asks_and_no_sends_nothing(fake_env, tmp_path):
     assert code == 1 and fake_env.survey_count() == 0
 
 
+@pytest.mark.slow
 def test_on_a_terminal_yes_at_the_question_sends(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, answer=b"y\n")
     assert "Send 5 surveys? [y/N]" in err
@@ -209,6 +215,7 @@ def test_on_a_terminal_yes_at_the_question_sends(fake_env, tmp_path):
     assert fake_env.survey_count() == 5
 
 
+@pytest.mark.slow
 def test_on_a_terminal_dash_y_sends_without_asking(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, "-y")
     assert "Plan: 5 surveys" in err and "[y/N]" not in err
@@ -232,6 +239,7 @@ def test_uncertain_surveys_come_with_the_commands_that_settle_them(fake_env, tmp
     assert "--retry-uncertain" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_path):
     summary = tmp_path / "summary.json"
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
@@ -272,6 +280,7 @@ def test_summary_json_holds_the_counts_exit_code_and_timings(fake_env, tmp_path)
     assert TEST_KEY not in summary.read_text()
 
 
+@pytest.mark.slow
 def test_summary_json_on_stdout_after_a_usage_error_and_a_breaker_stop(fake_env, tmp_path):
     events = str(_events(tmp_path, 20))
     refused = send(_config(tmp_path), "--summary-json", "-", "--campaign", "nope", events)
@@ -292,6 +301,7 @@ def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path)
     assert "--summary-json -: stdout already carries the records" in result.stderr
 
 
+@pytest.mark.slow
 def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypatch):
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)  # $RETENTLY_BASE_URL: nothing listens
     hint = "cannot reach http://127.0.0.1:9: connection refused; check base_url or your network"
@@ -304,6 +314,7 @@ def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypat
     assert "ConnectError" not in result.stdout + result.stderr + online.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_d_at_the_question_sends_nothing(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, answer=b"\x04")
     assert "[y/N]" in err and "nothing was sent" in err

@@ -231,6 +231,7 @@ def _on_a_terminal_stdin(args, extra_env=None):
         os.close(leader)
 
 
+@pytest.mark.slow
 def test_send_says_it_reads_stdin_from_a_terminal():
     code, stderr = _on_a_terminal_stdin(["send", "-n", "-c", str(EXAMPLE_CONFIG)])
     assert stderr.startswith("reading events from stdin (Ctrl-D to end)\n")
@@ -238,12 +239,14 @@ def test_send_says_it_reads_stdin_from_a_terminal():
     assert "warning: stdin was empty: no events read" in stderr
 
 
+@pytest.mark.slow
 def test_coverage_says_it_reads_stdin_from_a_terminal():
     code, stderr = _on_a_terminal_stdin(["coverage", "-c", str(EXAMPLE_CONFIG), "-"])
     assert "reading events from stdin (Ctrl-D to end)" in stderr
     assert code == 0
 
 
+@pytest.mark.slow
 def test_no_terminal_note_when_stdin_is_a_pipe():
     result = subprocess.run(
         [*RETENTLY, "send", "-n", "-c", str(EXAMPLE_CONFIG)],
@@ -363,6 +366,7 @@ def _live_env(fake):
     return {"RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
 
 
+@pytest.mark.slow
 def test_no_color_means_no_escape_codes_at_all_yet_a_progress_line(fake, slow_events):
     config, events = slow_events
     env = {**_live_env(fake), "NO_COLOR": "1"}
@@ -373,6 +377,7 @@ def test_no_color_means_no_escape_codes_at_all_yet_a_progress_line(fake, slow_ev
     assert b"uncertain" not in seen and b"Summary" in seen
 
 
+@pytest.mark.slow
 def test_color_never_is_no_color_too(fake, slow_events):
     config, events = slow_events
     args = ["send", "--color", "never", "--no-ledger", "-c", str(config), str(events)]
@@ -381,6 +386,7 @@ def test_color_never_is_no_color_too(fake, slow_events):
     assert b"surveys/s" in seen and b"\x1b" not in seen
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_colour_and_the_bar_by_default(fake, slow_events):
     config, events = slow_events
     args = ["send", "--no-ledger", "-c", str(config), str(events)]
@@ -389,6 +395,7 @@ def test_a_terminal_gets_colour_and_the_bar_by_default(fake, slow_events):
     assert b"\x1b[" in seen and b"surveys/s" in seen
 
 
+@pytest.mark.slow
 def test_no_progress_turns_the_bar_off(fake, slow_events):
     config, events = slow_events
     args = ["send", "--no-progress", "--no-ledger", "-c", str(config), str(events)]
@@ -397,6 +404,7 @@ def test_no_progress_turns_the_bar_off(fake, slow_events):
     assert b"surveys/s" not in seen and b"\r\r" not in seen and b"Summary" in seen
 
 
+@pytest.mark.slow
 def test_check_on_a_terminal_under_no_color_prints_no_codes():
     code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": "1"})
     assert code == 0 and b"campaign -> events" in seen
@@ -429,17 +437,20 @@ def _complete(words: str) -> subprocess.CompletedProcess:
     return subprocess.run([*RETENTLY], capture_output=True, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_completion_offers_commands_and_the_new_options():
     assert "plain,send" in _complete("retently se").stdout.decode().splitlines()
     assert "plain,--color" in _complete("retently send --col").stdout.decode().splitlines()
 
 
+@pytest.mark.slow
 def test_completion_is_not_refused_over_options_that_contradict():
     completed = _complete("retently send -q -v --no-pro")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.decode().splitlines() == ["plain,--no-progress"]
 
 
+@pytest.mark.slow
 def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
     target = tmp_path / "retently.yaml"
     code, stderr = _on_a_terminal_stdin(["init", str(target), "--from-log", "-"])
@@ -448,6 +459,7 @@ def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
     assert target.exists()
 
 
+@pytest.mark.slow
 def test_an_empty_no_color_is_no_request():
     code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": ""})
     assert code == 0 and b"\x1b[1m" in seen  # the headings are bold: NO_COLOR needs a value
