@@ -1,18 +1,22 @@
-import gzip
-from pathlib import Path
+"""Fixtures only; what tests share otherwise lives in helpers.py."""
 
-import orjson
 import pytest
 
+# Re-exported for test files that still write `from conftest import ...`; new code imports helpers.
+from helpers import (  # noqa: F401
+    CES,
+    CSAT,
+    EXAMPLE_CONFIG,
+    NPS,
+    ROOT,
+    TEST_KEY,
+    ndjson,
+    records,
+    track,
+    write_gz,
+)
+
 from retently_cli.fake_server import FakeRetently
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_CONFIG = ROOT / "config.example.yaml"
-
-NPS = "5e1f9a3c2b7d4e0012ab34cd"
-CSAT = "61ab2c9d8e7f6a0011bc45de"
-CES = "63cd4e5f6a7b8c0022de56ef"
-TEST_KEY = "test-key-0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -44,25 +48,3 @@ def fake_env(fake, monkeypatch):
     monkeypatch.setenv("RETENTLY_BASE_URL", fake.url)
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
     return fake
-
-
-def track(event="Order Completed", message_id="m1", email="ann@example.com", **properties):
-    props = {"email": email, **properties} if email is not None else dict(properties)
-    return {"type": "track", "event": event, "messageId": message_id, "properties": props}
-
-
-def ndjson(*messages) -> bytes:
-    return b"".join(orjson.dumps(m) + b"\n" for m in messages)
-
-
-def write_gz(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        f.write(data)
-    return path
-
-
-def records(stdout: str | bytes) -> list[dict]:
-    if isinstance(stdout, str):
-        stdout = stdout.encode()
-    return [orjson.loads(line) for line in stdout.splitlines() if line.strip()]

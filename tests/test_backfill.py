@@ -4,16 +4,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import CES, CSAT, NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import CES, CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 
 CONFIG = f"""\
@@ -41,9 +38,7 @@ def event(i, name="Order Completed", **extra):
 
 
 def send(tmp_path, *args, input=None):
-    return CliRunner().invoke(
-        cli, ["send", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson", *args], input=input
-    )
+    return run("send", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson", *args, input=input)
 
 
 def delivered(server) -> Counter:
@@ -54,6 +49,7 @@ def _ref(subscriber):
     return next(p["value"] for p in subscriber.get("properties", []) if p["label"] == "ref")
 
 
+@pytest.mark.slow
 def test_a_rerun_sends_nothing_already_delivered(setup, fake):
     data = ndjson(*(event(i) for i in range(10)))
     first = send(setup, "-", input=data)
@@ -101,6 +97,7 @@ def test_a_lost_connection_is_uncertain_then_listed_not_resent(setup, fake):
     assert forced.exit_code == 0 and fake.survey_count() == 2  # asked for, so sent again
 
 
+@pytest.mark.slow
 def test_dead_letters_round_trip_after_a_fix(setup, fake):
     fake.refused_emails = {"u2@example.com"}
     dead = setup / "failed.ndjson"
@@ -159,8 +156,8 @@ def test_once_per_email_holds_across_runs(setup, fake):
 
 def test_report_file_has_every_record_while_the_table_shows(setup, fake):
     report = setup / "report.ndjson"
-    result = CliRunner().invoke(
-        cli, ["send", "-c", str(setup / "c.yaml"), "--report", str(report), "-"],
+    result = run(
+        "send", "-c", str(setup / "c.yaml"), "--report", str(report), "-",
         input=ndjson(event(1), {"type": "page"}),
     )  # fmt: skip
     assert result.exit_code == 0 and result.stdout == ""
@@ -175,12 +172,13 @@ def test_report_file_has_every_record_while_the_table_shows(setup, fake):
 def _run_cli(tmp_path, fake_url, args, **popen):
     env = {**os.environ, "NO_COLOR": "1", "RETENTLY_BASE_URL": fake_url,
            "RETENTLY_API_KEY": TEST_KEY}  # fmt: skip
-    command = [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
+    command = [*RETENTLY, "send", "-c", str(tmp_path / "c.yaml"),
                "-o", "ndjson", "--ledger", str(tmp_path / "ledger.sqlite3"), *args]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=ROOT, **popen)  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_killed_at_a_random_moment_then_rerun_delivers_everything_once(tmp_path, how, seed):
@@ -215,6 +213,7 @@ def test_killed_at_a_random_moment_then_rerun_delivers_everything_once(tmp_path,
     assert second.returncode == (1 if uncertain else 0)
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_the_ledger_stays_consistent(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG.replace("batch_size: 4", "batch_size: 1"))
     events = tmp_path / "events.ndjson"
@@ -293,6 +292,7 @@ def test_a_retry_of_an_uncertain_survey_that_surely_failed_keeps_it_uncertain(
     assert fake.survey_count() == 1
 
 
+@pytest.mark.slow
 def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake):
     six = "\n".join(f'  "c{i}": "Order Completed"' for i in range(6))
     (tmp_path / "c.yaml").write_text(f"campaigns:\n{six}\nrate_limit: 1\nconcurrency: 1\n")

@@ -8,10 +8,9 @@ from importlib.metadata import version
 from textwrap import dedent
 
 import pytest
-from click.testing import CliRunner
+from helpers import run
 
 from retently_cli import __version__
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 
 SECRET = "sk_live_SECRET123"
@@ -53,10 +52,6 @@ def write(name: str, text: str) -> str:
     with open(name, "w", encoding="utf-8") as f:
         f.write(dedent(text))
     return name
-
-
-def run(*args: str, input: str | None = None):
-    return CliRunner().invoke(cli, list(args), input=input, prog_name="retently")
 
 
 def squeeze(text: str) -> list[str]:

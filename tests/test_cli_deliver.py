@@ -5,22 +5,23 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import orjson
-from click.testing import CliRunner
-from conftest import CSAT, EXAMPLE_CONFIG, NPS, ROOT, TEST_KEY, ndjson, records, track
-
-from retently_cli.cli import cli
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
-
-
-def send(*args, input=None):
-    return run("send", "-c", str(EXAMPLE_CONFIG), *args, input=input)
+import pytest
+from helpers import (
+    CSAT,
+    EXAMPLE_CONFIG,
+    NPS,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    ndjson,
+    records,
+    run,
+    send,
+    track,
+)
 
 
 def test_send_delivers_and_reports_each_event(fake_env):
@@ -46,6 +47,7 @@ def test_send_delivers_and_reports_each_event(fake_env):
     assert "sent" in result.stderr and "Summary" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_example_export_is_delivered_once_and_a_rerun_sends_nothing(fake_env):
     dry = records(send("-n", "-o", "ndjson", str(ROOT / "examples")).stdout)
     first = send("-o", "ndjson", str(ROOT / "examples"))
@@ -160,10 +162,11 @@ def test_campaigns_lists_the_account_as_a_table_or_json(fake_env, tmp_path, monk
     assert run("campaigns", "-o", "json").exit_code == 0  # retried
 
 
+@pytest.mark.slow
 def test_records_stream_while_stdin_stays_open_and_surveys_go_out(fake_env):
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", "send", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG)],
+        [*RETENTLY, "send", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -182,6 +185,7 @@ def test_records_stream_while_stdin_stays_open_and_surveys_go_out(fake_env):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_a_progress_bar_only_on_a_terminal(fake_env, tmp_path):
     events = tmp_path / "e.ndjson"
     events.write_bytes(
@@ -191,7 +195,7 @@ def test_a_progress_bar_only_on_a_terminal(fake_env, tmp_path):
     env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm"}
     env.pop("COLUMNS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", "send", "-c", str(EXAMPLE_CONFIG), str(events)],
+        [*RETENTLY, "send", "-c", str(EXAMPLE_CONFIG), str(events)],
         stderr=follower,
         stdout=subprocess.DEVNULL,
         env=env,
@@ -202,7 +206,7 @@ def test_a_progress_bar_only_on_a_terminal(fake_env, tmp_path):
     assert proc.returncode == 0
     assert b"surveys/s" in seen  # the progress line was drawn...
     plain = subprocess.run(
-        [sys.executable, "-m", "retently_cli", "send", "-c", str(EXAMPLE_CONFIG), str(events)],
+        [*RETENTLY, "send", "-c", str(EXAMPLE_CONFIG), str(events)],
         capture_output=True,
         env=env,
         cwd=ROOT,
@@ -235,6 +239,7 @@ def _drain(fd, proc) -> bytes:
     return out
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_send_reports_every_event_and_exits_130(fake, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(
@@ -252,9 +257,7 @@ def test_ctrl_c_during_a_send_reports_every_event_and_exits_130(fake, tmp_path):
     }
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "retently_cli",
+            *RETENTLY,
             "send",
             "-o",
             "ndjson",

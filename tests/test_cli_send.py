@@ -2,14 +2,22 @@
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import CES, CSAT, EXAMPLE_CONFIG, NPS, ndjson, records, track, write_gz
-
-from retently_cli.cli import cli
+from helpers import (
+    CES,
+    CSAT,
+    EXAMPLE_CONFIG,
+    NPS,
+    ndjson,
+    records,
+    run,
+    stderr_lines,
+    track,
+    write_gz,
+)
 
 
 def send(*args, input=None, config=EXAMPLE_CONFIG):
-    return CliRunner().invoke(cli, ["send", "-n", "-c", str(config), *args], input=input)
+    return run("send", "-n", "-c", str(config), *args, input=input)
 
 
 MIXED = (
@@ -65,7 +73,7 @@ def test_ndjson_gives_one_record_per_decision_and_the_exact_request():
 def test_ndjson_keeps_stderr_for_the_summary():
     result = send("-o", "ndjson", "-", input=MIXED)
     assert "Summary: 7 lines read from 1 source, 9 records" in result.stderr
-    assert "{" not in result.stderr.splitlines()[0]
+    assert "{" not in stderr_lines(result)[0]
     quiet = send("-o", "ndjson", "-q", "-", input=MIXED)
     assert quiet.stderr == "" and quiet.stdout == result.stdout
 
@@ -85,13 +93,13 @@ def test_summary_counts_add_up_to_what_was_read():
 
 def test_table_shows_matched_and_failed_rows_and_counts_the_rest():
     result = send("-", input=MIXED)
-    rows = [line for line in result.stderr.splitlines() if line.startswith("-:")]
+    rows = [line for line in stderr_lines(result) if line.startswith("-:")]
     assert [row.split()[0] for row in rows] == ["-:1", "-:1", "-:3", "-:5", "-:5", "-:6", "-:7"]
     assert "2 rows for events not surveyed (unmatched, already sent, filtered) not shown" in (
         result.stderr
     )
     everything = send("--all-rows", "-", input=MIXED)
-    rows = [line for line in everything.stderr.splitlines() if line.startswith("-:")]
+    rows = [line for line in stderr_lines(everything) if line.startswith("-:")]
     assert len(rows) == 9 and "not shown" not in everything.stderr
 
 
@@ -137,7 +145,7 @@ def test_a_missing_path_is_a_usage_error_before_anything_is_read(tmp_path):
 
 def test_event_names_are_shown_exactly(tmp_path):
     result = send("--all-rows", "-", input=ndjson(track(event="Order Completed ", message_id="t")))
-    row = next(line for line in result.stderr.splitlines() if line.startswith("-:1"))
+    row = next(line for line in stderr_lines(result) if line.startswith("-:1"))
     assert "'Order Completed '" in row  # the trailing space is made visible
 
 
@@ -148,23 +156,23 @@ def test_rich_markup_in_event_data_is_printed_literally():
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_help_lists_examples_and_exit_codes(flag):
-    result = CliRunner().invoke(cli, ["send", flag])
+    result = run("send", flag)
     assert result.exit_code == 0
     assert "retently send --dry-run -c config.example.yaml examples/" in result.stdout
     assert "130  interrupted" in result.stdout
-    top = CliRunner().invoke(cli, [flag])
+    top = run(flag)
     assert "Exit codes" in top.stdout and "send" in top.stdout and "check" in top.stdout
 
 
 def test_the_table_stops_at_max_rows_and_says_so_while_every_record_is_still_counted():
     many = ndjson(*(track(event="Onboarding Finished", message_id=str(i)) for i in range(30)))
     result = send("--max-rows", "10", "-", input=many)
-    rows = [line for line in result.stderr.splitlines() if line.startswith("-:")]
+    rows = [line for line in stderr_lines(result) if line.startswith("-:")]
     assert len(rows) == 10
     assert "20 more rows not shown after the first 10" in result.stderr
-    assert any(line.split() == ["dry_run", "30"] for line in result.stderr.splitlines())
+    assert any(line.split() == ["dry_run", "30"] for line in stderr_lines(result))
     everything = send("--max-rows", "10", "--all-rows", "-", input=many)
-    assert len([ln for ln in everything.stderr.splitlines() if ln.startswith("-:")]) == 30
+    assert len([ln for ln in stderr_lines(everything) if ln.startswith("-:")]) == 30
 
 
 def test_a_matched_event_nested_absurdly_deep_is_reported_and_the_run_goes_on():

@@ -13,14 +13,13 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from contextlib import closing
 
 import orjson
 import pytest
-from conftest import CSAT, NPS, ROOT, TEST_KEY, ndjson, track
+from helpers import CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, track
 
 from retently_cli.fake_server import FakeRetently
 from retently_cli.ledger import email_hash
@@ -89,7 +88,7 @@ class Runs:
         env = {**os.environ, "NO_COLOR": "1", "RETENTLY_BASE_URL": self.fake_url,
                "RETENTLY_API_KEY": TEST_KEY}  # fmt: skip
         config, ledger = self.tmp_path / "c.yaml", self.tmp_path / "ledger.sqlite3"
-        command = [sys.executable, "-m", "retently_cli", "send", "-c", str(config),
+        command = [*RETENTLY, "send", "-c", str(config),
                    "-o", "ndjson", "--ledger", str(ledger), *args]  # fmt: skip
         out, err = self.tmp_path / f"run{n}.ndjson", self.tmp_path / f"run{n}.err"
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
@@ -125,6 +124,7 @@ def wait_until_idle(fake, deadline_s=10.0) -> None:
     assert not fake.open_connections, "the fake server is still serving a request"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_storm_then_rerun_surveys_everyone_exactly_once(tmp_path, seed):
     print(f"STORM_SEED={seed}")  # pytest shows it when the test fails

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from conftest import CES, CSAT, NPS, TEST_KEY
+from helpers import CES, CSAT, NPS, TEST_KEY
 
 from retently_cli.client import RetentlyClient
 from retently_cli.config import parse_config
@@ -192,6 +192,7 @@ def test_a_400_for_one_bad_subscriber_fails_that_event_only():
 # -- faults ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_429_with_retry_after_is_waited_out_and_every_survey_arrives_once():
     with FakeRetently(api_key=TEST_KEY, fault_retry_after=1) as server:
         server.inject("429", times=2)
@@ -297,6 +298,7 @@ def test_a_401_stops_everything_after_it():
 # -- the rate limit --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_rate_limit_is_never_exceeded_at_the_server():
     # Scaled down: the server allows 10 requests a second; the client is set to 600 a minute.
     with FakeRetently(api_key=TEST_KEY, rate_limit_per_minute=10, window_seconds=1.0) as server:

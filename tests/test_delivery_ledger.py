@@ -3,7 +3,7 @@ program, and the fake Retently over loopback."""
 
 import sqlite3
 
-from conftest import CSAT, TEST_KEY
+from helpers import CSAT, TEST_KEY
 from test_delivery import deliver_all, delivered_once, sender_for, surveys
 
 from retently_cli.fake_server import FakeRetently

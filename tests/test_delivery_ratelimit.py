@@ -2,11 +2,10 @@
 
 import threading
 
-from click.testing import CliRunner
-from conftest import NPS, TEST_KEY, ndjson, records, track
+import pytest
+from helpers import NPS, TEST_KEY, ndjson, records, run, track
 from test_delivery import deliver_all, sender_for, surveys
 
-from retently_cli.cli import cli
 from retently_cli.delivery import RateLimiter
 from retently_cli.fake_server import FakeRetently
 
@@ -17,6 +16,7 @@ def max_in_window(times, window):
     return max(sum(1 for u in times if t <= u < t + window) for t in times)
 
 
+@pytest.mark.slow
 def test_a_rate_limit_ten_times_too_high_slows_down_and_every_survey_is_sent(tmp_path, monkeypatch):
     # Scaled down: the server allows 10 requests a second (600 a minute); the client is set to
     # 6000 a minute, and gives up at the first failed attempt, but a 429 with Retry-After is the
@@ -30,9 +30,7 @@ def test_a_rate_limit_ten_times_too_high_slows_down_and_every_survey_is_sent(tmp
     with FakeRetently(api_key=TEST_KEY, rate_limit_per_minute=10, window_seconds=1.0) as server:
         monkeypatch.setenv("RETENTLY_BASE_URL", server.url)
         monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
-        result = CliRunner().invoke(
-            cli, ["send", "-c", str(config), "-o", "ndjson", "-"], input=ndjson(*events)
-        )
+        result = run("send", "-c", str(config), "-o", "ndjson", "-", input=ndjson(*events))
         accepted = sorted(t for _, path, status, t, _ in server.requests if status == 200)
         assert server.rate_limited > 0  # the server did push back
         assert server.survey_count() == 30

@@ -7,16 +7,13 @@ import pty
 import select
 import struct
 import subprocess
-import sys
 import termios
 import time
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, NPS, TEST_KEY, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, NPS, RETENTLY, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 from retently_cli.visible import visible
 
@@ -27,10 +24,6 @@ BAD_EVENT = f"O{OSC}"
 BAD_EMAIL = f"{OSC}@x.io"
 BAD_FILE = f"e{CLEAR}.ndjson"
 INJECTED = (OSC, CLEAR, "\x1b]", "\x1b[2", RLO, "\x00")
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def assert_nothing_injected(text: str) -> None:
@@ -161,6 +154,7 @@ def test_campaign_names_from_the_account_are_shown_escaped(monkeypatch):
     assert "c\\x1b[2J" in result.stdout and "NPS\\x1b]0;pwned\\x07" in result.stdout
 
 
+@pytest.mark.slow
 def test_under_a_terminal_the_injected_sequences_never_arrive(hostile):
     """Rich styles its own output with escapes on a terminal; the data's must not get through."""
     config, events = hostile
@@ -170,7 +164,7 @@ def test_under_a_terminal_the_injected_sequences_never_arrive(hostile):
     for name in ("NO_COLOR", "COLUMNS"):
         env.pop(name, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", "send", "-n", "--all-rows", "--no-ledger",
+        [*RETENTLY, "send", "-n", "--all-rows", "--no-ledger",
          "-c", str(config), events.name],
         stdout=follower, stderr=follower, stdin=subprocess.DEVNULL, env=env, cwd=events.parent,
     )  # fmt: skip

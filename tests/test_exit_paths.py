@@ -9,10 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ROOT, TEST_KEY, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, send, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 
 
@@ -39,7 +37,7 @@ def ledger_states(path) -> dict[str, int]:
 
 
 def command(*args):
-    return [sys.executable, "-m", "retently_cli", "send", "-c", str(EXAMPLE_CONFIG), *args]
+    return [*RETENTLY, "send", "-c", str(EXAMPLE_CONFIG), *args]
 
 
 @pytest.fixture
@@ -50,6 +48,7 @@ def slow_server():
         yield server
 
 
+@pytest.mark.slow
 def test_a_reader_closing_stdout_does_not_abandon_requests_in_flight(slow_server, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(2000))
@@ -74,6 +73,7 @@ def test_a_reader_closing_stdout_does_not_abandon_requests_in_flight(slow_server
     assert b"stdout" in err and b"not sent" in err
 
 
+@pytest.mark.slow
 def test_a_report_on_a_full_disk_stops_the_run_cleanly(slow_server, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(2000))
@@ -95,6 +95,7 @@ def test_a_report_on_a_full_disk_stops_the_run_cleanly(slow_server, tmp_path):
     assert "Summary" in err
 
 
+@pytest.mark.slow
 def test_a_report_past_the_file_size_limit_stops_the_run_cleanly(fake, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(300))
@@ -117,6 +118,7 @@ def test_a_report_past_the_file_size_limit_stops_the_run_cleanly(fake, tmp_path)
     assert f"cannot write {report}: File too large; stopped reading" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.01, 0.03, 0.08, 0.15, 0.25, 0.4])
 def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path, delay):
     """The signal comes ``delay`` s after the interpreter is up: while click, Rich and httpx
@@ -145,6 +147,7 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path, delay):
     assert done.returncode in (130, 0), (done.returncode, err)  # 0: it finished first
 
 
+@pytest.mark.slow
 def test_the_installed_command_starts_from_the_light_entry_point():
     import tomllib
 
@@ -158,13 +161,14 @@ def test_the_installed_command_starts_from_the_light_entry_point():
     assert b"click" not in done.stderr and b"rich" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_config_nested_100000_levels_deep_is_a_config_error(tmp_path):
     config = tmp_path / "deep.yaml"
     config.write_text("campaigns: " + "[" * 100_000 + "]" * 100_000 + "\n")
-    result = CliRunner().invoke(cli, ["check", "-c", str(config)])
+    result = run("check", "-c", str(config))
     assert result.exit_code == 2, result.output
     assert "nested" in result.stderr and str(config) in result.stderr
-    result = CliRunner().invoke(cli, ["send", "-n", "-c", str(config), "-"], input=b"")
+    result = run("send", "-n", "-c", str(config), "-", input=b"")
     assert result.exit_code == 2
 
 
@@ -185,11 +189,7 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
     monkeypatch.setenv("RETENTLY_BASE_URL", slow_server.url)
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
     ledger = tmp_path / "ledger.sqlite3"
-    result = CliRunner().invoke(
-        cli,
-        ["send", "-c", str(EXAMPLE_CONFIG), "-o", "ndjson", "--ledger", str(ledger), "-"],
-        input=events(400),
-    )
+    result = send("-o", "ndjson", "--ledger", str(ledger), "-", input=events(400))
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 1
     assert "RuntimeError: a bug" in result.stderr and "Traceback" not in result.stderr
@@ -199,6 +199,7 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
     assert len(sent) == states.get("sent", 0) == slow_server.survey_count()
 
 
+@pytest.mark.slow
 def test_a_closed_stderr_does_not_abandon_requests_in_flight(slow_server, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_bytes(events(2000))

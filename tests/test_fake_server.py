@@ -293,6 +293,7 @@ def test_per_email_failures_mode():
 
 
 # -- rate limit -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rate_limit_429_with_retry_after_records_nothing():
     with (
         FakeRetently(api_key=KEY, rate_limit_per_minute=3, window_seconds=1.0) as srv,
@@ -450,6 +451,7 @@ def test_restart_after_stop():
         assert httpx.get(srv.url + "/api/v2/ping", headers=AUTH).status_code == 200
 
 
+@pytest.mark.slow
 def test_command_line_server_logs_without_the_key():
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}

@@ -1,19 +1,13 @@
 """Issue 8: what adversarial runs found in `send` itself: crashes that stopped a backfill for
 good, outputs that destroyed their own inputs, the tool reading its own records back."""
 
+import helpers
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import CSAT, EXAMPLE_CONFIG, NPS, ndjson, records, track
+from helpers import CSAT, NPS, ndjson, records, send, track
 
-from retently_cli.cli import cli
 from retently_cli.ledger import Ledger
 from retently_cli.matching import content_key
-
-
-def send(*args, input=None):
-    return CliRunner().invoke(cli, ["send", "-c", str(EXAMPLE_CONFIG), *args], input=input)
-
 
 # 1. Out-of-range timestamps -------------------------------------------------------------------
 
@@ -28,6 +22,7 @@ def out_of_range_events():
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_out_of_range_timestamp_does_not_crash_a_live_send_or_its_rerun(fake_env):
     first = send("-o", "ndjson", "-", input=out_of_range_events())
     assert first.exception is None or isinstance(first.exception, SystemExit), first.exception
@@ -105,6 +100,7 @@ def ticket(i):
     return track("Support Ticket Closed", message_id=f"t{i}", email=f"u{i}@example.com")
 
 
+@pytest.mark.slow
 def test_dead_letters_fed_back_under_the_same_name_are_read_whole(fake_env, tmp_path):
     fake_env.refused_emails = {"u1@example.com", "u2@example.com", "u3@example.com"}
     dead = tmp_path / "failed.ndjson"
@@ -161,7 +157,7 @@ def test_a_report_read_back_as_input_surveys_nobody(fake_env, tmp_path):
     )
 
     def run(*args):
-        return CliRunner().invoke(cli, ["send", "-c", str(config), *args])
+        return send(*args, config=config)
 
     first = run("--report", str(folder / "report.ndjson"), str(folder))
     assert "inside the input folder" in first.stderr
@@ -183,6 +179,6 @@ def test_a_report_read_back_as_input_surveys_nobody(fake_env, tmp_path):
 def test_init_never_overwrites_the_log_it_reads(tmp_path):
     log = tmp_path / "export.ndjson"
     log.write_bytes(ndjson(ticket(1)))
-    result = CliRunner().invoke(cli, ["init", str(log), "--from-log", str(tmp_path), "--force"])
+    result = helpers.run("init", str(log), "--from-log", str(tmp_path), "--force")
     assert result.exit_code == 2 and "also a --from-log input" in result.stderr
     assert log.read_bytes() == ndjson(ticket(1))

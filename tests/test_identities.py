@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT, TEST_KEY, ndjson, records, write_gz
+from helpers import TEST_KEY, ndjson, records, run, run_process, write_gz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retently_cli import identities
-from retently_cli.cli import cli
 from retently_cli.config import ConfigError, parse_config
 from retently_cli.identities import IdentityStore
 from retently_cli.matching import Matcher
@@ -267,7 +263,7 @@ def test_from_identify_is_off_unless_set():
 def test_check_says_emails_are_learned_from_identify_calls(tmp_path):
     config = tmp_path / "retently.yaml"
     config.write_text(CONFIG)
-    result = CliRunner().invoke(cli, ["check", "-c", str(config)])
+    result = run("check", "-c", str(config))
     assert result.exit_code == 0
     assert "email looked up at: properties.email\nelse the email learned from Identify calls" in (
         result.stdout
@@ -305,18 +301,12 @@ def export(tmp_path):
     return tmp_path / "segment-logs", config
 
 
-def run(*args, input=None, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "retently_cli", *args], input=input, capture_output=True,
-        cwd=ROOT, timeout=60, env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
+@pytest.mark.slow
 def test_send_learns_emails_from_identify_calls_before_and_after_the_tracks(tmp_path):
     logs, config = export(tmp_path)
     temp = tmp_path / "tmp"
     temp.mkdir()
-    result = run("send", "-n", "-o", "ndjson", "-c", str(config), str(logs),
+    result = run_process("send", "-n", "-o", "ndjson", "-c", str(config), str(logs),
                  env={"TMPDIR": str(temp)})  # fmt: skip
     assert result.returncode == 0, result.stderr
     got = {r["message_id"]: r for r in records(result.stdout) if r["event"]}
@@ -338,9 +328,7 @@ def test_send_learns_emails_from_identify_calls_before_and_after_the_tracks(tmp_
 def test_a_real_send_delivers_to_the_learned_emails(tmp_path, fake_env):
     logs, config = export(tmp_path)
     ledger = tmp_path / "ledger.sqlite3"
-    result = CliRunner().invoke(
-        cli, ["send", "-c", str(config), "--ledger", str(ledger), str(logs)]
-    )
+    result = run("send", "-c", str(config), "--ledger", str(ledger), str(logs))
     assert result.exit_code == 0, result.stderr
     got = sorted((s["email"], s["subscriber"].get("last_name")) for s in fake_env.surveys)
     assert got == [
@@ -349,10 +337,11 @@ def test_a_real_send_delivers_to_the_learned_emails(tmp_path, fake_env):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_since_prunes_the_tracks_folders_but_not_the_identities_before_them(tmp_path):
     logs, config = export(tmp_path)
     window = ["--since", "2024-05-02T10:00Z", "--until", "2024-05-02T11:00Z"]
-    result = run("send", "-n", "-o", "ndjson", "-v", "-c", str(config), *window,
+    result = run_process("send", "-n", "-o", "ndjson", "-v", "-c", str(config), *window,
                  "--max-lateness", "0.5", str(logs))  # fmt: skip
     assert result.returncode == 0, result.stderr
     got = {r["message_id"]: r["email"] for r in records(result.stdout) if r["event"]}
@@ -362,43 +351,46 @@ def test_since_prunes_the_tracks_folders_but_not_the_identities_before_them(tmp_
     assert "identities: 3 ids learned from 7 lines (in memory)" in result.stderr.decode()
 
 
+@pytest.mark.slow
 def test_stdin_is_refused_before_anything_is_sent(tmp_path, fake):
     _, config = export(tmp_path)
     data = ndjson(identify("u1", email="ann@example.com"), order("m1", user="u1"))
     env = {"RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY, "TMPDIR": str(tmp_path)}
     for command in (["send"], ["send", "-n"], ["coverage"]):
-        result = run(*command, "-c", str(config), "-", input=data, env=env)
+        result = run_process(*command, "-c", str(config), "-", input=data, env=env)
         assert result.returncode == 2
         assert result.stdout == b""
         assert result.stderr.decode().strip() == (
             "retently: identities.from_identify reads the input twice (identify calls first), "
             "and stdin cannot be read twice: give the files or folders instead"
         )
-    result = run("diff", str(config), str(config), input=data, env=env)  # no path: stdin
+    result = run_process("diff", str(config), str(config), input=data, env=env)  # no path: stdin
     assert result.returncode == 2 and b"stdin cannot be read twice" in result.stderr
     assert fake.surveys == [] and fake.requests == []
 
 
+@pytest.mark.slow
 def test_a_fifo_named_on_its_own_is_refused_too(tmp_path):
     _, config = export(tmp_path)
     fifo = tmp_path / "events.fifo"
     os.mkfifo(fifo)
-    result = run("send", "-n", "-c", str(config), str(fifo))  # refused before it is opened
+    result = run_process("send", "-n", "-c", str(config), str(fifo))  # refused before it is opened
     assert result.returncode == 2
     assert b"not a regular file, so it cannot be read twice" in result.stderr
 
 
+@pytest.mark.slow
 def test_coverage_counts_the_emails_found_by_identity_and_diff_shows_the_switch(tmp_path):
     logs, config = export(tmp_path)
-    result = run("coverage", "-o", "json", "-c", str(config), str(logs))
+    result = run_process("coverage", "-o", "json", "-c", str(config), str(logs))
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)["events"]
     assert (row["count"], row["email_from_identify"], row["missing_email"]) == (5, 3, 1)
-    table = run("coverage", "-c", str(config), str(logs))
+    table = run_process("coverage", "-c", str(config), str(logs))
     assert b"1 without email; 3 with the email from identify calls" in table.stdout
     plain = tmp_path / "plain.yaml"
     plain.write_text(CONFIG.replace("true", "false"))
-    result = run("diff", "-o", "ndjson", str(plain), str(config), str(logs))
+    result = run_process("diff", "-o", "ndjson", str(plain), str(config), str(logs))
     assert result.returncode == 1
     added = sorted(orjson.loads(line)["message_id"] for line in result.stdout.splitlines())
     assert added == ["m1", "m2", "m3"]
@@ -407,9 +399,9 @@ def test_coverage_counts_the_emails_found_by_identity_and_diff_shows_the_switch(
 def test_a_run_past_the_memory_limit_spills_and_sends_the_same(tmp_path, monkeypatch):
     logs, config = export(tmp_path)
     args = ["send", "-n", "-o", "ndjson", "-c", str(config), str(logs)]
-    before = CliRunner().invoke(cli, args)
+    before = run(*args)
     monkeypatch.setattr(identities, "MEMORY_LIMIT", 1)
-    spilled = CliRunner().invoke(cli, [*args, "-v"])
+    spilled = run(*args, "-v")
     assert "(in a temporary SQLite file)" in spilled.stderr
     assert records(spilled.stdout) == records(before.stdout)
     assert before.exit_code == spilled.exit_code == 0

@@ -2,16 +2,9 @@
 command that loads it, not only when the key is used: check and a dry-run too."""
 
 import pytest
-from click.testing import CliRunner
-from conftest import NPS, TEST_KEY, ndjson, track
-
-from retently_cli.cli import cli
+from helpers import NPS, TEST_KEY, ndjson, run, track
 
 WARNING = "holds a literal API key and other users can read it"
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
-from conftest import CSAT, NPS
+from helpers import CSAT, NPS
 
 from retently_cli.config import parse_config
 from retently_cli.ledger import Ledger, default_ledger_path, email_hash, event_key

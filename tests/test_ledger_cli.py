@@ -4,14 +4,12 @@ Retently, and the ledger's location as a live send names it."""
 import os
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 
+import helpers
 import pytest
-from click.testing import CliRunner
-from conftest import CSAT, NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, track
 
-from retently_cli.cli import cli
 from retently_cli.ledger import Ledger
 
 CONFIG = f"""\
@@ -37,7 +35,7 @@ def run(tmp_path, *args, input=None):
     """The command (``send``, ``ledger status``...) with the test's config, then ``args``."""
     words = 1 if args[0] == "send" else 2
     config = ["-c", str(tmp_path / "c.yaml")]
-    return CliRunner().invoke(cli, [*args[:words], *config, *args[words:]], input=input)
+    return helpers.run(*args[:words], *config, *args[words:], input=input)
 
 
 def send(tmp_path, *args, input=None):
@@ -78,6 +76,7 @@ def test_status_names_the_ledger_counts_and_the_exact_next_steps(setup, fake):
     assert_no_key(status)
 
 
+@pytest.mark.slow
 def test_list_shows_each_survey_and_filters_by_state_and_campaign(setup, fake):
     one_uncertain_of_three(setup, fake)
     send(setup, "-", input=ndjson(track("Order Completed", "o1", "ann@example.com")))
@@ -100,6 +99,7 @@ def test_list_shows_each_survey_and_filters_by_state_and_campaign(setup, fake):
     assert_no_key(table)
 
 
+@pytest.mark.slow
 def test_resolve_not_sent_from_a_list_makes_the_next_send_send_it(setup, fake):
     one_uncertain_of_three(setup, fake)
     listed = run(setup, "ledger", "list", "--state", "uncertain", "-o", "ndjson").stdout
@@ -113,6 +113,7 @@ def test_resolve_not_sent_from_a_list_makes_the_next_send_send_it(setup, fake):
     assert fake.survey_count() == 4  # m0 once more, as asked
 
 
+@pytest.mark.slow
 def test_resolve_sent_closes_them_and_the_next_send_skips_them(setup, fake):
     one_uncertain_of_three(setup, fake)
     resolved = run(setup, "ledger", "resolve", "--sent", "--all-uncertain")
@@ -127,6 +128,7 @@ def test_resolve_sent_closes_them_and_the_next_send_skips_them(setup, fake):
     assert "surveys:     3 sent\n" in status and "ledger resolve" not in status
 
 
+@pytest.mark.slow
 def test_resolve_reads_a_sends_report_and_failed_file_and_leaves_others_alone(setup, fake):
     fake.inject("drop_after", times=1)
     failed = setup / "failed.ndjson"
@@ -218,6 +220,7 @@ def test_retently_ledger_chooses_the_ledger_for_send_and_ledger(setup, fake, mon
     assert "RETENTLY_LEDGER" in run(setup, "ledger", "status", "--help").stdout
 
 
+@pytest.mark.slow
 def test_a_live_send_names_its_ledger_and_warns_when_a_new_one_meets_a_backfill(setup, fake):
     where = default_ledger(fake, setup)
     folder = setup / "export"
@@ -241,6 +244,7 @@ def test_a_live_send_names_its_ledger_and_warns_when_a_new_one_meets_a_backfill(
     assert_no_key(first, again, small)
 
 
+@pytest.mark.slow
 def test_retry_uncertain_still_resends_them_all(setup, fake):
     one_uncertain_of_three(setup, fake)
     forced = send(setup, "--retry-uncertain", "-", input=tickets(0, 1, 2))
@@ -248,11 +252,12 @@ def test_retry_uncertain_still_resends_them_all(setup, fake):
     assert "surveys:     3 sent\n" in run(setup, "ledger", "status").stdout
 
 
+@pytest.mark.slow
 def test_subprocess_status_and_resolve_from_a_pipe(setup, fake):
     fake.inject("drop_after", times=1)
     chosen = setup / "piped.sqlite3"
     env = {**os.environ, "RETENTLY_LEDGER": str(chosen), "NO_COLOR": "1"}
-    command = [sys.executable, "-m", "retently_cli"]
+    command = [*RETENTLY]
     config = ["-c", str(setup / "c.yaml")]
 
     def words(args):

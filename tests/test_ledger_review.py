@@ -4,11 +4,9 @@ ledger's exit code, and a lost ledger taken for a full one."""
 
 import sqlite3
 
-from click.testing import CliRunner
-from conftest import CSAT, EXAMPLE_CONFIG, NPS, TEST_KEY, ndjson, track
+from helpers import CSAT, EXAMPLE_CONFIG, NPS, TEST_KEY, ndjson, run, stderr_lines, track
 from test_delivery import deliver_all, sender_for, surveys
 
-from retently_cli.cli import cli
 from retently_cli.delivery import Batch
 from retently_cli.fake_server import FakeRetently
 from retently_cli.ledger import Ledger, default_ledger_path
@@ -107,13 +105,13 @@ def test_a_ledger_that_cannot_be_written_exits_2_and_says_why(fake_env, monkeypa
 
     monkeypatch.setattr(Ledger, "begin", full)
     data = ndjson(track(message_id="a", email="ann@example.com"))
-    result = CliRunner().invoke(cli, ["send", "-c", str(EXAMPLE_CONFIG), "-"], input=data)
+    result = run("send", "-c", str(EXAMPLE_CONFIG), "-", input=data)
     assert result.exit_code == 2, result.stderr
     assert fake_env.survey_count() == 0
     assert "cannot be written (database or disk is full)" in result.stderr
     assert any(
         line.startswith("retently: ledger") and "stopped reading" in line
-        for line in result.stderr.splitlines()
+        for line in stderr_lines(result)
     )
     assert TEST_KEY not in result.stderr + result.stdout
 

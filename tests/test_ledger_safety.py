@@ -5,17 +5,14 @@ has one default ledger, and a dry-run reads a ledger it cannot write."""
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import CSAT, NPS, ROOT, TEST_KEY, ndjson, records, track
+from helpers import CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 from retently_cli.ledger import (
     Ledger,
@@ -266,9 +263,7 @@ def setup(tmp_path, fake, monkeypatch):
 
 
 def send(tmp_path, *args, input=None):
-    return CliRunner().invoke(
-        cli, ["send", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson", *args], input=input
-    )
+    return run("send", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson", *args, input=input)
 
 
 def event(i, name="Order Completed"):
@@ -333,13 +328,14 @@ def _delivered(server) -> Counter:
 
 def _send_process(tmp_path, url, ledger, events):
     env = {**os.environ, "NO_COLOR": "1", "RETENTLY_BASE_URL": url, "RETENTLY_API_KEY": TEST_KEY}
-    command = [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
+    command = [*RETENTLY, "send", "-c", str(tmp_path / "c.yaml"),
                "-o", "ndjson", "--ledger", str(ledger), str(events)]  # fmt: skip
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
     )
 
 
+@pytest.mark.slow
 def test_a_ledger_deleted_mid_run_stops_the_run_and_the_next_run_doubles_nothing(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG)
     events = tmp_path / "events.ndjson"

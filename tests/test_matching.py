@@ -554,6 +554,7 @@ def test_bounded_levenshtein_matches_reference_on_close_strings(a, b, limit):
     assert bounded_levenshtein(a, b, limit) == (distance if distance <= limit else None)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(a=st.text(max_size=16), b=st.text(max_size=16), limit=st.integers(0, 20))
 def test_bounded_levenshtein_matches_reference_on_any_strings(a, b, limit):

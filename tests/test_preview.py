@@ -2,15 +2,25 @@
 
 import os
 import subprocess
-import sys
 import threading
 
 import orjson
-from click.testing import CliRunner
-from conftest import CES, CSAT, EXAMPLE_CONFIG, NPS, ROOT, TEST_KEY, ndjson, records, track
+import pytest
+from helpers import (
+    CES,
+    CSAT,
+    EXAMPLE_CONFIG,
+    NPS,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    ndjson,
+    records,
+    run,
+    track,
+)
 
 import retently_cli.readers as readers
-from retently_cli.cli import cli
 from retently_cli.config import parse_config
 from retently_cli.diffing import Differ
 
@@ -26,10 +36,6 @@ campaigns:
 properties:
   exclude: [plan]
 """
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def configs(tmp_path, old=OLD, new=NEW):
@@ -149,6 +155,7 @@ def test_each_input_is_read_once(tmp_path, monkeypatch):
     assert opened == [str(data), str(data)]  # once per command
 
 
+@pytest.mark.slow
 def test_diff_and_coverage_read_a_fifo_that_can_only_be_read_once(tmp_path):
     old, new = configs(tmp_path)
     for command in (["diff", old, new], ["coverage", "-c", old, "-o", "json"]):
@@ -162,7 +169,7 @@ def test_diff_and_coverage_read_a_fifo_that_can_only_be_read_once(tmp_path):
         writer = threading.Thread(target=feed)
         writer.start()
         result = subprocess.run(
-            [sys.executable, "-m", "retently_cli", *command, str(fifo)],
+            [*RETENTLY, *command, str(fifo)],
             capture_output=True, timeout=30, cwd=ROOT,
         )  # fmt: skip
         writer.join(timeout=5)

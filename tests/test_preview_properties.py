@@ -1,10 +1,8 @@
 """coverage and diff say what Retently would receive as customer fields (issue 12)."""
 
+import helpers
 import orjson
-from click.testing import CliRunner
-from conftest import NPS, ndjson, records, track
-
-from retently_cli.cli import cli
+from helpers import NPS, ndjson, records, track
 
 CONFIG = f'campaigns:\n  "{NPS}": "Order Completed"\n'
 TYPED = CONFIG + "properties:\n  types:\n    signup_date: date\n"
@@ -20,7 +18,7 @@ EVENTS = ndjson(
 
 
 def run(*args, input=EVENTS):
-    return CliRunner().invoke(cli, list(args), input=input)
+    return helpers.run(*args, input=input)
 
 
 def config(tmp_path, text=CONFIG, name="c.yaml"):

@@ -3,13 +3,12 @@
 import gzip
 import re
 
+import helpers
 import orjson
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, records
+import pytest
+from helpers import EXAMPLE_CONFIG, records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from retently_cli.cli import cli
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUMMARY = re.compile(
@@ -23,9 +22,7 @@ def split_lines(data: bytes) -> list[bytes]:
 
 
 def run(data: bytes):
-    result = CliRunner().invoke(
-        cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-"], input=data
-    )
+    result = helpers.run("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-", input=data)
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.stderr
     match = SUMMARY.search(result.stderr)
@@ -36,6 +33,7 @@ def run(data: bytes):
     return got, lines, blank
 
 
+@pytest.mark.slow
 @FAST
 @given(st.binary(max_size=2000))
 def test_any_bytes_never_crash_and_every_record_is_counted(data):
@@ -47,6 +45,7 @@ def test_any_bytes_never_crash_and_every_record_is_counted(data):
     assert all(r["outcome"] in ("dry_run", "skipped", "failed") for r in got)
 
 
+@pytest.mark.slow
 @FAST
 @given(st.binary(max_size=2000))
 def test_any_bytes_gzipped_never_crash(data):
@@ -87,6 +86,7 @@ junk = st.one_of(
 line = st.one_of(messages.map(orjson.dumps), junk, st.just(b""))
 
 
+@pytest.mark.slow
 @FAST
 @given(st.lists(line, max_size=30), messages)
 def test_every_non_blank_ndjson_line_yields_records(lines, first):

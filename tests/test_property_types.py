@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import NPS, records
+from helpers import NPS, records, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retently_cli.cli import cli
 from retently_cli.subscriber import PropertyTypes, build_subscriber, infer, iso_date
 
 EMAIL = "ann@example.com"
@@ -214,9 +212,7 @@ EVENTS = (
 
 
 def dry_run(config):
-    return CliRunner().invoke(
-        cli, ["send", "-n", "-o", "ndjson", "-c", str(config), "-"], input=EVENTS
-    )
+    return run("send", "-n", "-o", "ndjson", "-c", str(config), "-", input=EVENTS)
 
 
 def test_dry_run_records_and_summary_report_conflicts_and_empties(tmp_path):
@@ -245,9 +241,7 @@ def test_a_send_sends_exactly_what_the_dry_run_predicted(tmp_path, fake, monkeyp
     config.write_text(CONFIG)
     dry = dry_run(config)
     predicted = [r["request"]["body"]["subscribers"][0] for r in records(dry.stdout)]
-    live = CliRunner().invoke(
-        cli, ["send", "--no-ledger", "-o", "ndjson", "-c", str(config), "-"], input=EVENTS
-    )
+    live = run("send", "--no-ledger", "-o", "ndjson", "-c", str(config), "-", input=EVENTS)
     assert live.exit_code == 0, live.output
     assert [s["subscriber"] for s in fake.surveys] == predicted
 
@@ -268,6 +262,7 @@ events = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(events, st.dictionaries(st.sampled_from(["plan", "n"]), st.sampled_from(["string",
        "integer", "boolean", "date", "collection"])))  # fmt: skip
@@ -297,5 +292,5 @@ def test_a_note_quotes_a_long_value_shortened():
 def test_quiet_leaves_the_summary_line_out(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG)
-    result = CliRunner().invoke(cli, ["send", "-n", "-q", "-c", str(config), "-"], input=EVENTS)
+    result = run("send", "-n", "-q", "-c", str(config), "-", input=EVENTS)
     assert result.stderr == ""

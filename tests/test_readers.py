@@ -4,7 +4,7 @@ import zlib
 
 import orjson
 import pytest
-from conftest import ndjson, track, write_gz
+from helpers import ndjson, track, write_gz
 
 from retently_cli.readers import BadInput, ReadStats, Source, expand_paths, read_source
 

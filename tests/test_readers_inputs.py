@@ -9,10 +9,8 @@ import tracemalloc
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.readers import BadInput, ReadStats, Source, expand_paths, read_source
 
 MiB = 1 << 20
@@ -179,7 +177,7 @@ def test_send_reports_a_line_too_long_with_its_file_and_line(tmp_path):
             args += [str(EXAMPLE_CONFIG), str(EXAMPLE_CONFIG)]
         else:
             args += ["-c", str(EXAMPLE_CONFIG)]
-        result = CliRunner().invoke(cli, [*args, str(path)])
+        result = run(*args, str(path))
         assert result.exit_code in (0, 1), result.output
         if command[0] == "send":
             [failed] = [r for r in records(result.stdout) if r["outcome"] == "failed"]
@@ -204,9 +202,7 @@ def test_a_fifo_in_a_walked_folder_is_skipped_with_a_warning(tmp_path):
 def test_send_on_a_folder_with_a_fifo_warns_once_and_reads_the_rest(tmp_path):
     (tmp_path / "a.ndjson").write_bytes(many(2))
     os.mkfifo(tmp_path / "b.fifo")
-    result = CliRunner().invoke(
-        cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), str(tmp_path)]
-    )
+    result = run("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), str(tmp_path))
     assert result.exit_code == 0, result.output
     assert {r["line"] for r in records(result.stdout)} == {1, 2}
     assert result.stderr.count("b.fifo") == 1

@@ -7,12 +7,10 @@ import io
 import re
 
 import orjson
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, records
+from helpers import EXAMPLE_CONFIG, records, run
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from retently_cli.cli import cli
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,9 +133,7 @@ def test_send_on_a_folder_of_any_files_accounts_for_every_line(tmp_path_factory,
     folder = tmp_path_factory.mktemp("inputs")
     for index, data in enumerate(contents):
         (folder / f"{index:02}.json").write_bytes(data)
-    result = CliRunner().invoke(
-        cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), str(folder)]
-    )
+    result = run("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), str(folder))
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.stderr
     read = [data for data in contents if starts_like_json(data)]

@@ -3,17 +3,14 @@
 import gzip
 import io
 import subprocess
-import sys
 import tracemalloc
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, records, track
+from helpers import EXAMPLE_CONFIG, RETENTLY, records, run, track
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retently_cli.cli import cli
 from retently_cli.readers import BadInput, ReadStats, Source, expand_paths, read_source
 
 MiB = 1 << 20
@@ -41,7 +38,7 @@ def body(message_id, option=0):
 
 
 def send(*args):
-    return CliRunner().invoke(cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *args])
+    return run("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *args)
 
 
 def messages(stdout):
@@ -138,6 +135,7 @@ def test_an_item_over_the_limit_is_reported_and_memory_stays_bounded():
     assert events(items) == [(1, "a"), (1, "b"), (2, "c")]
 
 
+@pytest.mark.slow
 def test_reading_a_large_array_holds_far_less_than_the_file(tmp_path):
     path = tmp_path / "array.json"
     one = body("m")
@@ -231,12 +229,13 @@ def test_a_file_named_on_its_own_is_read_line_by_line_even_if_not_json(tmp_path)
     assert "skipped (not JSON)" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_subprocess_reads_a_streamed_array_from_stdin_and_utf16_files(tmp_path):
     path = tmp_path / "ps.json"
     path.write_bytes(b"\xff\xfe" + (body("u").decode() + "\n").encode("utf-16-le"))
     data = array_of([str(i) for i in range(50)], PRETTY)
     result = subprocess.run(
-        [sys.executable, "-m", "retently_cli", "send", "-n", "-o", "ndjson", "-c",
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c",
          str(EXAMPLE_CONFIG), "--max-line-bytes", "2000", "-", str(path)],
         input=data, capture_output=True, timeout=60,
     )  # fmt: skip

@@ -14,10 +14,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, TEST_KEY, ndjson, records, track
-
-from retently_cli.cli import cli
+from helpers import EXAMPLE_CONFIG, TEST_KEY, ndjson, records, run, track
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -63,7 +60,7 @@ def s3(moto_endpoint, monkeypatch, tmp_path):
 
 def send(*args, env=None):
     argv = ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *args]
-    return CliRunner().invoke(cli, argv, env=env)
+    return run(*argv, env=env)
 
 
 DAYS = ("1764201600000", "1764288000000", "1764374400000")  # UTC midnights
@@ -92,6 +89,7 @@ def put_all(s3, files: dict[str, bytes]) -> None:
         s3.put_object(Bucket=s3.bucket, Key=key, Body=data)
 
 
+@pytest.mark.slow
 def test_a_bucket_reads_as_the_same_files_on_disk(s3, tmp_path):
     local = tmp_path / "export"
     put_all(s3, segment_export(local))
@@ -107,6 +105,7 @@ def test_a_bucket_reads_as_the_same_files_on_disk(s3, tmp_path):
     assert got[0]["source"] == f"{url}/src1/{DAYS[0]}/part-0.gz"
 
 
+@pytest.mark.slow
 def test_a_single_object_and_pruning_by_day_folder(s3, tmp_path):
     put_all(s3, segment_export(tmp_path))
     key = f"segment-logs/src1/{DAYS[1]}/part-1.gz"
@@ -118,6 +117,7 @@ def test_a_single_object_and_pruning_by_day_folder(s3, tmp_path):
     assert "1 day folders pruned" in pruned.stderr
 
 
+@pytest.mark.slow
 def test_more_than_a_thousand_objects_under_a_prefix_are_all_read_in_key_order(s3, tmp_path):
     keys = [f"many/{n:05d}.ndjson" for n in range(1100)]  # a listing page holds 1,000
     for n, key in enumerate(keys):
@@ -129,6 +129,7 @@ def test_more_than_a_thousand_objects_under_a_prefix_are_all_read_in_key_order(s
     assert len({r["message_id"] for r in records(result.stdout)}) == 1100
 
 
+@pytest.mark.slow
 def test_hidden_objects_and_globs_apply_to_a_bucket_walk(s3):
     for key in ("a/x.ndjson", "a/.tmp.ndjson", ".cache/y.ndjson", "a/skip.json"):
         s3.put_object(Bucket=s3.bucket, Key=key, Body=ndjson(track()))
@@ -136,11 +137,12 @@ def test_hidden_objects_and_globs_apply_to_a_bucket_walk(s3):
     assert {r["source"] for r in records(result.stdout)} == {f"s3://{s3.bucket}/a/x.ndjson"}
 
 
+@pytest.mark.slow
 def test_a_missing_bucket_fails_in_one_line_before_anything_is_sent(s3, fake, tmp_path):
     (tmp_path / "local.ndjson").write_bytes(ndjson(track()))
     env = {"RETENTLY_API_KEY": TEST_KEY, "RETENTLY_BASE_URL": fake.url}
     argv = ["send", "-c", str(EXAMPLE_CONFIG), "--no-ledger", str(tmp_path / "local.ndjson")]
-    result = CliRunner().invoke(cli, [*argv, "s3://no-such-bucket-here/segment-logs"], env=env)
+    result = run(*argv, "s3://no-such-bucket-here/segment-logs", env=env)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "retently: s3://no-such-bucket-here/segment-logs: no such bucket, prefix or object"
@@ -150,6 +152,7 @@ def test_a_missing_bucket_fails_in_one_line_before_anything_is_sent(s3, fake, tm
     assert missing.exit_code == 2 and "no such bucket, prefix or object" in missing.stderr
 
 
+@pytest.mark.slow
 def test_access_denied_fails_in_one_line(s3, moto_endpoint, monkeypatch, tmp_path):
     put_all(s3, segment_export(tmp_path))
     iam = boto3.client("iam", endpoint_url=moto_endpoint)
@@ -169,6 +172,7 @@ def test_access_denied_fails_in_one_line(s3, moto_endpoint, monkeypatch, tmp_pat
     assert key["SecretAccessKey"] not in result.output
 
 
+@pytest.mark.slow
 def test_a_corrupt_object_is_one_record_naming_its_key_and_the_run_goes_on(s3):
     def export(name):
         return gzip.compress(ndjson(*(track(message_id=f"{name}{n}") for n in range(200))))
@@ -228,6 +232,7 @@ class _Forward(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = forward
 
 
+@pytest.mark.slow
 def test_an_object_cut_mid_transfer_is_one_unreadable_record_and_the_run_goes_on(
     s3, moto_endpoint, monkeypatch, tmp_path
 ):

@@ -2,10 +2,8 @@
 server: strict with what can be seen, never reporting a failure as sent (issue 12)."""
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, NPS, TEST_KEY, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, NPS, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.fake_server import FakeRetently
 
 EVENTS = ndjson(*(track(message_id=f"m{i}", email=f"user{i}@example.com") for i in range(3)))
@@ -22,10 +20,9 @@ def server(monkeypatch, request):
 
 def send(tmp_path, *args):
     ledger = tmp_path / "ledger.sqlite3"
-    result = CliRunner().invoke(
-        cli,
-        ["send", "-c", str(EXAMPLE_CONFIG), "--ledger", str(ledger), "-o", "ndjson",
-         "--event", "Order Completed", "--campaign", NPS, *args, "-"],
+    result = run(
+        "send", "-c", str(EXAMPLE_CONFIG), "--ledger", str(ledger), "-o", "ndjson",
+        "--event", "Order Completed", "--campaign", NPS, *args, "-",
         input=EVENTS,
     )  # fmt: skip
     return result, [r for r in records(result.stdout) if r["outcome"] != "skipped"]
@@ -75,7 +72,7 @@ def test_any_other_2xx_is_sent(server, tmp_path, shape):
 
 def test_check_online_does_not_take_a_2xx_that_says_it_failed_for_a_working_key(server, tmp_path):
     server.inject("envelope_error", path="/api/v2/ping")
-    result = CliRunner().invoke(cli, ["check", "--online", "-c", str(EXAMPLE_CONFIG)])
+    result = run("check", "--online", "-c", str(EXAMPLE_CONFIG))
     assert result.exit_code == 1, result.output
     assert "cannot reach Retently: HTTP 200 with code 422: The given data was invalid." in (
         result.stderr
@@ -86,9 +83,7 @@ def test_check_online_does_not_take_a_2xx_that_says_it_failed_for_a_working_key(
 def test_a_2xx_whose_envelope_says_401_stops_the_run_like_a_refused_key(server, tmp_path):
     server.inject("envelope_401")
     many = ndjson(*(track(message_id=f"k{i}", email=f"u{i}@example.com") for i in range(300)))
-    result = CliRunner().invoke(
-        cli, ["send", "-c", str(EXAMPLE_CONFIG), "--no-ledger", "-o", "ndjson", "-"], input=many
-    )
+    result = run("send", "-c", str(EXAMPLE_CONFIG), "--no-ledger", "-o", "ndjson", "-", input=many)
     assert result.exit_code == 3, result.output
     assert server.survey_count() == 0 and len(server.requests) <= 4
     assert "Retently refused the API key" in result.stderr

@@ -3,18 +3,12 @@
 import json
 import os
 import subprocess
-import sys
 
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ROOT, ndjson, records, track
+import pytest
+from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, ndjson, records, run, send, track
 
-from retently_cli.cli import cli
 from retently_cli.config import parse_config
 from retently_cli.matching import Matcher
-
-
-def send(*args, input=None, config=EXAMPLE_CONFIG):
-    return CliRunner().invoke(cli, ["send", "-c", str(config), *args], input=input)
 
 
 def wide_config(tmp_path):
@@ -38,13 +32,14 @@ def test_diff_records_read_back_survey_nobody(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "ev.ndjson").write_bytes(ndjson(*(ticket(i) for i in range(4))))
-    diff = CliRunner().invoke(cli, ["diff", "-o", "ndjson", str(config), str(other), str(logs)])
+    diff = run("diff", "-o", "ndjson", str(config), str(other), str(logs))
     assert diff.stdout.strip()
     (logs / "changes.ndjson").write_text(diff.stdout)
     got = records(send("-n", "-o", "ndjson", str(logs), config=config).stdout)
     assert sum(r["outcome"] == "dry_run" for r in got) == 4
 
 
+@pytest.mark.slow
 def test_dead_letters_fed_back_are_never_lost_to_a_filter_or_a_dry_run(fake_env, tmp_path):
     fake_env.refused_emails = {f"u{i}@example.com" for i in range(10)}
     dead = tmp_path / "failed.ndjson"
@@ -63,12 +58,13 @@ def test_dead_letters_fed_back_are_never_lost_to_a_filter_or_a_dry_run(fake_env,
     assert dead.read_bytes() == b"" and kept == b""  # the limited run failed nothing
 
 
+@pytest.mark.slow
 def test_an_output_that_is_also_stdin_is_refused(tmp_path):
     events = tmp_path / "g.ndjson"
     events.write_bytes(ndjson(ticket(1), ticket(2)))
     with open(events, "rb") as stdin:
         done = subprocess.run(
-            [sys.executable, "-m", "retently_cli", "send", "-n", "-q", "-c", str(EXAMPLE_CONFIG),
+            [*RETENTLY, "send", "-n", "-q", "-c", str(EXAMPLE_CONFIG),
              "--report", str(events)],
             stdin=stdin, capture_output=True, cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(ROOT)},

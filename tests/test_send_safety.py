@@ -6,14 +6,12 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import orjson
-from click.testing import CliRunner
-from conftest import NPS, ROOT, TEST_KEY, ndjson, records, track
+import pytest
+from helpers import NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.delivery import BREAKER_THRESHOLD
 
 
@@ -37,12 +35,13 @@ def _events(tmp_path, count, name="e.ndjson"):
 
 
 def send(config, *args, input=None):
-    return CliRunner().invoke(cli, ["send", "-c", str(config), *args], input=input)
+    return run("send", "-c", str(config), *args, input=input)
 
 
 # -- the circuit breaker -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake_env, tmp_path):
     fake_env.inject(503, times=10_000)
     failed = tmp_path / "failed.ndjson"
@@ -70,6 +69,7 @@ def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake
     assert fake_env.survey_count() == 40
 
 
+@pytest.mark.slow
 def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake_env, tmp_path):
     fake_env.inject(503, times=2 * (BREAKER_THRESHOLD - 1))  # two attempts each, then answers
     result = send(_config(tmp_path), "-o", "ndjson", str(_events(tmp_path, 10)))
@@ -79,10 +79,11 @@ def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake
     assert sum(r["outcome"] == "sent" for r in got) == 10 - (BREAKER_THRESHOLD - 1)
 
 
+@pytest.mark.slow
 def test_the_server_stopped_mid_run_exits_4_with_the_address_and_a_hint(fake, tmp_path):
     events = _events(tmp_path, 300)
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
-    command = [sys.executable, "-m", "retently_cli", "send", "-o", "ndjson"]
+    command = [*RETENTLY, "send", "-o", "ndjson"]
     proc = subprocess.Popen(
         [*command, "-c", str(_config(tmp_path, rate_limit=600)), str(events)],
         stdout=subprocess.PIPE,
@@ -181,7 +182,7 @@ def _on_a_terminal(fake, tmp_path, *args, answer=None):
     question. The stderr seen, and the exit code."""
     leader, follower = pty.openpty()
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
-    command = [sys.executable, "-m", "retently_cli", "send", "-c", str(_config(tmp_path))]
+    command = [*RETENTLY, "send", "-c", str(_config(tmp_path))]
     proc = subprocess.Popen(
         [*command, *args, str(_mixed(tmp_path))],
         stdin=follower,
@@ -213,6 +214,7 @@ def _on_a_terminal(fake, tmp_path, *args, answer=None):
     return seen.decode(errors="replace"), proc.returncode
 
 
+@pytest.mark.slow
 def test_on_a_terminal_the_plan_asks_and_no_sends_nothing(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, answer=b"n\n")
     assert "Send 5 surveys? [y/N]" in err
@@ -220,6 +222,7 @@ def test_on_a_terminal_the_plan_asks_and_no_sends_nothing(fake_env, tmp_path):
     assert code == 1 and fake_env.survey_count() == 0
 
 
+@pytest.mark.slow
 def test_on_a_terminal_yes_at_the_question_sends(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, answer=b"y\n")
     assert "Send 5 surveys? [y/N]" in err
@@ -227,6 +230,7 @@ def test_on_a_terminal_yes_at_the_question_sends(fake_env, tmp_path):
     assert fake_env.survey_count() == 5
 
 
+@pytest.mark.slow
 def test_on_a_terminal_dash_y_sends_without_asking(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, "-y")
     assert "Plan: 5 surveys" in err and "[y/N]" not in err
@@ -250,12 +254,13 @@ def test_uncertain_surveys_come_with_the_commands_that_settle_them(fake_env, tmp
     assert "--retry-uncertain" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_path):
     summary = tmp_path / "summary.json"
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
     config = _config(tmp_path, rate_limit=120)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", "send", "-c", str(config), "--summary-json",
+        [*RETENTLY, "send", "-c", str(config), "--summary-json",
          str(summary), str(_events(tmp_path, 200))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -290,6 +295,7 @@ def test_summary_json_holds_the_counts_exit_code_and_timings(fake_env, tmp_path)
     assert TEST_KEY not in summary.read_text()
 
 
+@pytest.mark.slow
 def test_summary_json_on_stdout_after_a_usage_error_and_a_breaker_stop(fake_env, tmp_path):
     events = str(_events(tmp_path, 20))
     refused = send(_config(tmp_path), "--summary-json", "-", "--campaign", "nope", events)
@@ -310,10 +316,11 @@ def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path)
     assert "--summary-json -: stdout already carries the records" in result.stderr
 
 
+@pytest.mark.slow
 def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypatch):
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)  # $RETENTLY_BASE_URL: nothing listens
     hint = "cannot reach http://127.0.0.1:9: connection refused; check base_url or your network"
-    online = CliRunner().invoke(cli, ["check", "--online", "-c", str(_config(tmp_path))])
+    online = run("check", "--online", "-c", str(_config(tmp_path)))
     assert online.exit_code == 1 and hint in online.stderr
     result = send(_config(tmp_path, max_attempts=1), "-o", "ndjson", str(_events(tmp_path, 1)))
     (record,) = records(result.stdout)
@@ -322,6 +329,7 @@ def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypat
     assert "ConnectError" not in result.stdout + result.stderr + online.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_d_at_the_question_sends_nothing(fake_env, tmp_path):
     err, code = _on_a_terminal(fake_env, tmp_path, answer=b"\x04")
     assert "[y/N]" in err and "nothing was sent" in err

@@ -4,10 +4,8 @@ folders pruned by --since/--until, through `retently send` on real folders."""
 import gzip
 from datetime import UTC, datetime, timedelta
 
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.readers import expand_paths
 from retently_cli.sources import Selection
 from retently_cli.sources import expand_paths as listing
@@ -17,7 +15,7 @@ START = datetime(2025, 11, 1, tzinfo=UTC)
 
 
 def send(*args):
-    return CliRunner().invoke(cli, ["send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *args])
+    return run("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *args)
 
 
 def sources_of(result) -> set[str]:

@@ -9,13 +9,14 @@ import threading
 import time
 
 import orjson
-from conftest import EXAMPLE_CONFIG, ROOT, track
+import pytest
+from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, track
 
 
 def start(*args):
     env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", *args],
+        [*RETENTLY, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -37,6 +38,7 @@ def line_reader(stream):
     return lines
 
 
+@pytest.mark.slow
 def test_records_arrive_while_stdin_is_still_open():
     proc = start("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-")
     out = line_reader(proc.stdout)
@@ -63,6 +65,7 @@ def test_records_arrive_while_stdin_is_still_open():
         proc.kill()
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_the_summary_and_exits_130():
     proc = start("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-")
     out = line_reader(proc.stdout)
@@ -80,6 +83,7 @@ def test_ctrl_c_prints_the_summary_and_exits_130():
         proc.kill()
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_a_closed_reader_of_stdout(tmp_path):
     many = b"".join(orjson.dumps(track(message_id=str(i))) + b"\n" for i in range(20000))
     (tmp_path / "many.ndjson").write_bytes(many)

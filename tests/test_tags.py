@@ -3,10 +3,8 @@
 The time itself is measured by benchmarks/bench_tags.py (linear: x2 per doubling), not here.
 """
 
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ndjson, records, track
+from helpers import EXAMPLE_CONFIG, ndjson, records, run, track
 
-from retently_cli.cli import cli
 from retently_cli.subscriber import parse_tags
 
 MANY = 200_000  # the quadratic parser needed about 10 minutes for this many
@@ -26,9 +24,15 @@ def test_repeated_tags_are_sent_once_where_first_seen():
 
 def test_a_dry_run_with_a_huge_tags_line_shows_every_tag_once():
     tags = ",".join(f"t{i}" for i in range(MANY)) + ",t0,t1"
-    result = CliRunner().invoke(
-        cli,
-        ["send", "-n", "-o", "ndjson", "--no-ledger", "-c", str(EXAMPLE_CONFIG), "-"],
+    result = run(
+        "send",
+        "-n",
+        "-o",
+        "ndjson",
+        "--no-ledger",
+        "-c",
+        str(EXAMPLE_CONFIG),
+        "-",
         input=ndjson(track(tags=tags)),
     )
     assert result.exit_code == 0, result.stderr

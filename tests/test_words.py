@@ -4,24 +4,23 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ROOT, TEST_KEY, ndjson, records, track
+from helpers import (
+    EXAMPLE_CONFIG,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    ndjson,
+    records,
+    run,
+    send,
+    stderr_lines,
+    track,
+)
 
-from retently_cli.cli import cli
 from retently_cli.starter import starter_config
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input)
-
-
-def send(*args, input=None):
-    return run("send", "-c", str(EXAMPLE_CONFIG), *args, input=input)
-
 
 # -- --event, --campaign, --since/--until --------------------------------------------------------
 
@@ -110,7 +109,7 @@ def test_diff_refuses_quiet_with_verbose():
 def test_empty_stdin_gets_a_one_line_warning():
     result = send("-n", "-", input=b"")
     assert result.exit_code == 0
-    assert [line for line in result.stderr.splitlines() if "empty" in line] == [
+    assert [line for line in stderr_lines(result) if "empty" in line] == [
         "warning: stdin was empty: no events read"
     ]
 
@@ -206,7 +205,7 @@ def _on_a_terminal_stdin(args, extra_env=None):
     leader, follower = pty.openpty()
     env = {**os.environ, "NO_COLOR": "1", **(extra_env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", *args],
+        [*RETENTLY, *args],
         stdin=follower,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -232,6 +231,7 @@ def _on_a_terminal_stdin(args, extra_env=None):
         os.close(leader)
 
 
+@pytest.mark.slow
 def test_send_says_it_reads_stdin_from_a_terminal():
     code, stderr = _on_a_terminal_stdin(["send", "-n", "-c", str(EXAMPLE_CONFIG)])
     assert stderr.startswith("reading events from stdin (Ctrl-D to end)\n")
@@ -239,15 +239,17 @@ def test_send_says_it_reads_stdin_from_a_terminal():
     assert "warning: stdin was empty: no events read" in stderr
 
 
+@pytest.mark.slow
 def test_coverage_says_it_reads_stdin_from_a_terminal():
     code, stderr = _on_a_terminal_stdin(["coverage", "-c", str(EXAMPLE_CONFIG), "-"])
     assert "reading events from stdin (Ctrl-D to end)" in stderr
     assert code == 0
 
 
+@pytest.mark.slow
 def test_no_terminal_note_when_stdin_is_a_pipe():
     result = subprocess.run(
-        [sys.executable, "-m", "retently_cli", "send", "-n", "-c", str(EXAMPLE_CONFIG)],
+        [*RETENTLY, "send", "-n", "-c", str(EXAMPLE_CONFIG)],
         input=ndjson(track()),
         capture_output=True,
         cwd=ROOT,
@@ -316,7 +318,7 @@ def _on_a_terminal(args, env_extra, env_drop=()):
     for name in ("COLUMNS", *env_drop):
         env.pop(name, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retently_cli", *args],
+        [*RETENTLY, *args],
         stdin=subprocess.DEVNULL,
         stdout=follower,
         stderr=follower,
@@ -364,6 +366,7 @@ def _live_env(fake):
     return {"RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
 
 
+@pytest.mark.slow
 def test_no_color_means_no_escape_codes_at_all_yet_a_progress_line(fake, slow_events):
     config, events = slow_events
     env = {**_live_env(fake), "NO_COLOR": "1"}
@@ -374,6 +377,7 @@ def test_no_color_means_no_escape_codes_at_all_yet_a_progress_line(fake, slow_ev
     assert b"uncertain" not in seen and b"Summary" in seen
 
 
+@pytest.mark.slow
 def test_color_never_is_no_color_too(fake, slow_events):
     config, events = slow_events
     args = ["send", "--color", "never", "--no-ledger", "-c", str(config), str(events)]
@@ -382,6 +386,7 @@ def test_color_never_is_no_color_too(fake, slow_events):
     assert b"surveys/s" in seen and b"\x1b" not in seen
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_colour_and_the_bar_by_default(fake, slow_events):
     config, events = slow_events
     args = ["send", "--no-ledger", "-c", str(config), str(events)]
@@ -390,6 +395,7 @@ def test_a_terminal_gets_colour_and_the_bar_by_default(fake, slow_events):
     assert b"\x1b[" in seen and b"surveys/s" in seen
 
 
+@pytest.mark.slow
 def test_no_progress_turns_the_bar_off(fake, slow_events):
     config, events = slow_events
     args = ["send", "--no-progress", "--no-ledger", "-c", str(config), str(events)]
@@ -398,6 +404,7 @@ def test_no_progress_turns_the_bar_off(fake, slow_events):
     assert b"surveys/s" not in seen and b"\r\r" not in seen and b"Summary" in seen
 
 
+@pytest.mark.slow
 def test_check_on_a_terminal_under_no_color_prints_no_codes():
     code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": "1"})
     assert code == 0 and b"campaign -> events" in seen
@@ -427,22 +434,23 @@ def _complete(words: str) -> subprocess.CompletedProcess:
         "COMP_WORDS": words,
         "COMP_CWORD": str(len(words.split()) - 1),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "retently_cli"], capture_output=True, env=env, cwd=ROOT
-    )
+    return subprocess.run([*RETENTLY], capture_output=True, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_completion_offers_commands_and_the_new_options():
     assert "plain,send" in _complete("retently se").stdout.decode().splitlines()
     assert "plain,--color" in _complete("retently send --col").stdout.decode().splitlines()
 
 
+@pytest.mark.slow
 def test_completion_is_not_refused_over_options_that_contradict():
     completed = _complete("retently send -q -v --no-pro")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.decode().splitlines() == ["plain,--no-progress"]
 
 
+@pytest.mark.slow
 def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
     target = tmp_path / "retently.yaml"
     code, stderr = _on_a_terminal_stdin(["init", str(target), "--from-log", "-"])
@@ -451,6 +459,7 @@ def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
     assert target.exists()
 
 
+@pytest.mark.slow
 def test_an_empty_no_color_is_no_request():
     code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": ""})
     assert code == 0 and b"\x1b[1m" in seen  # the headings are bold: NO_COLOR needs a value

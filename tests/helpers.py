@@ -1,0 +1,92 @@
+"""What tests share besides fixtures: run the CLI, build Segment input, read what the CLI printed.
+
+Test files import from here (``from helpers import send, records``); conftest.py keeps only
+fixtures, because importing conftest as a module is fragile (pytest loads it as a plugin).
+"""
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from click.testing import CliRunner, Result
+
+from retently_cli.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = ROOT / "config.example.yaml"
+
+NPS = "5e1f9a3c2b7d4e0012ab34cd"
+CSAT = "61ab2c9d8e7f6a0011bc45de"
+CES = "63cd4e5f6a7b8c0022de56ef"
+TEST_KEY = "test-key-0123456789"
+
+# The command line that starts the CLI in a child process, as `retently` would.
+RETENTLY = [sys.executable, "-m", "retently_cli"]
+
+
+# -- running the CLI ------------------------------------------------------------------------------
+
+
+def run(*args, input=None, env=None) -> Result:
+    """The CLI in this process, ``args`` as typed after ``retently``; stdout and stderr apart."""
+    return CliRunner().invoke(
+        cli, [str(a) for a in args], input=input, env=env, prog_name="retently"
+    )
+
+
+def send(*args, config=EXAMPLE_CONFIG, input=None, env=None) -> Result:
+    """``retently send -c CONFIG ARGS``: the example config unless the test brings its own."""
+    return run("send", "-c", config, *args, input=input, env=env)
+
+
+def run_process(*args, input=None, env=None, timeout=60, **popen) -> subprocess.CompletedProcess:
+    """The CLI in a child process (real stdio, signals, exit paths); ``env`` adds to os.environ."""
+    return subprocess.run(
+        [*RETENTLY, *map(str, args)],
+        input=input,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        **popen,
+    )
+
+
+# -- reading what it printed ----------------------------------------------------------------------
+
+
+def records(stdout: str | bytes) -> list[dict]:
+    """The NDJSON records of ``-o ndjson`` output, one per non-blank line."""
+    if isinstance(stdout, str):
+        stdout = stdout.encode()
+    return [orjson.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def stderr_lines(result: Result | subprocess.CompletedProcess) -> list[str]:
+    """The lines the run wrote to stderr (where messages, tables and the summary go)."""
+    stderr = result.stderr
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode()
+    return stderr.splitlines()
+
+
+# -- building Segment input -----------------------------------------------------------------------
+
+
+def track(event="Order Completed", message_id="m1", email="ann@example.com", **properties):
+    props = {"email": email, **properties} if email is not None else dict(properties)
+    return {"type": "track", "event": event, "messageId": message_id, "properties": props}
+
+
+def ndjson(*messages) -> bytes:
+    return b"".join(orjson.dumps(m) + b"\n" for m in messages)
+
+
+def write_gz(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(data)
+    return path
