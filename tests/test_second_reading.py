@@ -3,8 +3,9 @@
 import os
 
 import orjson
+import pytest
 from click.testing import CliRunner
-from conftest import NPS, ndjson, records, track
+from helpers import NPS, ndjson, records, track
 
 from retently_cli.cli import cli
 
@@ -32,6 +33,7 @@ def send(config, *args, input=None):
     return CliRunner().invoke(cli, ["send", "-c", str(config), *args], input=input)
 
 
+@pytest.mark.slow
 def test_the_breaker_accounts_for_every_line_read_and_says_the_rest_was_not(fake_env, tmp_path):
     fake_env.inject(503, times=100_000)
     summary = tmp_path / "summary.json"
@@ -51,6 +53,7 @@ def test_the_breaker_accounts_for_every_line_read_and_says_the_rest_was_not(fake
     assert "the rest of the input not yet read" in result.stderr
 
 
+@pytest.mark.slow
 def test_without_a_ledger_the_words_never_say_a_rerun_resumes(fake_env, tmp_path):
     """--no-ledger: re-running the same command would survey again whom this run surveyed."""
     fake_env.inject("no_results", times=3)  # three answered, then the API is gone
