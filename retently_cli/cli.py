@@ -63,6 +63,8 @@ from retently_cli.delivery import (
 )
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
+    PENDING,
+    SENT,
     Ledger,
     LedgerBusy,
     LedgerInvalid,
@@ -553,9 +555,9 @@ def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledg
         lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
     else:
         held = ledger.states()
-        uncertain = held.get("uncertain", 0) + held.get("pending", 0)
+        uncertain = held.get(UNCERTAIN, 0) + held.get(PENDING, 0)
         lines.append(
-            f"  ledger: {ledger_where} (holding {held.get('sent', 0):,} sent, "
+            f"  ledger: {ledger_where} (holding {held.get(SENT, 0):,} sent, "
             f"{uncertain:,} uncertain)"
         )
     console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)

@@ -31,6 +31,7 @@ from retently_cli.sources import Inputs, Selection
 from retently_cli.starter import PLACEHOLDER, PLACEHOLDER_ID
 from retently_cli.timeparse import parse_time
 from retently_cli.visible import visible
+from retently_cli.vocabulary import ExitCode
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -453,7 +454,7 @@ def quiet_broken_pipe():
     """The reader of stdout went away (``| head``): stop without a traceback."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(1)
+    sys.exit(ExitCode.PROBLEMS)
 
 
 def exit_if_key_refused(console: Console, answer) -> None:

@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 
 from retently_cli.config import DEFAULT_BASE_URL, _is_loopback
 from retently_cli.matching import event_key  # noqa: F401  (the ledger's key, re-exported)
+from retently_cli.vocabulary import Outcome
 
 PENDING = "pending"
-SENT = "sent"
-UNCERTAIN = "uncertain"
+SENT = Outcome.SENT
+UNCERTAIN = Outcome.UNCERTAIN
 LEDGER_ENV = "RETENTLY_LEDGER"
 
 _SCHEMA = """

@@ -233,7 +233,7 @@ Examples:
 @ledger_option
 @click.option(
     "--state",
-    type=click.Choice([UNCERTAIN, SENT]),
+    type=click.Choice([UNCERTAIN.value, SENT.value]),  # the words: click matches enums by name
     help="Only surveys in this state (uncertain: delivery unknown; the ledger keeps no "
     "failed surveys: they are forgotten, so the next run sends them).",
 )

@@ -46,6 +46,7 @@ from retently_cli.readers import MAX_LINE_BYTES, BadInput, ReadStats, iter_messa
 from retently_cli.sources import Selection
 from retently_cli.starter import starter_config, transactional
 from retently_cli.visible import visible
+from retently_cli.vocabulary import ExitCode
 
 PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
 
@@ -136,11 +137,11 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
     except BrokenPipeError:
         quiet_broken_pipe()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     if not quiet:
         _show_diff(stderr_console() if ndjson else _stdout_console(), differ, old, new)
         _input_note(console, stats, bad)
-    sys.exit(1 if differ.changed else 0)
+    sys.exit(ExitCode.PROBLEMS if differ.changed else ExitCode.OK)
 
 
 def _config(console: Console, path: str, quiet: bool) -> Config:
@@ -244,7 +245,7 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
         for _, _, message in messages:
             result.add(message)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     summary = result.summary()
     if output == "json":
         sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from retently_cli.vocabulary import Reason
+
 CHUNK = 1 << 20
 _PREFETCH = 8
 _IDLE_TICK = 0.2
@@ -39,15 +41,15 @@ _READ_IN_THREAD_ABOVE = CHUNK
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN_NAME = "-"
 
-INVALID_JSON = "invalid_json"
-INVALID_UTF8 = "invalid_utf8"
-NOT_AN_OBJECT = "not_an_object"
-UNREADABLE = "unreadable"
-CORRUPT_GZIP = "corrupt_gzip"
-TOO_DEEP = "too_deeply_nested"
-LINE_TOO_LONG = "line_too_long"
-EMPTY_BATCH = "empty_batch"
-INVALID_UTF16 = "invalid_utf16"
+INVALID_JSON = Reason.INVALID_JSON
+INVALID_UTF8 = Reason.INVALID_UTF8
+NOT_AN_OBJECT = Reason.NOT_AN_OBJECT
+UNREADABLE = Reason.UNREADABLE
+CORRUPT_GZIP = Reason.CORRUPT_GZIP
+TOO_DEEP = Reason.TOO_DEEPLY_NESTED
+LINE_TOO_LONG = Reason.LINE_TOO_LONG
+EMPTY_BATCH = Reason.EMPTY_BATCH
+INVALID_UTF16 = Reason.INVALID_UTF16
 
 # Longer lines are reported and skipped as they are read, so that memory stays bounded.
 MAX_LINE_BYTES = 16 << 20
