@@ -34,7 +34,6 @@ from retently_cli.cli_common import (
     base_url_in_use,
     config_option,
     exit_if_key_refused,
-    fail,
     load_or_exit,
     max_lateness_option,
     max_line_bytes_option,
@@ -61,6 +60,7 @@ from retently_cli.delivery import (
     call_with_retries,
     envelope_error,
 )
+from retently_cli.errors import ApiFailure, UsageFailure
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
     PENDING,
@@ -197,6 +197,9 @@ def _with_summary_json(command):
             ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
             raise
         except click.exceptions.Exit as exc:
+            ending.write(exc.exit_code)
+            raise
+        except click.ClickException as exc:  # a RetentlyError, shown by click once this ends
             ending.write(exc.exit_code)
             raise
         except KeyboardInterrupt:
@@ -356,9 +359,9 @@ def send(
     ending.dry_run = dry_run
     if ending.path == "-" and (output == "ndjson" or report_path == "-"):
         ending.path = None
-        fail(console, ["--summary-json -: stdout already carries the records; give a FILE"])
+        raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
     config = load_or_exit(console, config_path, verbose, quiet)
-    refuse_unknown_filters(console, config, campaigns, events)
+    refuse_unknown_filters(config, campaigns, events)
     refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
     outputs = {"--report": report_path, "--failed": failed_path}
     selection = Selection(
@@ -366,10 +369,10 @@ def send(
     )
     sources = open_inputs(console, paths, max_line_bytes, selection)
     if config.from_identify and (problem := rereading_problem(sources)) is not None:
-        fail(console, [problem])  # before the ledger or anything else is opened
+        raise UsageFailure([problem])  # before the ledger or anything else is opened
     if verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
-    base_url = base_url_in_use(console, config)
+    base_url = base_url_in_use(config)
     ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
     paths_check = check_output_paths(
         outputs,
@@ -380,7 +383,7 @@ def send(
         ledger_where,
     )
     if paths_check.problems:
-        fail(console, paths_check.problems)
+        raise UsageFailure(paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
     dispatcher = None
@@ -625,7 +628,7 @@ def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
     try:
         return Output(path, open(path, "wb"), on_failure)
     except OSError as exc:
-        fail(console, [f"{path}: cannot write it ({exc.strerror})"])
+        raise UsageFailure([f"{path}: cannot write it ({exc.strerror})"]) from None
 
 
 def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -> bool:
@@ -715,15 +718,17 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     try:
         ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
     except LedgerBusy as exc:
-        fail(console, [f"ledger {where}: {exc}"])
+        raise UsageFailure([f"ledger {where}: {exc}"]) from None
     except LedgerInvalid as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     except (OSError, sqlite3.OperationalError) as exc:
-        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+        raise UsageFailure([f"ledger {where}: cannot open it ({exc})"]) from None
     except sqlite3.DatabaseError as exc:  # damage found beyond the ledger's own checks
-        fail(console, [f"ledger {where} is damaged ({exc}): not a retently ledger any more"])
+        raise UsageFailure(
+            [f"ledger {where} is damaged ({exc}): not a retently ledger any more"]
+        ) from None
     except sqlite3.Error as exc:
-        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+        raise UsageFailure([f"ledger {where}: cannot open it ({exc})"]) from None
     if ledger is not None and ledger.without_wal:
         console.print(
             Text(f"ledger {where}: its folder is read-only, so it is read without its latest "
@@ -868,15 +873,15 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
     with api_client(console, config, api_key_file, verbose=verbose) as client:
         policy = RetryPolicy(max_attempts=3)
         ping = call_with_retries(client.ping, policy)
-        exit_if_key_refused(console, ping)
+        exit_if_key_refused(ping)
         if ping.status != 200 or envelope_error(ping):
             why = envelope_error(ping) or answer_text(ping)
-            fail(console, [f"cannot reach Retently: {why}"], EXIT_PROBLEMS)
+            raise ApiFailure([f"cannot reach Retently: {why}"])
         answer = call_with_retries(client.campaigns, policy)
-        exit_if_key_refused(console, answer)
+        exit_if_key_refused(answer)
         campaigns = campaigns_from(answer)
         if campaigns is None:
-            fail(console, [f"cannot list campaigns: {answer_text(answer)}"], EXIT_PROBLEMS)
+            raise ApiFailure([f"cannot list campaigns: {answer_text(answer)}"])
     code = 0
     for result in check_campaigns(config, campaigns):
         for problem in result.problems:
@@ -924,10 +929,10 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     )
     with api_client(console, config, api_key_file, verbose=verbose) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
-    exit_if_key_refused(console, answer)
+    exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:
-        fail(console, [f"cannot list campaigns: {answer_text(answer)}"], EXIT_PROBLEMS)
+        raise ApiFailure([f"cannot list campaigns: {answer_text(answer)}"])
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return

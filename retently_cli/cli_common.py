@@ -7,6 +7,7 @@ import difflib
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from click.core import ParameterSource
@@ -18,15 +19,14 @@ from retently_cli.client import RetentlyClient
 from retently_cli.config import (
     BASE_URL_ENV,
     Config,
-    ConfigError,
     check_base_url,
     find_config,
     load_config,
 )
+from retently_cli.errors import AuthError, ConfigError, UsageFailure
 from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
 from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, ReadStats
 from retently_cli.remote import RemoteError, is_url, local_path
-from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
 from retently_cli.sources import Inputs, Selection
 from retently_cli.starter import PLACEHOLDER, PLACEHOLDER_ID
 from retently_cli.timeparse import parse_time
@@ -179,7 +179,7 @@ def _iso(when) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def refuse_unknown_filters(console: Console, config: Config, campaigns, events) -> None:
+def refuse_unknown_filters(config: Config, campaigns, events) -> None:
     """--campaign and --event must name what the config maps: a typo would otherwise filter
     every event out, and the run would look like one with nothing to do."""
     problems = []
@@ -190,7 +190,7 @@ def refuse_unknown_filters(console: Console, config: Config, campaigns, events) 
     for name in sorted(set(events) - set(names)):
         problems.append(f"--event {name!r}: the config maps no campaign to it{_hint(name, names)}")
     if problems:
-        fail(console, problems)
+        raise UsageFailure(problems)
 
 
 def _hint(value: str, known: list[str]) -> str:
@@ -223,7 +223,7 @@ def refuse_placeholders(
     (trying a half-written config on real events is what a dry-run is for)."""
     problems = placeholder_problems(config)
     if problems and not warn_only:
-        fail(console, problems)
+        raise UsageFailure(problems)
     for problem in problems if not quiet else ():
         console.print(Text(f"warning: {visible(problem)}", style="yellow"), soft_wrap=True)
 
@@ -261,14 +261,15 @@ def _emptiness(path: str, inputs: Inputs, stats: ReadStats) -> str | None:
     return None
 
 
-def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
+def show_problems(lines: list[str]) -> None:
+    """How a ``RetentlyError`` is shown: one ``retently: ...`` line each, on stderr."""
+    console = stderr_console()
     for line in lines:
         console.print(
             Text(f"retently: {visible(line)}"),
             style="red" if console.is_terminal else "",
             soft_wrap=True,
         )
-    sys.exit(code)
 
 
 def load_or_exit(
@@ -290,8 +291,9 @@ def load_or_exit(
         config = load_config(path)
     except ConfigError as exc:
         if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
-            fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
-        fail(console, exc.problems)
+            hint = "give one with --config/-c or $RETENTLY_CONFIG"
+            raise ConfigError([*exc.problems, hint]) from None
+        raise
     if not quiet:
         warn_if_key_exposed(console, config)
     return config
@@ -401,7 +403,7 @@ def open_inputs(
     try:
         inputs = Inputs(paths, sys.stdin.buffer, input_warning(console), max_line_bytes, selection)
     except RemoteError as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     if announce_stdin and inputs.reads_stdin and sys.stdin.isatty():
         console.print(Text("reading events from stdin (Ctrl-D to end)"))
     return inputs
@@ -428,38 +430,35 @@ def verbosity_options(f):
     )(f)
 
 
-def base_url_in_use(console, config) -> str:
+def base_url_in_use(config: Config) -> str:
     """The API address in use: $RETENTLY_BASE_URL, else the config's base_url."""
     if not os.environ.get(BASE_URL_ENV):
         return config.delivery.base_url
     try:
         return check_base_url(os.environ[BASE_URL_ENV])
     except ValueError as exc:
-        fail(console, [f"${BASE_URL_ENV}: {exc}"])
+        raise UsageFailure([f"${BASE_URL_ENV}: {exc}"]) from None
 
 
 def api_client(console, config, api_key_file, events_from_stdin=False, verbose=0):
     """An API client with the key and base URL, all checked before anything is read."""
-    base_url = base_url_in_use(console, config)
-    try:
-        key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
-    except ConfigError as exc:
-        fail(console, exc.problems)
+    base_url = base_url_in_use(config)
+    key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
     if verbose:
         console.print(Text(visible(f"API key from {origin}; API at {base_url}"), style="dim"))
     return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
 
 
-def quiet_broken_pipe():
+def quiet_broken_pipe() -> NoReturn:
     """The reader of stdout went away (``| head``): stop without a traceback."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     sys.exit(ExitCode.PROBLEMS)
 
 
-def exit_if_key_refused(console: Console, answer) -> None:
+def exit_if_key_refused(answer) -> None:
     if answer.status in (401, 403):
-        fail(console, ["Retently refused the API key (401/403). Check the key."], EXIT_UNAUTHORIZED)
+        raise AuthError(["Retently refused the API key (401/403). Check the key."])
 
 
 def answer_text(answer) -> str:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from retently_cli.errors import ConfigError  # noqa: F401  (raised here, re-exported)
+
 PROPERTY_TYPES = ("string", "date", "integer", "boolean", "collection")
 DEFAULT_EMAIL_PATHS = ("properties.email",)
 DEFAULT_CONFIG_NAME = "retently.yaml"
@@ -46,14 +48,6 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
-
-
-class ConfigError(Exception):
-    """A config that cannot be used. ``problems`` holds one line per problem found."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

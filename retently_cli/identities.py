@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import click
 from rich.text import Text
 
-from retently_cli.cli_common import fail
+from retently_cli.errors import UsageFailure
 from retently_cli.pruning import Window
 from retently_cli.readers import BadInput, ReadStats, iter_messages
 from retently_cli.remote import RemoteError
@@ -284,10 +284,10 @@ def identities_for_run(
     try:  # walk warnings are the main pass's to give
         inputs = Inputs(paths, sys.stdin.buffer, lambda text: None, max_line_bytes, selection)
     except RemoteError as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     problem = rereading_problem(inputs)
     if problem is not None:
-        fail(console, [problem])
+        raise UsageFailure([problem])
     if verbose:
         console.print(Text("identities: reading the inputs for identify calls first", style="dim"))
     store, stats = learn_identities(inputs)

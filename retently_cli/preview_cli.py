@@ -23,7 +23,6 @@ from retently_cli.cli_common import (
     api_key_file_option,
     config_option,
     exit_if_key_refused,
-    fail,
     load_or_exit,
     max_line_bytes_option,
     open_inputs,
@@ -35,10 +34,11 @@ from retently_cli.cli_common import (
     warn_if_key_exposed,
     warn_of_empty_inputs,
 )
-from retently_cli.config import Config, ConfigError, load_config
+from retently_cli.config import Config, load_config
 from retently_cli.coverage import Coverage
 from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
+from retently_cli.errors import UsageFailure
 from retently_cli.identities import identities_for_run
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
@@ -145,10 +145,7 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
 
 
 def _config(console: Console, path: str, quiet: bool) -> Config:
-    try:
-        config = load_config(Path(path))
-    except ConfigError as exc:
-        fail(console, exc.problems)
+    config = load_config(Path(path))
     if not quiet:
         warn_if_key_exposed(console, config)
     return config
@@ -348,14 +345,16 @@ def init(path, logs, force, api_key_file, verbose, quiet):
     console = stderr_console()
     target = Path(path)
     if path != "-" and target.exists() and not force:
-        fail(console, [f"{path} exists; --force overwrites it"])
+        raise UsageFailure([f"{path} exists; --force overwrites it"])
     own = Selection(own_outputs=(path,) if path != "-" and not target.exists() else ())
     if path != "-" and logs:
         read = open_inputs(console, logs, selection=own, announce_stdin=False)  # not read here
         inputs = read.local_files() + read.inputs_among([path])
         check = check_output_paths({"PATH": path}, inputs, [], None)
         if check.problems:
-            fail(console, [f"{path}: it is also a --from-log input; write the config elsewhere"])
+            raise UsageFailure(
+                [f"{path}: it is also a --from-log input; write the config elsewhere"]
+            )
     candidates = _frequent_names(logs, own) if logs else None
     campaigns = _account_campaigns(console, api_key_file, verbose, quiet)
     text = starter_config(campaigns, candidates, ", ".join(logs) if logs else None)
@@ -393,7 +392,7 @@ def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[d
         return None
     with api_client(console, Config(()), api_key_file, verbose=verbose) as client:
         answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
-    exit_if_key_refused(console, answer)
+    exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:
         console.print(
