@@ -14,6 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -28,6 +29,7 @@ from retently_cli.cli_common import (
     INPUT_PATH,
     TIME,
     RetentlyCommand,
+    TolerantStream,
     answer_text,
     api_client,
     api_key_file_option,
@@ -153,7 +155,11 @@ class _Ending:
     def record(self, code: int) -> dict:
         ended = time.time()
         job = self.job
-        record = {"exit_code": code, "dry_run": self.dry_run, "interrupted": self.interrupted}
+        record: dict[str, Any] = {
+            "exit_code": code,
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+        }
         if self.report is not None:
             record.update(self.report.summary_record(job.stats if job else None))
         if job is not None:
@@ -434,6 +440,7 @@ def send(
         quiet=quiet,
         max_rows=max_rows,
     )
+    failed_file: Output | None
     if "--failed" in paths_check.replaced:
         failed_file = ReplacingOutput(Path(failed_path), output_failed)
     else:
@@ -446,7 +453,7 @@ def send(
     )
     matcher = Matcher(config, identities)
     job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
-    console.file.on_failure = lambda: job.halt("stderr was closed")
+    cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
     ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
         job.replaced_path = failed_path

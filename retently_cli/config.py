@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -224,7 +225,7 @@ class _Validator:
         else:
             campaigns = self.campaigns(top["campaigns"][1])
 
-        email_paths = DEFAULT_EMAIL_PATHS
+        email_paths: tuple[str, ...] = DEFAULT_EMAIL_PATHS
         if "email_paths" in top:
             email_paths = self.string_list(top["email_paths"][1], "email_paths", non_empty=True)
 
@@ -237,7 +238,7 @@ class _Validator:
         if "identities" in top:
             from_identify = self.identities(top["identities"][1])
 
-        settings = {}
+        settings: dict[str, Any] = {}
         if "base_url" in top:
             node = top["base_url"][1]
             url = self.string(node, "base_url")

@@ -104,7 +104,8 @@ class IdentityStore:
                 continue
             fields = self._fields(prefix + known)
             if fields is not None and fields[0] is not None:
-                return Identity(*fields, source=f"identify:{kind}")
+                email, first_name, last_name, company = fields
+                return Identity(email, first_name, last_name, company, f"identify:{kind}")
         return None
 
     def close(self) -> None:
@@ -168,6 +169,7 @@ class IdentityStore:
 
     def _flush(self) -> None:
         if self._pending:
+            assert self._db is not None  # opened by the spill that filled _pending
             with self._db:
                 self._db.executemany(_UPSERT, self._pending)
             self._pending.clear()
@@ -176,7 +178,7 @@ class IdentityStore:
 def _identity_fields(*sources) -> list | None:
     """[email, first_name, last_name, company] as the traits ``sources`` give them (a later
     one wins), or None if they give none."""
-    found = None
+    found: list[str | None] | None = None
     for traits in sources:
         if type(traits) is not dict:
             continue
@@ -203,9 +205,10 @@ def _time(message: dict) -> int:
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            when = parse_time(text)
-            if when is None:
+            parsed = parse_time(text)
+            if parsed is None:
                 continue
+            when = parsed
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         return int(when.timestamp() * 1_000_000)

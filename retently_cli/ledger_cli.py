@@ -354,11 +354,11 @@ def resolve(config_path, ledger_path, verdict, all_uncertain, file):
     finally:
         opened.close()
     one = done.settled == 1
-    surveys = f"{done.settled:,} uncertain survey{'' if one else 's'}"
+    settled = f"{done.settled:,} uncertain survey{'' if one else 's'}"
     if verdict == SENT:
-        lines = [f"{surveys} marked sent: never sent again"]
+        lines = [f"{settled} marked sent: never sent again"]
     else:
-        lines = [f"{surveys} marked not sent: the next send sends {'it' if one else 'them'}"]
+        lines = [f"{settled} marked not sent: the next send sends {'it' if one else 'them'}"]
     if done.left:
         lines.append(f"{done.left:,} named were not uncertain: left as they were")
     if done.unknown:

@@ -61,7 +61,7 @@ def _read(
     """Every message of the inputs, once; malformed lines are counted in ``stats``. A URL that
     cannot be read at all fails here (exit 2); an empty input is warned of once read."""
     stats = ReadStats()
-    bad = Counter()
+    bad: Counter[str] = Counter()
     console = stderr_console()
     inputs = open_inputs(console, paths, max_line_bytes, selection)
 

@@ -27,6 +27,7 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import final
 
 import orjson
 
@@ -66,6 +67,7 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not Unicode's
 _ORJSON_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
 
 
+@final
 @dataclass(slots=True)
 class BadInput:
     """A line (or document) that yields no message."""
@@ -158,7 +160,7 @@ def _unlocked(stream):
 
 
 def iter_messages(
-    sources: list[Source],
+    sources: Iterable[Source],
     stats: ReadStats,
     before_wait: Callable[[], None] = lambda: None,
     on_source: Callable[[Source], None] = lambda source: None,
