@@ -14,10 +14,12 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
-from retently_cli.apikey import literal_key_warning, resolve_api_key
+from retently_cli.apikey import KEY_ENV, literal_key_warning, resolve_api_key
 from retently_cli.client import RetentlyClient
 from retently_cli.config import (
     BASE_URL_ENV,
+    CONFIG_ENV,
+    DEFAULT_CONFIG_NAME,
     Config,
     check_base_url,
     find_config,
@@ -279,24 +281,31 @@ def load_or_exit(
     or not this command uses the key (the file is exposed all the same)."""
     path = find_config(config_path)
     if verbose:
+        source = _config_source()
         origin = (
             "--config"
-            if config_path
-            else "$RETENTLY_CONFIG"
-            if os.environ.get("RETENTLY_CONFIG")
+            if source is ParameterSource.COMMANDLINE
+            else f"${CONFIG_ENV}"
+            if source is ParameterSource.ENVIRONMENT
             else "default"
         )
         console.print(Text(visible(f"config: {path} ({origin})"), style="dim"))
     try:
         config = load_config(path)
     except ConfigError as exc:
-        if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
-            hint = "give one with --config/-c or $RETENTLY_CONFIG"
+        if not path.exists() and not config_path:
+            hint = f"give one with --config/-c or ${CONFIG_ENV}"
             raise ConfigError([*exc.problems, hint]) from None
         raise
     if not quiet:
         warn_if_key_exposed(console, config)
     return config
+
+
+def _config_source() -> ParameterSource | None:
+    """Where --config came from: the command line, $RETENTLY_CONFIG, or nowhere."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.get_parameter_source("config_path") if ctx is not None else None
 
 
 def warn_if_key_exposed(console: Console, config: Config) -> None:
@@ -324,7 +333,9 @@ def config_option(f):
         "--config",
         "config_path",
         metavar="PATH",
-        help="Config file [default: $RETENTLY_CONFIG, else ./retently.yaml].",
+        envvar=CONFIG_ENV,
+        show_envvar=True,
+        help=f"Config file [default: ./{DEFAULT_CONFIG_NAME}].",
     )(f)
 
 
@@ -333,7 +344,7 @@ def api_key_file_option(f):
         "--api-key-file",
         metavar="PATH",
         help="Read the API key from this file (- for stdin, when the events come from files). "
-        "Default: api_key in the config, else $RETENTLY_API_KEY.",
+        f"Default: api_key in the config, else ${KEY_ENV}.",
     )(f)
 
 

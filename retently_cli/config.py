@@ -19,14 +19,15 @@ from urllib.parse import urlsplit
 import yaml
 
 from retently_cli.errors import ConfigError  # noqa: F401  (raised here, re-exported)
+from retently_cli.vocabulary import EnvVar
 
 PROPERTY_TYPES = ("string", "date", "integer", "boolean", "collection")
 DEFAULT_EMAIL_PATHS = ("properties.email",)
 DEFAULT_CONFIG_NAME = "retently.yaml"
-CONFIG_ENV = "RETENTLY_CONFIG"
+CONFIG_ENV = EnvVar.CONFIG
 
 DEFAULT_BASE_URL = "https://app.retently.com"
-BASE_URL_ENV = "RETENTLY_BASE_URL"
+BASE_URL_ENV = EnvVar.BASE_URL
 
 # Delivery settings: key -> (default, smallest, largest, whole numbers only).
 _DELIVERY_KEYS = {

@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 
 from retently_cli.config import DEFAULT_BASE_URL, _is_loopback
 from retently_cli.matching import event_key  # noqa: F401  (the ledger's key, re-exported)
-from retently_cli.vocabulary import Outcome
+from retently_cli.vocabulary import EnvVar, Outcome
 
 PENDING = "pending"
 SENT = Outcome.SENT
 UNCERTAIN = Outcome.UNCERTAIN
-LEDGER_ENV = "RETENTLY_LEDGER"
+LEDGER_ENV = EnvVar.LEDGER
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (

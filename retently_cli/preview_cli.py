@@ -46,7 +46,7 @@ from retently_cli.readers import MAX_LINE_BYTES, BadInput, ReadStats, iter_messa
 from retently_cli.sources import Selection
 from retently_cli.starter import starter_config, transactional
 from retently_cli.visible import visible
-from retently_cli.vocabulary import ExitCode
+from retently_cli.vocabulary import EnvVar, ExitCode
 
 PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
 
@@ -386,7 +386,7 @@ def _frequent_names(logs, selection: Selection) -> list[tuple[str, int]]:
 
 def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[dict] | None:
     """The account's transactional campaigns, when a key is at hand; None otherwise."""
-    if api_key_file is None and not os.environ.get("RETENTLY_API_KEY"):
+    if api_key_file is None and not os.environ.get(EnvVar.API_KEY):
         if not quiet:
             console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
         return None

@@ -64,3 +64,12 @@ class ExitCode(IntEnum):
     UNAUTHORIZED = 3
     UNAVAILABLE = 4  # the circuit breaker stopped the run: the API is unreachable or failing
     INTERRUPTED = 130
+
+
+class EnvVar(StrEnum):
+    """The environment variables the tool reads, each an option's default or the key."""
+
+    CONFIG = "RETENTLY_CONFIG"  # --config
+    API_KEY = "RETENTLY_API_KEY"  # when the config has no api_key and no --api-key-file
+    BASE_URL = "RETENTLY_BASE_URL"  # the API address, over the config's base_url
+    LEDGER = "RETENTLY_LEDGER"  # --ledger
