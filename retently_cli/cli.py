@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from retently_cli import __version__
-from retently_cli.account import campaigns_from, check_campaigns
+from retently_cli.account import account_answer, campaigns_from, check_campaigns
 from retently_cli.cli_common import (
     CONTEXT,
     EXIT_CODES,
@@ -59,7 +59,6 @@ from retently_cli.delivery import (
     RateLimiter,
     RetryPolicy,
     Sender,
-    call_with_retries,
     envelope_error,
 )
 from retently_cli.errors import ApiFailure, UsageFailure
@@ -878,13 +877,12 @@ def check(config_path, online, api_key_file, verbose, quiet):
 
 def _check_online(console: Console, config: Config, api_key_file, verbose) -> int:
     with api_client(console, config, api_key_file, verbose=verbose) as client:
-        policy = RetryPolicy(max_attempts=3)
-        ping = call_with_retries(client.ping, policy)
+        ping = account_answer(client.ping)
         exit_if_key_refused(ping)
         if ping.status != 200 or envelope_error(ping):
             why = envelope_error(ping) or answer_text(ping)
             raise ApiFailure([f"cannot reach Retently: {why}"])
-        answer = call_with_retries(client.campaigns, policy)
+        answer = account_answer(client.campaigns)
         exit_if_key_refused(answer)
         campaigns = campaigns_from(answer)
         if campaigns is None:
@@ -935,7 +933,7 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
         else Config(())
     )
     with api_client(console, config, api_key_file, verbose=verbose) as client:
-        answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
+        answer = account_answer(client.campaigns)
     exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from retently_cli.client import Answer, RetentlyClient
+from retently_cli.client import SURVEY_PATH, Answer, RetentlyClient, survey_body
 from retently_cli.ledger import Ledger, LedgerLost
-from retently_cli.matching import SURVEY_PATH, Decision, survey_body
+from retently_cli.matching import Decision
 from retently_cli.vocabulary import Reason
 
 # Failure reasons, as they appear in the report.

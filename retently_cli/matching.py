@@ -328,17 +328,6 @@ def is_track(message: dict) -> bool:
     return kind == "track" or (kind is None and "event" in message)
 
 
-SURVEY_PATH = "/api/v2/survey"  # where survey_body goes
-
-
-def survey_body(decision: Decision) -> dict:
-    """The JSON body of ``POST /api/v2/survey`` for one decision's subscriber."""
-    body = {"campaign": decision.campaign.id, "subscribers": [decision.subscriber]}
-    if decision.campaign.delay is not None:
-        body["delay"] = decision.campaign.delay
-    return body
-
-
 def _lookup(event: dict, path: tuple[str, ...]):
     value = event
     for key in path:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from retently_cli.account import campaigns_from
+from retently_cli.account import account_answer, campaigns_from
 from retently_cli.cli_common import (
     CONTEXT,
     INPUT_PATH,
@@ -36,7 +36,6 @@ from retently_cli.cli_common import (
 )
 from retently_cli.config import Config, load_config
 from retently_cli.coverage import Coverage
-from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
 from retently_cli.errors import UsageFailure
 from retently_cli.identities import identities_for_run
@@ -391,7 +390,7 @@ def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[d
             console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
         return None
     with api_client(console, Config(()), api_key_file, verbose=verbose) as client:
-        answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
+        answer = account_answer(client.campaigns)
     exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:

@@ -15,14 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from retently_cli.client import SURVEY_PATH, survey_body
 from retently_cli.delivery import sending_time
 from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
     MISSING_EMAIL,
-    SURVEY_PATH,
     Decision,
-    survey_body,
 )
 from retently_cli.planning import ALREADY_SENT
 from retently_cli.readers import BadInput, ReadStats
