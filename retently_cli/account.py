@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from retently_cli.client import Answer
 from retently_cli.config import Config
+from retently_cli.delivery import RetryPolicy, call_with_retries
 
 
 @dataclass
@@ -13,6 +15,12 @@ class CampaignCheck:
     campaign: str
     problems: list[str]  # the campaign cannot be used
     warnings: list[str]  # it can, but probably should not be
+
+
+def account_answer(call: Callable[[], Answer]) -> Answer:
+    """One call about the account (the ping, the campaign list) for check, campaigns and init:
+    retried three times, as much as a person waiting at the terminal should wait for."""
+    return call_with_retries(call, RetryPolicy(max_attempts=3))
 
 
 def campaigns_from(answer: Answer) -> list[dict] | None:

@@ -7,8 +7,9 @@ import stat
 from pathlib import Path
 
 from retently_cli.config import Config, ConfigError
+from retently_cli.vocabulary import EnvVar
 
-KEY_ENV = "RETENTLY_API_KEY"
+KEY_ENV = EnvVar.API_KEY
 
 
 def resolve_api_key(

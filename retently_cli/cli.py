@@ -14,6 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -21,20 +22,20 @@ from rich.table import Table
 from rich.text import Text
 
 from retently_cli import __version__
-from retently_cli.account import campaigns_from, check_campaigns
+from retently_cli.account import account_answer, campaigns_from, check_campaigns
 from retently_cli.cli_common import (
     CONTEXT,
     EXIT_CODES,
     INPUT_PATH,
     TIME,
     RetentlyCommand,
+    TolerantStream,
     answer_text,
     api_client,
     api_key_file_option,
     base_url_in_use,
     config_option,
     exit_if_key_refused,
-    fail,
     load_or_exit,
     max_lateness_option,
     max_line_bytes_option,
@@ -58,11 +59,13 @@ from retently_cli.delivery import (
     RateLimiter,
     RetryPolicy,
     Sender,
-    call_with_retries,
     envelope_error,
 )
+from retently_cli.errors import ApiFailure, UsageFailure
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
+    PENDING,
+    SENT,
     Ledger,
     LedgerBusy,
     LedgerInvalid,
@@ -151,7 +154,11 @@ class _Ending:
     def record(self, code: int) -> dict:
         ended = time.time()
         job = self.job
-        record = {"exit_code": code, "dry_run": self.dry_run, "interrupted": self.interrupted}
+        record: dict[str, Any] = {
+            "exit_code": code,
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+        }
         if self.report is not None:
             record.update(self.report.summary_record(job.stats if job else None))
         if job is not None:
@@ -195,6 +202,9 @@ def _with_summary_json(command):
             ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
             raise
         except click.exceptions.Exit as exc:
+            ending.write(exc.exit_code)
+            raise
+        except click.ClickException as exc:  # a RetentlyError, shown by click once this ends
             ending.write(exc.exit_code)
             raise
         except KeyboardInterrupt:
@@ -354,9 +364,9 @@ def send(
     ending.dry_run = dry_run
     if ending.path == "-" and (output == "ndjson" or "-" in (report_path, failed_path)):
         ending.path = None
-        fail(console, ["--summary-json -: stdout already carries the records; give a FILE"])
+        raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
     config = load_or_exit(console, config_path, verbose, quiet)
-    refuse_unknown_filters(console, config, campaigns, events)
+    refuse_unknown_filters(config, campaigns, events)
     refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
     # --summary-json last: a clash with another output is then named as its own.
     outputs = {"--report": report_path, "--failed": failed_path, "--summary-json": ending.path}
@@ -365,10 +375,10 @@ def send(
     )
     sources = open_inputs(console, paths, max_line_bytes, selection)
     if config.from_identify and (problem := rereading_problem(sources)) is not None:
-        fail(console, [problem])  # before the ledger or anything else is opened
+        raise UsageFailure([problem])  # before the ledger or anything else is opened
     if verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
-    base_url = base_url_in_use(console, config)
+    base_url = base_url_in_use(config)
     ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
     paths_check = check_output_paths(
         outputs,
@@ -381,7 +391,7 @@ def send(
     if paths_check.problems:
         if any(problem.startswith("--summary-json ") for problem in paths_check.problems):
             ending.path = None  # written at the exit all the same, it would destroy that file
-        fail(console, paths_check.problems)
+        raise UsageFailure(paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
     dispatcher = None
@@ -435,6 +445,7 @@ def send(
         quiet=quiet,
         max_rows=max_rows,
     )
+    failed_file: Output | None
     if "--failed" in paths_check.replaced:
         failed_file = ReplacingOutput(Path(failed_path), output_failed)
     else:
@@ -447,7 +458,7 @@ def send(
     )
     matcher = Matcher(config, identities)
     job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
-    console.file.on_failure = lambda: job.halt("stderr was closed")
+    cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
     ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
         job.replaced_path = failed_path
@@ -559,9 +570,9 @@ def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledg
         lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
     else:
         held = ledger.states()
-        uncertain = held.get("uncertain", 0) + held.get("pending", 0)
+        uncertain = held.get(UNCERTAIN, 0) + held.get(PENDING, 0)
         lines.append(
-            f"  ledger: {ledger_where} (holding {held.get('sent', 0):,} sent, "
+            f"  ledger: {ledger_where} (holding {held.get(SENT, 0):,} sent, "
             f"{uncertain:,} uncertain)"
         )
     console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
@@ -629,7 +640,7 @@ def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
     try:
         return Output(path, open(path, "wb"), on_failure)
     except OSError as exc:
-        fail(console, [f"{path}: cannot write it ({exc.strerror})"])
+        raise UsageFailure([f"{path}: cannot write it ({exc.strerror})"]) from None
 
 
 def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -> bool:
@@ -738,15 +749,17 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     try:
         ledger = Ledger.open_for_dry_run(where) if dry_run else Ledger(where)
     except LedgerBusy as exc:
-        fail(console, [f"ledger {where}: {exc}"])
+        raise UsageFailure([f"ledger {where}: {exc}"]) from None
     except LedgerInvalid as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     except (OSError, sqlite3.OperationalError) as exc:
-        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+        raise UsageFailure([f"ledger {where}: cannot open it ({exc})"]) from None
     except sqlite3.DatabaseError as exc:  # damage found beyond the ledger's own checks
-        fail(console, [f"ledger {where} is damaged ({exc}): not a retently ledger any more"])
+        raise UsageFailure(
+            [f"ledger {where} is damaged ({exc}): not a retently ledger any more"]
+        ) from None
     except sqlite3.Error as exc:
-        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+        raise UsageFailure([f"ledger {where}: cannot open it ({exc})"]) from None
     if ledger is not None and ledger.without_wal:
         console.print(
             Text(f"ledger {where}: its folder is read-only, so it is read without its latest "
@@ -889,17 +902,16 @@ def check(config_path, online, api_key_file, verbose, quiet):
 
 def _check_online(console: Console, config: Config, api_key_file, verbose) -> int:
     with api_client(console, config, api_key_file, verbose=verbose) as client:
-        policy = RetryPolicy(max_attempts=3)
-        ping = call_with_retries(client.ping, policy)
-        exit_if_key_refused(console, ping)
+        ping = account_answer(client.ping)
+        exit_if_key_refused(ping)
         if ping.status != 200 or envelope_error(ping):
             why = envelope_error(ping) or answer_text(ping)
-            fail(console, [f"cannot reach Retently: {why}"], EXIT_PROBLEMS)
-        answer = call_with_retries(client.campaigns, policy)
-        exit_if_key_refused(console, answer)
+            raise ApiFailure([f"cannot reach Retently: {why}"])
+        answer = account_answer(client.campaigns)
+        exit_if_key_refused(answer)
         campaigns = campaigns_from(answer)
         if campaigns is None:
-            fail(console, [f"cannot list campaigns: {answer_text(answer)}"], EXIT_PROBLEMS)
+            raise ApiFailure([f"cannot list campaigns: {answer_text(answer)}"])
     code = 0
     for result in check_campaigns(config, campaigns):
         for problem in result.problems:
@@ -946,11 +958,11 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
         else Config(())
     )
     with api_client(console, config, api_key_file, verbose=verbose) as client:
-        answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
-    exit_if_key_refused(console, answer)
+        answer = account_answer(client.campaigns)
+    exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:
-        fail(console, [f"cannot list campaigns: {answer_text(answer)}"], EXIT_PROBLEMS)
+        raise ApiFailure([f"cannot list campaigns: {answer_text(answer)}"])
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return

@@ -7,30 +7,33 @@ import difflib
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
-from retently_cli.apikey import literal_key_warning, resolve_api_key
+from retently_cli.apikey import KEY_ENV, literal_key_warning, resolve_api_key
 from retently_cli.client import RetentlyClient
 from retently_cli.config import (
     BASE_URL_ENV,
+    CONFIG_ENV,
+    DEFAULT_CONFIG_NAME,
     Config,
-    ConfigError,
     check_base_url,
     find_config,
     load_config,
 )
+from retently_cli.errors import AuthError, ConfigError, UsageFailure
 from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
 from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, ReadStats
 from retently_cli.remote import RemoteError, is_url, local_path
-from retently_cli.report import EXIT_UNAUTHORIZED, EXIT_USAGE
 from retently_cli.sources import Inputs, Selection
 from retently_cli.starter import PLACEHOLDER, PLACEHOLDER_ID
 from retently_cli.timeparse import parse_time
 from retently_cli.visible import visible
+from retently_cli.vocabulary import ExitCode
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -178,7 +181,7 @@ def _iso(when) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def refuse_unknown_filters(console: Console, config: Config, campaigns, events) -> None:
+def refuse_unknown_filters(config: Config, campaigns, events) -> None:
     """--campaign and --event must name what the config maps: a typo would otherwise filter
     every event out, and the run would look like one with nothing to do."""
     problems = []
@@ -189,7 +192,7 @@ def refuse_unknown_filters(console: Console, config: Config, campaigns, events) 
     for name in sorted(set(events) - set(names)):
         problems.append(f"--event {name!r}: the config maps no campaign to it{_hint(name, names)}")
     if problems:
-        fail(console, problems)
+        raise UsageFailure(problems)
 
 
 def _hint(value: str, known: list[str]) -> str:
@@ -222,7 +225,7 @@ def refuse_placeholders(
     (trying a half-written config on real events is what a dry-run is for)."""
     problems = placeholder_problems(config)
     if problems and not warn_only:
-        fail(console, problems)
+        raise UsageFailure(problems)
     for problem in problems if not quiet else ():
         console.print(Text(f"warning: {visible(problem)}", style="yellow"), soft_wrap=True)
 
@@ -260,14 +263,15 @@ def _emptiness(path: str, inputs: Inputs, stats: ReadStats) -> str | None:
     return None
 
 
-def fail(console: Console, lines: list[str], code: int = EXIT_USAGE):
+def show_problems(lines: list[str]) -> None:
+    """How a ``RetentlyError`` is shown: one ``retently: ...`` line each, on stderr."""
+    console = stderr_console()
     for line in lines:
         console.print(
             Text(f"retently: {visible(line)}"),
             style="red" if console.is_terminal else "",
             soft_wrap=True,
         )
-    sys.exit(code)
 
 
 def load_or_exit(
@@ -277,23 +281,31 @@ def load_or_exit(
     or not this command uses the key (the file is exposed all the same)."""
     path = find_config(config_path)
     if verbose:
+        source = _config_source()
         origin = (
             "--config"
-            if config_path
-            else "$RETENTLY_CONFIG"
-            if os.environ.get("RETENTLY_CONFIG")
+            if source is ParameterSource.COMMANDLINE
+            else f"${CONFIG_ENV}"
+            if source is ParameterSource.ENVIRONMENT
             else "default"
         )
         console.print(Text(visible(f"config: {path} ({origin})"), style="dim"))
     try:
         config = load_config(path)
     except ConfigError as exc:
-        if not path.exists() and not config_path and not os.environ.get("RETENTLY_CONFIG"):
-            fail(console, [*exc.problems, "give one with --config/-c or $RETENTLY_CONFIG"])
-        fail(console, exc.problems)
+        if not path.exists() and not config_path:
+            hint = f"give one with --config/-c or ${CONFIG_ENV}"
+            raise ConfigError([*exc.problems, hint]) from None
+        raise
     if not quiet:
         warn_if_key_exposed(console, config)
     return config
+
+
+def _config_source() -> ParameterSource | None:
+    """Where --config came from: the command line, $RETENTLY_CONFIG, or nowhere."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.get_parameter_source("config_path") if ctx is not None else None
 
 
 def warn_if_key_exposed(console: Console, config: Config) -> None:
@@ -321,7 +333,9 @@ def config_option(f):
         "--config",
         "config_path",
         metavar="PATH",
-        help="Config file [default: $RETENTLY_CONFIG, else ./retently.yaml].",
+        envvar=CONFIG_ENV,
+        show_envvar=True,
+        help=f"Config file [default: ./{DEFAULT_CONFIG_NAME}].",
     )(f)
 
 
@@ -330,7 +344,7 @@ def api_key_file_option(f):
         "--api-key-file",
         metavar="PATH",
         help="Read the API key from this file (- for stdin, when the events come from files). "
-        "Default: api_key in the config, else $RETENTLY_API_KEY.",
+        f"Default: api_key in the config, else ${KEY_ENV}.",
     )(f)
 
 
@@ -400,7 +414,7 @@ def open_inputs(
     try:
         inputs = Inputs(paths, sys.stdin.buffer, input_warning(console), max_line_bytes, selection)
     except RemoteError as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     if announce_stdin and inputs.reads_stdin and sys.stdin.isatty():
         console.print(Text("reading events from stdin (Ctrl-D to end)"))
     return inputs
@@ -427,38 +441,35 @@ def verbosity_options(f):
     )(f)
 
 
-def base_url_in_use(console, config) -> str:
+def base_url_in_use(config: Config) -> str:
     """The API address in use: $RETENTLY_BASE_URL, else the config's base_url."""
     if not os.environ.get(BASE_URL_ENV):
         return config.delivery.base_url
     try:
         return check_base_url(os.environ[BASE_URL_ENV])
     except ValueError as exc:
-        fail(console, [f"${BASE_URL_ENV}: {exc}"])
+        raise UsageFailure([f"${BASE_URL_ENV}: {exc}"]) from None
 
 
 def api_client(console, config, api_key_file, events_from_stdin=False, verbose=0):
     """An API client with the key and base URL, all checked before anything is read."""
-    base_url = base_url_in_use(console, config)
-    try:
-        key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
-    except ConfigError as exc:
-        fail(console, exc.problems)
+    base_url = base_url_in_use(config)
+    key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
     if verbose:
         console.print(Text(visible(f"API key from {origin}; API at {base_url}"), style="dim"))
     return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
 
 
-def quiet_broken_pipe():
+def quiet_broken_pipe() -> NoReturn:
     """The reader of stdout went away (``| head``): stop without a traceback."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(1)
+    sys.exit(ExitCode.PROBLEMS)
 
 
-def exit_if_key_refused(console: Console, answer) -> None:
+def exit_if_key_refused(answer) -> None:
     if answer.status in (401, 403):
-        fail(console, ["Retently refused the API key (401/403). Check the key."], EXIT_UNAUTHORIZED)
+        raise AuthError(["Retently refused the API key (401/403). Check the key."])
 
 
 def answer_text(answer) -> str:

@@ -9,15 +9,29 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from retently_cli import __version__
 from retently_cli.config import check_base_url
-from retently_cli.matching import SURVEY_PATH
+
+if TYPE_CHECKING:
+    from retently_cli.matching import Decision
 
 CAMPAIGNS_PATH = "/api/v2/campaigns"
 PING_PATH = "/api/v2/ping"
+SURVEY_PATH = "/api/v2/survey"  # where survey_body goes
+
+
+def survey_body(decision: Decision) -> dict:
+    """The JSON body of ``POST /api/v2/survey`` for one decision's subscriber."""
+    campaign = decision.campaign
+    assert campaign is not None  # only a decision a campaign matched is surveyed
+    body: dict[str, object] = {"campaign": campaign.id, "subscribers": [decision.subscriber]}
+    if campaign.delay is not None:
+        body["delay"] = campaign.delay
+    return body
 
 
 @dataclass(slots=True)

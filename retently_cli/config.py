@@ -13,17 +13,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from retently_cli.errors import ConfigError  # noqa: F401  (raised here, re-exported)
+from retently_cli.vocabulary import EnvVar
+
 PROPERTY_TYPES = ("string", "date", "integer", "boolean", "collection")
 DEFAULT_EMAIL_PATHS = ("properties.email",)
 DEFAULT_CONFIG_NAME = "retently.yaml"
-CONFIG_ENV = "RETENTLY_CONFIG"
+CONFIG_ENV = EnvVar.CONFIG
 
 DEFAULT_BASE_URL = "https://app.retently.com"
-BASE_URL_ENV = "RETENTLY_BASE_URL"
+BASE_URL_ENV = EnvVar.BASE_URL
 
 # Delivery settings: key -> (default, smallest, largest, whole numbers only).
 _DELIVERY_KEYS = {
@@ -46,14 +50,6 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
-
-
-class ConfigError(Exception):
-    """A config that cannot be used. ``problems`` holds one line per problem found."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -230,7 +226,7 @@ class _Validator:
         else:
             campaigns = self.campaigns(top["campaigns"][1])
 
-        email_paths = DEFAULT_EMAIL_PATHS
+        email_paths: tuple[str, ...] = DEFAULT_EMAIL_PATHS
         if "email_paths" in top:
             email_paths = self.string_list(top["email_paths"][1], "email_paths", non_empty=True)
 
@@ -243,7 +239,7 @@ class _Validator:
         if "identities" in top:
             from_identify = self.identities(top["identities"][1])
 
-        settings = {}
+        settings: dict[str, Any] = {}
         if "base_url" in top:
             node = top["base_url"][1]
             url = self.string(node, "base_url")

@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from retently_cli.client import Answer, RetentlyClient
+from retently_cli.client import SURVEY_PATH, Answer, RetentlyClient, survey_body
 from retently_cli.ledger import Ledger, LedgerLost
-from retently_cli.matching import SURVEY_PATH, Decision, survey_body
+from retently_cli.matching import Decision
+from retently_cli.vocabulary import Reason
 
 # Failure reasons, as they appear in the report.
-REJECTED = "rejected"  # a 4xx (or 501), or a per-email "failed" result
-UNAUTHORIZED = "unauthorized"
-CONNECTION_LOST = "connection_lost"  # outcome 'uncertain': it may have been delivered
-IN_FLIGHT = "in_flight"  # outcome 'uncertain': still unanswered when the run stopped
-INTERNAL_ERROR = "internal_error"  # outcome 'uncertain': a bug; a request may have gone out
-GAVE_UP = "retries_exhausted"
-NOT_SENT = "not_sent"  # the run stopped before this was sent
+REJECTED = Reason.REJECTED
+UNAUTHORIZED = Reason.UNAUTHORIZED
+CONNECTION_LOST = Reason.CONNECTION_LOST
+IN_FLIGHT = Reason.IN_FLIGHT
+INTERNAL_ERROR = Reason.INTERNAL_ERROR
+GAVE_UP = Reason.RETRIES_EXHAUSTED
+NOT_SENT = Reason.NOT_SENT
 
 _BISECT_STATUSES = frozenset({400, 413, 422})
 # Keeps requests a little under the limit, so that jitter between sending here and arriving

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from retently_cli.client import survey_body
 from retently_cli.config import Config
-from retently_cli.matching import Decision, Matcher, survey_body
+from retently_cli.matching import Decision, Matcher
 
 ADDED = "added"  # surveyed under the new config only
 REMOVED = "removed"  # surveyed under the old config only

@@ -196,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "no_results" and code == 200:
             payload = envelope(200, "OK")
         elif fault == "empty_body" and code == 200:
-            payload = None
+            payload = None  # type: ignore[assignment]  # the fault: a body of nothing
         if fault == "drop_after":  # processed and recorded, but the client never learns it
             fake._log_request(self.command, path, None, started, headers, fault)
             return self._drop()
@@ -312,7 +312,8 @@ class FakeRetently:
                 except OSError:
                     pass
         server.server_close()
-        self._thread.join(timeout=1)
+        if self._thread is not None:
+            self._thread.join(timeout=1)
 
     def __enter__(self) -> FakeRetently:
         return self.start()

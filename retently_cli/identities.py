@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import click
 from rich.text import Text
 
-from retently_cli.cli_common import fail
+from retently_cli.errors import UsageFailure
 from retently_cli.pruning import Window
 from retently_cli.readers import BadInput, ReadStats, iter_messages
 from retently_cli.remote import RemoteError
@@ -104,7 +104,8 @@ class IdentityStore:
                 continue
             fields = self._fields(prefix + known)
             if fields is not None and fields[0] is not None:
-                return Identity(*fields, source=f"identify:{kind}")
+                email, first_name, last_name, company = fields
+                return Identity(email, first_name, last_name, company, f"identify:{kind}")
         return None
 
     def close(self) -> None:
@@ -168,6 +169,7 @@ class IdentityStore:
 
     def _flush(self) -> None:
         if self._pending:
+            assert self._db is not None  # opened by the spill that filled _pending
             with self._db:
                 self._db.executemany(_UPSERT, self._pending)
             self._pending.clear()
@@ -176,7 +178,7 @@ class IdentityStore:
 def _identity_fields(*sources) -> list | None:
     """[email, first_name, last_name, company] as the traits ``sources`` give them (a later
     one wins), or None if they give none."""
-    found = None
+    found: list[str | None] | None = None
     for traits in sources:
         if type(traits) is not dict:
             continue
@@ -203,9 +205,10 @@ def _time(message: dict) -> int:
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            when = parse_time(text)
-            if when is None:
+            parsed = parse_time(text)
+            if parsed is None:
                 continue
+            when = parsed
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         return int(when.timestamp() * 1_000_000)
@@ -284,10 +287,10 @@ def identities_for_run(
     try:  # walk warnings are the main pass's to give
         inputs = Inputs(paths, sys.stdin.buffer, lambda text: None, max_line_bytes, selection)
     except RemoteError as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     problem = rereading_problem(inputs)
     if problem is not None:
-        fail(console, [problem])
+        raise UsageFailure([problem])
     if verbose:
         console.print(Text("identities: reading the inputs for identify calls first", style="dim"))
     store, stats = learn_identities(inputs)

@@ -7,7 +7,9 @@ traceback.
 
 import sys
 
-EXIT_INTERRUPTED = 130
+from retently_cli.vocabulary import ExitCode
+
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 def main() -> None:

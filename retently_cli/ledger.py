@@ -24,11 +24,12 @@ from urllib.parse import urlsplit
 
 from retently_cli.config import DEFAULT_BASE_URL, _is_loopback
 from retently_cli.matching import event_key  # noqa: F401  (the ledger's key, re-exported)
+from retently_cli.vocabulary import EnvVar, Outcome
 
 PENDING = "pending"
-SENT = "sent"
-UNCERTAIN = "uncertain"
-LEDGER_ENV = "RETENTLY_LEDGER"
+SENT = Outcome.SENT
+UNCERTAIN = Outcome.UNCERTAIN
+LEDGER_ENV = EnvVar.LEDGER
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -406,20 +407,20 @@ class Ledger:
     ) -> None:
         """Record how the requests ended. After a loss, into the copy that was saved."""
         now = time.time()
-        sent = [(status, now, key, campaign) for key, campaign, status in sent]
-        uncertain = [(now, key, campaign) for key, campaign in uncertain]
+        sent_rows = [(status, now, key, campaign) for key, campaign, status in sent]
+        uncertain_rows = [(now, key, campaign) for key, campaign in uncertain]
         not_sent = list(not_sent)
 
         def write(db):
             db.executemany(
                 "UPDATE deliveries SET state = 'sent', status = ?, updated_at = ?, retried = 0 "
                 "WHERE event_key = ? AND campaign = ?",
-                sent,
+                sent_rows,
             )
             db.executemany(
                 "UPDATE deliveries SET state = 'uncertain', updated_at = ?, retried = 0 "
                 "WHERE event_key = ? AND campaign = ?",
-                uncertain,
+                uncertain_rows,
             )
             db.executemany(
                 "UPDATE deliveries SET state = 'uncertain', retried = 0 "

@@ -21,11 +21,11 @@ from retently_cli.cli_common import (
     CONTEXT,
     base_url_in_use,
     config_option,
-    fail,
     load_or_exit,
     stderr_console,
 )
 from retently_cli.config import Config, find_config
+from retently_cli.errors import UsageFailure
 from retently_cli.ledger import (
     LEDGER_ENV,
     PENDING,
@@ -116,7 +116,7 @@ def _located(console, config_path, ledger_path) -> tuple[Path, str]:
         config = load_or_exit(console, config_path, 0)
     else:
         config = Config(())
-    base_url = base_url_in_use(console, config)
+    base_url = base_url_in_use(config)
     if ledger_path:
         return Path(ledger_path), base_url
     return default_ledger_path(base_url, adopt=False), base_url
@@ -126,11 +126,11 @@ def _open(console, where: Path, read_only: bool) -> Ledger:
     try:
         opened = Ledger(where, read_only=read_only)
     except LedgerBusy as exc:
-        fail(console, [f"ledger {where}: {exc}; settle it once that run has ended"])
+        raise UsageFailure([f"ledger {where}: {exc}; settle it once that run has ended"]) from None
     except LedgerInvalid as exc:
-        fail(console, [str(exc)])
+        raise UsageFailure([str(exc)]) from None
     except (OSError, sqlite3.Error) as exc:
-        fail(console, [f"ledger {where}: cannot open it ({exc})"])
+        raise UsageFailure([f"ledger {where}: cannot open it ({exc})"]) from None
     if opened.without_wal:
         console.print(
             Text(visible(f"warning: ledger {where}: its folder is read-only, so it is read "
@@ -233,7 +233,7 @@ Examples:
 @ledger_option
 @click.option(
     "--state",
-    type=click.Choice([UNCERTAIN, SENT]),
+    type=click.Choice([UNCERTAIN.value, SENT.value]),  # the words: click matches enums by name
     help="Only surveys in this state (uncertain: delivery unknown; the ledger keeps no "
     "failed surveys: they are forgotten, so the next run sends them).",
 )
@@ -345,20 +345,20 @@ def resolve(config_path, ledger_path, verdict, all_uncertain, file):
     surveys = None if all_uncertain else _named_in(console, file)
     where, _ = _located(console, config_path, ledger_path)
     if not where.exists():
-        fail(console, [f"no ledger at {where}: nothing to resolve"])
+        raise UsageFailure([f"no ledger at {where}: nothing to resolve"])
     opened = _open(console, where, read_only=False)
     try:
         done = opened.resolve(surveys, sent=verdict == SENT)
     except (LedgerLost, sqlite3.Error) as exc:
-        fail(console, [f"ledger {where}: {exc}; nothing was changed"])
+        raise UsageFailure([f"ledger {where}: {exc}; nothing was changed"]) from None
     finally:
         opened.close()
     one = done.settled == 1
-    surveys = f"{done.settled:,} uncertain survey{'' if one else 's'}"
+    settled = f"{done.settled:,} uncertain survey{'' if one else 's'}"
     if verdict == SENT:
-        lines = [f"{surveys} marked sent: never sent again"]
+        lines = [f"{settled} marked sent: never sent again"]
     else:
-        lines = [f"{surveys} marked not sent: the next send sends {'it' if one else 'them'}"]
+        lines = [f"{settled} marked not sent: the next send sends {'it' if one else 'them'}"]
     if done.left:
         lines.append(f"{done.left:,} named were not uncertain: left as they were")
     if done.unknown:
@@ -373,7 +373,7 @@ def _named_in(console, path: str) -> list[tuple[str, str | None]]:
         with open(path, "rb") as file:
             return _named(console, file, path)
     except OSError as exc:
-        fail(console, [f"{path}: cannot read it ({exc.strerror})"])
+        raise UsageFailure([f"{path}: cannot read it ({exc.strerror})"]) from None
 
 
 def _named(console, file, name: str) -> list[tuple[str, str | None]]:
@@ -387,11 +387,10 @@ def _named(console, file, name: str) -> list[tuple[str, str | None]]:
         except orjson.JSONDecodeError:
             record = None
         if not isinstance(record, dict):
-            fail(console, [f"{name} line {number}: not a JSON object; nothing was changed"])
+            raise UsageFailure([f"{name} line {number}: not a JSON object; nothing was changed"])
         survey = _identity(record)
         if survey is None:
-            fail(
-                console,
+            raise UsageFailure(
                 [f"{name} line {number}: names no survey (no key, messageId or "
                  "event); nothing was changed"],
             )  # fmt: skip

@@ -16,16 +16,17 @@ import orjson
 from retently_cli.config import Campaign, Config
 from retently_cli.subscriber import PropertyTypes, build_subscriber
 from retently_cli.visible import CONTROL_CLASS
+from retently_cli.vocabulary import Reason
 
 # Reasons an event is not surveyed.
-NOT_TRACK = "not_track"
-MISSING_EVENT = "missing_event"
-NO_CAMPAIGN = "no_campaign"
-DUPLICATE = "duplicate"
-MISSING_EMAIL = "missing_email"
-INVALID_EMAIL = "invalid_email"
-TOO_DEEP = "too_deeply_nested"
-RETENTLY_RECORD = "retently_record"  # a line of our own report or dry-run output, read back
+NOT_TRACK = Reason.NOT_TRACK
+MISSING_EVENT = Reason.MISSING_EVENT
+NO_CAMPAIGN = Reason.NO_CAMPAIGN
+DUPLICATE = Reason.DUPLICATE
+MISSING_EMAIL = Reason.MISSING_EMAIL
+INVALID_EMAIL = Reason.INVALID_EMAIL
+TOO_DEEP = Reason.TOO_DEEPLY_NESTED
+RETENTLY_RECORD = Reason.RETENTLY_RECORD
 _DEEP = "nested too deeply to be read or written back"
 _OWN_RECORD = "a record written by retently (a report, dry-run or diff output), not an event"
 
@@ -325,17 +326,6 @@ def is_track(message: dict) -> bool:
     """A Track call: ``type: track``, or an ``event`` with no ``type`` at all."""
     kind = message.get("type")
     return kind == "track" or (kind is None and "event" in message)
-
-
-SURVEY_PATH = "/api/v2/survey"  # where survey_body goes
-
-
-def survey_body(decision: Decision) -> dict:
-    """The JSON body of ``POST /api/v2/survey`` for one decision's subscriber."""
-    body = {"campaign": decision.campaign.id, "subscribers": [decision.subscriber]}
-    if decision.campaign.delay is not None:
-        body["delay"] = decision.campaign.delay
-    return body
 
 
 def _lookup(event: dict, path: tuple[str, ...]):

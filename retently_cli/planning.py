@@ -11,15 +11,16 @@ from datetime import datetime
 from retently_cli.ledger import PENDING, SENT, UNCERTAIN, Ledger, event_key
 from retently_cli.matching import Decision, legacy_event_key
 from retently_cli.timeparse import event_time
+from retently_cli.vocabulary import Outcome, Reason
 
 # Outcomes and reasons the planner gives (see the README).
-SKIPPED = "skipped"
-UNCERTAIN_OUTCOME = "uncertain"
-FILTERED = "filtered"
-ALREADY_SENT = "already_sent"
-EARLIER_RUN = "earlier_run"
-ONCE_PER_EMAIL = "once_per_email"
-LIMIT = "limit"
+SKIPPED = Outcome.SKIPPED
+UNCERTAIN_OUTCOME = Outcome.UNCERTAIN
+FILTERED = Reason.FILTERED
+ALREADY_SENT = Reason.ALREADY_SENT
+EARLIER_RUN = Reason.EARLIER_RUN
+ONCE_PER_EMAIL = Reason.ONCE_PER_EMAIL
+LIMIT = Reason.LIMIT
 
 _DAY = 86_400.0
 _UNKNOWN = object()  # an event time not parsed yet

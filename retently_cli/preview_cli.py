@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from retently_cli.account import campaigns_from
+from retently_cli.account import account_answer, campaigns_from
 from retently_cli.cli_common import (
     CONTEXT,
     INPUT_PATH,
@@ -23,7 +23,6 @@ from retently_cli.cli_common import (
     api_key_file_option,
     config_option,
     exit_if_key_refused,
-    fail,
     load_or_exit,
     max_line_bytes_option,
     open_inputs,
@@ -35,10 +34,10 @@ from retently_cli.cli_common import (
     warn_if_key_exposed,
     warn_of_empty_inputs,
 )
-from retently_cli.config import Config, ConfigError, load_config
+from retently_cli.config import Config, load_config
 from retently_cli.coverage import Coverage
-from retently_cli.delivery import RetryPolicy, call_with_retries
 from retently_cli.diffing import Differ
+from retently_cli.errors import UsageFailure
 from retently_cli.identities import identities_for_run
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
@@ -46,6 +45,7 @@ from retently_cli.readers import MAX_LINE_BYTES, BadInput, ReadStats, iter_messa
 from retently_cli.sources import Selection
 from retently_cli.starter import starter_config, transactional
 from retently_cli.visible import visible
+from retently_cli.vocabulary import EnvVar, ExitCode
 
 PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
 
@@ -60,7 +60,7 @@ def _read(
     """Every message of the inputs, once; malformed lines are counted in ``stats``. A URL that
     cannot be read at all fails here (exit 2); an empty input is warned of once read."""
     stats = ReadStats()
-    bad = Counter()
+    bad: Counter[str] = Counter()
     console = stderr_console()
     inputs = open_inputs(console, paths, max_line_bytes, selection)
 
@@ -136,18 +136,15 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
     except BrokenPipeError:
         quiet_broken_pipe()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     if not quiet:
         _show_diff(stderr_console() if ndjson else _stdout_console(), differ, old, new)
         _input_note(console, stats, bad)
-    sys.exit(1 if differ.changed else 0)
+    sys.exit(ExitCode.PROBLEMS if differ.changed else ExitCode.OK)
 
 
 def _config(console: Console, path: str, quiet: bool) -> Config:
-    try:
-        config = load_config(Path(path))
-    except ConfigError as exc:
-        fail(console, exc.problems)
+    config = load_config(Path(path))
     if not quiet:
         warn_if_key_exposed(console, config)
     return config
@@ -244,7 +241,7 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
         for _, _, message in messages:
             result.add(message)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     summary = result.summary()
     if output == "json":
         sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
@@ -347,14 +344,16 @@ def init(path, logs, force, api_key_file, verbose, quiet):
     console = stderr_console()
     target = Path(path)
     if path != "-" and target.exists() and not force:
-        fail(console, [f"{path} exists; --force overwrites it"])
+        raise UsageFailure([f"{path} exists; --force overwrites it"])
     own = Selection(own_outputs=(path,) if path != "-" and not target.exists() else ())
     if path != "-" and logs:
         read = open_inputs(console, logs, selection=own, announce_stdin=False)  # not read here
         inputs = read.local_files() + read.inputs_among([path])
         check = check_output_paths({"PATH": path}, inputs, [], None)
         if check.problems:
-            fail(console, [f"{path}: it is also a --from-log input; write the config elsewhere"])
+            raise UsageFailure(
+                [f"{path}: it is also a --from-log input; write the config elsewhere"]
+            )
     candidates = _frequent_names(logs, own) if logs else None
     campaigns = _account_campaigns(console, api_key_file, verbose, quiet)
     text = starter_config(campaigns, candidates, ", ".join(logs) if logs else None)
@@ -386,13 +385,13 @@ def _frequent_names(logs, selection: Selection) -> list[tuple[str, int]]:
 
 def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[dict] | None:
     """The account's transactional campaigns, when a key is at hand; None otherwise."""
-    if api_key_file is None and not os.environ.get("RETENTLY_API_KEY"):
+    if api_key_file is None and not os.environ.get(EnvVar.API_KEY):
         if not quiet:
             console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
         return None
     with api_client(console, Config(()), api_key_file, verbose=verbose) as client:
-        answer = call_with_retries(client.campaigns, RetryPolicy(max_attempts=3))
-    exit_if_key_refused(console, answer)
+        answer = account_answer(client.campaigns)
+    exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:
         console.print(

@@ -30,6 +30,7 @@ class SendProgress:
         """``total_bytes`` is asked at each redraw: the inputs' sizes as listed so far, or None
         when they are not known (stdin)."""
         self.stats, self.report, self.total_bytes = stats, report, total_bytes
+        self._line: _PlainLine | _Bar
         if console.color_system is None:
             self._line = _PlainLine(console)
         else:

@@ -27,8 +27,11 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import final
 
 import orjson
+
+from retently_cli.vocabulary import Reason
 
 CHUNK = 1 << 20
 _PREFETCH = 8
@@ -39,15 +42,15 @@ _READ_IN_THREAD_ABOVE = CHUNK
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN_NAME = "-"
 
-INVALID_JSON = "invalid_json"
-INVALID_UTF8 = "invalid_utf8"
-NOT_AN_OBJECT = "not_an_object"
-UNREADABLE = "unreadable"
-CORRUPT_GZIP = "corrupt_gzip"
-TOO_DEEP = "too_deeply_nested"
-LINE_TOO_LONG = "line_too_long"
-EMPTY_BATCH = "empty_batch"
-INVALID_UTF16 = "invalid_utf16"
+INVALID_JSON = Reason.INVALID_JSON
+INVALID_UTF8 = Reason.INVALID_UTF8
+NOT_AN_OBJECT = Reason.NOT_AN_OBJECT
+UNREADABLE = Reason.UNREADABLE
+CORRUPT_GZIP = Reason.CORRUPT_GZIP
+TOO_DEEP = Reason.TOO_DEEPLY_NESTED
+LINE_TOO_LONG = Reason.LINE_TOO_LONG
+EMPTY_BATCH = Reason.EMPTY_BATCH
+INVALID_UTF16 = Reason.INVALID_UTF16
 
 # Longer lines are reported and skipped as they are read, so that memory stays bounded.
 MAX_LINE_BYTES = 16 << 20
@@ -64,6 +67,7 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not Unicode's
 _ORJSON_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
 
 
+@final
 @dataclass(slots=True)
 class BadInput:
     """A line (or document) that yields no message."""
@@ -156,7 +160,7 @@ def _unlocked(stream):
 
 
 def iter_messages(
-    sources: list[Source],
+    sources: Iterable[Source],
     stats: ReadStats,
     before_wait: Callable[[], None] = lambda: None,
     on_source: Callable[[Source], None] = lambda source: None,

@@ -15,37 +15,36 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from retently_cli.client import SURVEY_PATH, survey_body
 from retently_cli.delivery import sending_time
 from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
     MISSING_EMAIL,
-    SURVEY_PATH,
     Decision,
-    survey_body,
 )
 from retently_cli.planning import ALREADY_SENT, FILTERED
 from retently_cli.readers import BadInput, ReadStats
 from retently_cli.visible import visible
+from retently_cli.vocabulary import ExitCode, Outcome, Reason
 
-DRY_RUN = "dry_run"
-SENT = "sent"
-UNCERTAIN = "uncertain"  # sent, but whether it arrived is unknown: never resent blindly
-FAILED = "failed"
-SKIPPED = "skipped"
+DRY_RUN = Outcome.DRY_RUN
+SENT = Outcome.SENT
+UNCERTAIN = Outcome.UNCERTAIN
+FAILED = Outcome.FAILED
+SKIPPED = Outcome.SKIPPED
 
-
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_UNAUTHORIZED = 3
-EXIT_UNAVAILABLE = 4  # the circuit breaker stopped the run: the API is unreachable or failing
-EXIT_INTERRUPTED = 130
+EXIT_OK = ExitCode.OK
+EXIT_PROBLEMS = ExitCode.PROBLEMS
+EXIT_USAGE = ExitCode.USAGE
+EXIT_UNAUTHORIZED = ExitCode.UNAUTHORIZED
+EXIT_UNAVAILABLE = ExitCode.UNAVAILABLE
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 # Skips that concern an event a campaign did match: worth a row in the table.
 # Skips worth a row: a campaign matched, but the customer is not surveyed for a reason that
 # may need a fix. Other skips (not_track, no_campaign, already_sent, filtered, ...) are counted.
-_ROW_SKIPS = frozenset({MISSING_EMAIL, INVALID_EMAIL, DUPLICATE, "once_per_email"})
+_ROW_SKIPS = frozenset({MISSING_EMAIL, INVALID_EMAIL, DUPLICATE, Reason.ONCE_PER_EMAIL})
 _STYLES = {
     DRY_RUN: "cyan",
     SENT: "green",

@@ -106,7 +106,7 @@ class SendJob:
 
     fast_path = True  # events skipped at first sight through Matcher.skipped; off in tests
 
-    def read(self, sources: list[Source], on_source: Callable[[Source], None] = lambda s: None):
+    def read(self, sources: Iterable[Source], on_source: Callable[[Source], None] = lambda s: None):
         report, decide, check = self.report, self.matcher.decide, self.planner.check
         skipped = self.matcher.skipped if self.fast_path else lambda item: None
         for source in sources:

@@ -8,6 +8,7 @@ held as a list. A walk passes over hidden files and folders, the run's own outpu
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -156,13 +157,14 @@ def _isdir(path: str) -> bool:
 def _remote_sources(
     location: Location, selection: Selection, limit: int, warn: Callable[[str], None]
 ) -> Iterator[Source]:
+    entries: Iterable[Entry]
     if location.is_dir:
         entries = location.walk(selection)
     else:
         entries = [Entry(location.root, "", False, location.size, details=location.details)]
     for entry in entries:
         name = location.name_of(entry.path)
-        source = Source(name, lambda entry=entry: location.open(entry), entry.size, limit)
+        source = Source(name, functools.partial(location.open, entry), entry.size, limit)
         if location.is_dir:
             source.skip_unless_json = warn
         yield source
@@ -180,10 +182,10 @@ def _walk(top: Path, selection: Selection, warn: Callable[[str], None]) -> Itera
         for name in sorted(dirs):
             if not selection.keeps_folder(name):
                 continue
-            path = os.path.join(root, name)
-            identity = _identity(Path(path))
+            folder = os.path.join(root, name)
+            identity = _identity(Path(folder))
             if identity in seen:
-                warn(f"{path}: skipped, a link to a folder that is read already")
+                warn(f"{folder}: skipped, a link to a folder that is read already")
                 continue
             seen.add(identity)
             kept.append(name)

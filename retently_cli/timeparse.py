@@ -17,7 +17,7 @@ ISO_DATE = re.compile(
 EVENT_TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 
 
-def parse_time(text: str) -> datetime | None:
+def parse_time(text: object) -> datetime | None:
     """An aware UTC datetime, or None. No zone means UTC, as Segment writes every time."""
     if not isinstance(text, str):
         return None

@@ -1,0 +1,60 @@
+"""Failures the user can act on: raised where they are found, shown once, at the edge.
+
+Each is a ``click.ClickException``, so click itself turns it into output (``show``) and an exit
+code (``exit_code``) when the command ends, and no helper needs a console to fail through.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+from retently_cli.vocabulary import ExitCode
+
+
+class RetentlyError(click.ClickException):
+    """One line per problem, each shown as ``retently: ...`` on stderr (red on a terminal)."""
+
+    exit_code: int = ExitCode.USAGE
+
+    def __init__(self, lines: list[str] | str, exit_code: int | None = None):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        from retently_cli.cli_common import show_problems  # it builds the console
+
+        show_problems(self.lines)
+
+
+class UsageFailure(RetentlyError):
+    """Options or inputs that cannot work together: nothing was read or sent (exit 2)."""
+
+
+class ConfigError(RetentlyError):
+    """A config that cannot be used (exit 2). ``problems`` holds one line per problem found."""
+
+    @property
+    def problems(self) -> list[str]:
+        return self.lines
+
+
+class ApiFailure(RetentlyError):
+    """Retently answered, or could not be reached, in a way that stops the command (exit 1)."""
+
+    exit_code = ExitCode.PROBLEMS
+
+
+class AuthError(RetentlyError):
+    """Retently refused the API key (exit 3)."""
+
+    exit_code = ExitCode.UNAUTHORIZED
+
+
+class UnavailableError(RetentlyError):
+    """The API is unreachable or failing, so the command stopped (exit 4)."""
+
+    exit_code = ExitCode.UNAVAILABLE

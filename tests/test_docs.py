@@ -1,0 +1,55 @@
+"""The README's words are the code's words: outcomes, reasons and exit codes, both ways."""
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from retently_cli.cli import cli
+from retently_cli.vocabulary import ExitCode, Outcome, Reason
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def _section(title: str) -> str:
+    start = README.index(title)
+    end = README.find("\n#", start + len(title))
+    return README[start:end]
+
+
+def _table(section: str) -> dict[str, str]:
+    """A markdown table's rows, first cell to second, header and rule left out."""
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set("- "):
+            rows[cells[0]] = cells[1]
+    rows.pop("code", None), rows.pop("field", None)
+    return rows
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"`([a-z][a-z0-9_]*)`", text))
+
+
+def test_the_outcomes_in_the_readme_are_the_outcomes():
+    fields = _table(_section("## The report"))
+    assert _words(fields["`outcome`"]) == {o.value for o in Outcome}
+
+
+def test_the_reasons_in_the_readme_are_the_reasons():
+    report = _section("## The report")
+    fields = _table(report)
+    delivery = report[report.index("Delivery failures") :]
+    delivery = delivery[: delivery.index("\n\n")]
+    documented = _words(fields["`reason`"]) | _words(delivery)
+    field_names = set().union(*map(_words, fields))
+    assert documented - {o.value for o in Outcome} - field_names == {r.value for r in Reason}
+
+
+def test_the_exit_codes_in_the_readme_and_the_help_are_the_exit_codes():
+    codes = {int(code) for code in _table(_section("### Exit codes"))}
+    assert codes == {int(c) for c in ExitCode}
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    listed = help_text[help_text.index("Exit codes:") :]
+    assert {int(n) for n in re.findall(r"^\s+(\d+)\s", listed, re.M)} == codes
