@@ -251,3 +251,79 @@ def test_a_bad_key_in_a_long_document_is_one_record_and_reading_goes_on(key):
     items, _ = read(data, LOW)
     assert bad(items)[0] == (1, "invalid_json")
     assert ids(items)[-1] == (2, "after")
+
+
+# (e) items are parsed many at a time; what such a run cannot take is read item by item
+
+
+def braced_events(count):
+    """Events whose strings hold what looks like the end of one item and the start of another."""
+    notes = ["},{", '},{"a": 1}', "} , {", "}]", '"},{"']
+    out = events(count)
+    for i in range(0, count, 7):
+        out[i]["properties"]["note"] = notes[i % len(notes)]
+    return out
+
+
+@pytest.mark.parametrize("limit", [LOW, 256 * 1024])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda: orjson.dumps(braced_events(8000)),
+        lambda: orjson.dumps(braced_events(8000), option=PRETTY),
+        lambda: batch_doc(braced_events(8000)),
+        lambda: batch_doc(braced_events(8000), PRETTY),
+    ],
+)
+def test_items_with_braces_in_their_strings_are_read_as_whole_reads_do(shape, limit):
+    data = shape() + b"\n" + orjson.dumps(track(message_id="after")) + b"\n"
+    assert len(data) > max(MiB, limit)  # many runs, over more than one of the reader's chunks
+    items = assert_streamed_like_whole(data, limit)
+    assert len(items) == 8001
+
+
+def test_items_that_are_not_objects_among_many_cost_one_record_each_where_they_are():
+    values = [*events(900)]
+    for index, odd in ((0, 7), (300, "},{"), (301, None), (650, []), (899, "x")):
+        values[index] = odd
+    data = orjson.dumps(values) + b"\n"
+    streamed, _ = read(data, LOW)
+    assert streamed == read(data)[0]  # read whole, a line holding an array says the same
+    assert [item.message for _, item in streamed if isinstance(item, BadInput)] == [
+        f"array item {index} is a JSON {kind}"
+        for index, kind in ((0, "number"), (300, "string"), (301, "null"), (650, "array"),
+                            (899, "string"))
+    ]  # fmt: skip
+    pretty = orjson.dumps(values, option=PRETTY)
+    streamed, stats = read(pretty, LOW)
+    rows = pretty.split(b"\n")
+    tops = [n + 1 for n, row in enumerate(rows) if row[:2] == b"  " and row[2:3] != b" "]
+    lines = [n for n in tops if rows[n - 1][2:3] not in (b"}", b"]")]  # not a closing bracket
+    assert [line for line, _ in streamed] == lines
+    assert stats.lines == pretty.count(b"\n") + 1
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+def test_an_item_over_the_limit_among_many_costs_one_record_at_its_line(option):
+    values = events(600)
+    values[333]["properties"]["pad"] = "p" * 5000
+    data = orjson.dumps(values, option=option) + b"\n"
+    whole, _ = read(data)
+    streamed, stats = read(data, LOW)
+    assert streamed[333] == (whole[333][0], streamed[333][1])
+    assert bad(streamed) == [(whole[333][0], "line_too_long")]
+    assert streamed[:333] + streamed[334:] == whole[:333] + whole[334:]
+    assert stats.lines == data.count(b"\n")
+
+
+@pytest.mark.parametrize("joint", [b",", b", \n  "])
+def test_an_object_item_before_a_long_string_item_is_read(joint):
+    small = [orjson.dumps(track(message_id=str(i))) for i in range(3)]
+    data = b"[" + joint.join([small[0], orjson.dumps("s" * 5000), small[1], b'"x"', small[2]])
+    items, _ = read(data + b"]\n", LOW)
+    step = 1 if b"\n" in joint else 0
+    what = ["0", "line_too_long", "1", "not_an_object", "2"]
+    got = [
+        (n, item.reason if isinstance(item, BadInput) else item["messageId"]) for n, item in items
+    ]
+    assert got == [(1 + index * step, text) for index, text in enumerate(what)]
