@@ -21,6 +21,7 @@ import os
 import queue
 import re
 import select
+import stat
 import struct
 import tempfile
 import threading
@@ -197,21 +198,43 @@ def read_source(
             source.skip_unless_json(f"{source.name}: skipped, does not start like JSON")
             return
         limit = source.max_line_bytes
+        reread = _rereader(source, stream)
         first = 1
         if start == b"[" and _longer_than(chunks, limit):
-            first = yield from _ValueStream(chunks, stats, limit).records(_LEAD)
+            first = yield from _ValueStream(chunks, stats, limit, 1, reread).records(_LEAD)
         while True:
             reader = _LineReader(chunks, stats, limit, first)
             first = yield from reader.records()
             if not reader.handed_over:
                 break
-            first = yield from _ValueStream(chunks, stats, limit, first).records()
+            first = yield from _ValueStream(chunks, stats, limit, first, reread).records()
     except _ReadFailure as failure:
         yield stats.lines - start_lines + 1, BadInput(failure.reason, failure.message)
     finally:
         stats.per_source[source.name] = stats.lines - start_lines
         if source.name != STDIN_NAME:
             stream.close()
+
+
+def _rereader(source: Source, stream) -> Callable[[], Iterator[bytes]] | None:
+    """For a plain local file, a function that reads its bytes again from the start, as
+    ``read_source`` sees them; None for stdin, a remote object or a gzip file (read again, it
+    would cost more than what a look ahead saves)."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.pread(fd, 2, 0) == GZIP_MAGIC:
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+    def reread() -> Iterator[bytes]:
+        again = source.open()
+        try:
+            yield from _lf(_as_utf8(_chunks(again, ReadStats())))
+        finally:
+            again.close()
+
+    return reread
 
 
 class _ReadFailure(Exception):
@@ -372,18 +395,20 @@ class _Pushback:
 
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks, self.front = chunks, []
+        self.taken = 0  # bytes given and not put back: where the next chunk starts
 
     def __iter__(self):
         return self
 
     def __next__(self) -> bytes:
-        if self.front:
-            return self.front.pop()
-        return next(self.chunks)
+        chunk = self.front.pop() if self.front else next(self.chunks)
+        self.taken += len(chunk)
+        return chunk
 
     def push(self, *data: bytes) -> None:
         """Put ``data`` back, to be read next in this order."""
         self.front.extend(part for part in reversed(data) if part)
+        self.taken -= sum(map(len, data))
 
 
 _LEAD = re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*")
@@ -460,8 +485,16 @@ class _ValueStream:
     record says so and what follows is read by the line reader from that point.
     """
 
-    def __init__(self, chunks: _Pushback, stats: ReadStats, limit: int, first: int = 1):
-        self.chunks, self.stats, self.limit = chunks, stats, limit
+    def __init__(
+        self,
+        chunks: _Pushback,
+        stats: ReadStats,
+        limit: int,
+        first: int = 1,
+        reread: Callable[[], Iterator[bytes]] | None = None,
+    ):
+        self.chunks, self.stats, self.limit, self.reread = chunks, stats, limit, reread
+        self.base = chunks.taken  # where the bytes read here start, for ``reread``
         self.buf, self.pos, self.line, self.last = b"", 0, first, b""
         self.dropped = 0  # bytes dropped from the front of buf: where buf starts in the input
         self.one_by_one_to = 0  # where runs are tried again, after one that could not be parsed
@@ -587,9 +620,10 @@ class _ValueStream:
         than the limit); one record if it is another object longer than the limit.
 
         The keys after the ``batch`` array (analytics-node writes ``context`` there) are merged
-        into every item too, so the items are held until the document ends: in a spool that goes
-        to a temporary file past a few MiB, which keeps memory flat whatever the source (stdin or
-        a remote object cannot be read twice).
+        into every item too. A plain file is read ahead for them (``_keys_after``), so that the
+        items go out as they are read; otherwise (stdin or a remote object cannot be read twice,
+        or the look ahead gave up) the items are held until the document ends, in a spool that
+        goes to a temporary file past a few MiB, which keeps memory flat.
         """
         begin = self._offset()
         self._advance(self.pos + 1)  # '{'
@@ -603,10 +637,19 @@ class _ValueStream:
                 key = self._key()
                 if key == "batch" and spool is None and self._skip(_SPACE) == b"[":
                     start = self._offset()
+                    after = self._keys_after(start)
                     self._advance(self.pos + 1)
-                    spool = _Spool()
-                    for lines, items, text in self._runs("batch", "a batch with no messages"):
-                        spool.add(lines, items[0] if text is None else text)
+                    runs = self._runs("batch", "a batch with no messages")
+                    if after is not None:
+                        spool = _NO_SPOOL
+                        share = _sharer(_shared({**keys, **after}))
+                        for lines, items, _ in runs:
+                            for line, item in zip(lines, items, strict=True):
+                                yield line, share(item) if type(item) is dict else item
+                    else:
+                        spool = _Spool()
+                        for lines, items, text in runs:
+                            spool.add(lines, items[0] if text is None else text)
                     in_batch = self._offset() - start
                 else:
                     keys[key] = self._small_value()
@@ -624,7 +667,7 @@ class _ValueStream:
             if self._offset() - begin - in_batch > self.limit:
                 raise _TooLong
         except _TooLong:
-            if spool is not None:
+            if spool is not None and spool is not _NO_SPOOL:
                 spool.close()
             if not closed:
                 self._skip_value(1)
@@ -632,13 +675,23 @@ class _ValueStream:
             yield opened, BadInput(LINE_TOO_LONG, text)
             return
         except _Broken:
-            if spool is not None:  # what the truncated document holds
+            if spool is not None and spool is not _NO_SPOOL:  # what the truncated document holds
                 yield from spool.replay(_shared(keys))
             raise
         if spool is None:
             yield from ((opened, item) for item in _messages(keys))
-        else:
+        elif spool is not _NO_SPOOL:
             yield from spool.replay(_shared(keys))
+
+    def _keys_after(self, start: int) -> dict | None:
+        """The keys after the array that opens at ``start``, read ahead in a plain file."""
+        if self.reread is None:
+            return None
+        chunks = self.reread()
+        try:
+            return _keys_after(chunks, self.base + start + 1, self.limit)
+        finally:
+            chunks.close()
 
     def _key(self) -> str:
         """The key at ``pos``, read with the ':' after it."""
@@ -838,6 +891,128 @@ class _ValueStream:
             return True
         self.chunks.push(chunk)
         return False
+
+
+# JSON's structure without its strings' contents: every byte but '"', '[', ']', '{' and '}' goes.
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
+_STRINGS = re.compile(rb'"[^"]*"')  # once backslashes are known to be absent
+_OPENERS = {ord("}"): ord("{"), ord("]"): ord("[")}
+
+
+def _keys_after(chunks: Iterator[bytes], offset: int, limit: int) -> dict | None:
+    """The keys after the array whose items start at ``offset`` of ``chunks``, up to the end of
+    the object that holds it, or None when they cannot be found quickly and surely.
+
+    The array is crossed a chunk at a time without parsing: a chunk with no backslash (so no
+    escaped quote) is cut down to its quotes and brackets, its strings dropped, and the
+    brackets that pair within it removed; what is left says how far it closes what was open.
+    Only the chunk where the array ends is scanned token by token. Two quotes in a row go
+    first, in C: whether they open and close a string or close one and open the next, every
+    bracket stays as much in a string or out of one as it was.
+    """
+    stack = bytearray()  # the brackets open inside the array
+    in_string = False
+    taken = 0
+    for chunk in chunks:
+        if taken + len(chunk) <= offset:
+            taken += len(chunk)
+            continue
+        chunk, taken = chunk[max(0, offset - taken) :], offset
+        if b"\\" in chunk:
+            return None
+        shape = chunk.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        shape = _STRINGS.sub(b"", b'"' + shape if in_string else shape)
+        cut = shape.find(b'"')
+        if cut >= 0:  # a string open at the chunk's end
+            shape = shape[:cut]
+        shut = _unpaired(shape)
+        if shut is None:
+            return None
+        closers, openers = shut
+        if len(closers) > len(stack):
+            return _tail(chunk, chunks, stack, in_string, limit)
+        for closer in closers:
+            if stack.pop() != _OPENERS[closer]:
+                return None
+        stack += openers
+        in_string = cut >= 0
+    return None
+
+
+def _unpaired(shape: bytes) -> tuple[bytes, bytes] | None:
+    """The brackets of ``shape`` that close what was open before it, and those it leaves open;
+    None when they do not nest."""
+    while True:
+        smaller = shape.replace(b"{}", b"").replace(b"[]", b"")
+        if smaller == shape:
+            break
+        shape = smaller
+    rest = shape.lstrip(b"]}")
+    if rest.strip(b"[{"):
+        return None
+    return shape[: len(shape) - len(rest)], rest
+
+
+def _tail(chunk: bytes, chunks: Iterator[bytes], stack: bytearray, in_string: bool, limit: int):
+    """The keys after the array, which ends in ``chunk``: found token by token from there."""
+    at = chunk.index(b'"') + 1 if in_string else 0
+    for match in _TOKEN.finditer(chunk, at):
+        char = chunk[match.start()]
+        if char == 0x22:
+            continue
+        if char not in _CLOSES:
+            stack.append(char)
+        elif stack:
+            if stack.pop() != _CLOSES[char]:
+                return None
+        elif char == ord("]"):
+            return _rest_of_object(chunk[match.end() :], chunks, limit)
+        else:
+            return None
+    return None
+
+
+def _rest_of_object(rest: bytes, chunks: Iterator[bytes], limit: int) -> dict | None:
+    """The keys in ``rest`` (and what follows it) up to the '}' that closes their object."""
+    stack = bytearray()
+    at = 0
+    while True:
+        for match in _TOKEN.finditer(rest, at):
+            char = rest[match.start()]
+            if char == 0x22:
+                if match.group(1) is None:
+                    break  # the string goes on in the next chunk
+            elif char not in _CLOSES:
+                stack.append(char)
+            elif stack:
+                if stack.pop() != _CLOSES[char]:
+                    return None
+            else:
+                return _parsed_keys(rest[: match.end()])
+            at = match.end()
+        if len(rest) > limit:
+            return None
+        more = next(chunks, None)
+        if more is None:
+            return None
+        rest += more
+
+
+def _parsed_keys(text: bytes) -> dict | None:
+    """``text`` is what follows an array up to its object's '}': ',' and keys, or nothing."""
+    text = text.strip(b" \t\n")
+    if text == b"}":
+        return {}
+    if not text.startswith(b","):
+        return None
+    try:
+        keys = orjson.loads(b"{" + text[1:])
+    except orjson.JSONDecodeError:
+        return None
+    return keys if type(keys) is dict else None
+
+
+_NO_SPOOL = object()  # a batch whose items went out as they were read
 
 
 class _Spool:

@@ -327,3 +327,75 @@ def test_an_object_item_before_a_long_string_item_is_read(joint):
         (n, item.reason if isinstance(item, BadInput) else item["messageId"]) for n, item in items
     ]
     assert got == [(1 + index * step, text) for index, text in enumerate(what)]
+
+
+# (f) in a plain file, the keys after a batch's array are read ahead, and its items go out as
+# they are read, not spooled
+
+
+def read_file(tmp_path, data: bytes, limit: int = LOW, name: str = "body.json"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    stats = ReadStats()
+    source = Source(str(path), lambda: open(path, "rb"), path.stat().st_size, limit)
+    return list(read_source(source, stats)), stats
+
+
+def tricky_strings(count, quote: bool):
+    """Events whose strings hold brackets, nothing at all, and (escaped) quotes if ``quote``,
+    which a look ahead that counts brackets must not be misled by."""
+    notes = ["}]", "]},", "", "[[[", "}}}]]]", "},{", "}]}, {"]
+    out = events(count)
+    for i in range(0, count, 5):
+        out[i]["properties"]["odd"] = notes[i % len(notes)] + ('"' if quote else "")
+        out[i]["properties"]["empty"] = ["", "", {"": ""}]
+    return out
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+@pytest.mark.parametrize("shared_at", ["before", "after", "split"])
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_batch_in_a_file_gives_what_a_whole_read_gives(tmp_path, option, shared_at, escaped):
+    data = batch_doc(tricky_strings(8000, escaped), option, shared_at) + b"\n"
+    assert len(data) > MiB and (b"\\" in data) == escaped  # a backslash: no look ahead
+    whole, whole_stats = read(data)
+    streamed, stats = read_file(tmp_path, data)
+    assert not bad(whole) and len(whole) == 8000
+    assert streamed == whole and stats.lines == whole_stats.lines
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+def test_batches_one_after_another_in_a_file_each_get_their_own_keys(tmp_path, option):
+    first = orjson.dumps({"batch": events(3000), "context": {"ip": "1"}}, option=option)
+    second = orjson.dumps({"batch": events(3000, 3000), "context": {"ip": "2"}}, option=option)
+    empty = orjson.dumps({"batch": [], "context": {"ip": "3"}})
+    data = first + second + b"\n" + empty + b"\n" + first + b"\n"
+    whole, _ = read(data)
+    streamed, _ = read_file(tmp_path, data)
+    assert streamed == whole
+    assert [item["context"]["ip"] for _, item in streamed if isinstance(item, dict)] == (
+        ["1"] * 3000 + ["2"] * 3000 + ["1"] * 3000
+    )
+    assert bad(streamed) == [(data.count(b"\n", 0, data.index(empty)) + 1, "empty_batch")]
+
+
+def test_a_truncated_batch_in_a_file_gives_what_it_holds_and_one_record(tmp_path):
+    data = batch_doc(events(8000))
+    for cut in (len(data) - 3000, len(data) - 30, len(data) - 1):
+        streamed, _ = read_file(tmp_path, data[:cut])
+        assert streamed == read(data[:cut], LOW)[0]  # as from stdin: no keys after the array
+        assert 7900 < len(ids(streamed)) <= 8000
+        assert bad(streamed)[-1][1] == "invalid_json"
+
+
+def test_the_items_of_a_batch_in_a_file_come_out_as_it_is_read(tmp_path):
+    data = batch_doc(events(40_000))  # about 6 MiB
+    path = tmp_path / "body.json"
+    path.write_bytes(data)
+    stats = ReadStats()
+    size = 1  # said small, so that it is read in this thread: bytes_read is then what was used
+    records = read_source(Source(str(path), lambda: open(path, "rb"), size, LOW), stats)
+    line, first = next(records)
+    assert first["messageId"] == "0" and first["context"]["ip"] == "10.0.0.1"
+    assert stats.bytes_read < len(data) / 2
+    records.close()
