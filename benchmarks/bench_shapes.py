@@ -14,7 +14,9 @@ Each file is read by
     python -m retently_cli send --dry-run --no-ledger -o ndjson -c config.example.yaml FILE
 
 best of --repeat, and the table gives each shape's time against the NDJSON run of the same
-invocation (so a busy machine slows both) and each run's peak RSS. Goals (issue 9): time within
+invocation (so a busy machine slows both), its CPU time (user and system, the mean of the runs,
+which other processes disturb less than they do the time) against the NDJSON's, and each run's
+peak RSS. Goals (issue 9): time within
 1.5x of the NDJSON, peak RSS under 150 MB. Every shape must give as many records as the NDJSON;
 a shape that does not is marked. Always exits 0.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -87,6 +90,11 @@ def write_shapes(folder: Path, events: list[bytes], size: int) -> dict[str, Path
     return paths
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=1000, help="NDJSON size (default 1000)")
@@ -113,26 +121,29 @@ def main(argv=None) -> int:
                        "-o", "ndjson", "-c", str(config), str(path)]  # fmt: skip
             err = Path(tmp) / f"{name}.err"
             print(f"$ {' '.join(command)} > /dev/null", file=sys.stderr)
+            before = _children_cpu()
             seconds, peak, rc, times = best_of(
                 args.repeat, command, stdout=subprocess.DEVNULL, stderr=lambda e=err: open(e, "wb")
             )
+            cpu = (_children_cpu() - before) / max(1, args.repeat)
             summary = err.read_text(errors="replace")
             found = re.search(r"([\d,]+) records", summary)
             count = int(found.group(1).replace(",", "")) if found else -1
             failed = re.search(r"^failed\s.*?(\d[\d,]*)\s*$", summary, re.M)
-            results[name] = (path.stat().st_size, seconds, peak, rc, count, failed, times)
+            results[name] = (path.stat().st_size, seconds, cpu, peak, rc, count, failed)
 
     base = results["ndjson"]
     print()
     print("Shared machine: the ratios compare runs of this one invocation; absolute times vary.")
-    print(f"{'shape':<9}{'size MB':>10}{'records':>12}{'seconds':>10}{'ratio':>8}"
-          f"{'peak RSS MB':>13}  verdict")  # fmt: skip
-    for name, (nbytes, seconds, peak, rc, count, failed, _times) in results.items():
+    print(f"{'shape':<9}{'size MB':>10}{'records':>12}{'seconds':>10}{'ratio':>8}{'CPU s':>8}"
+          f"{'ratio':>8}{'peak RSS MB':>13}  verdict")  # fmt: skip
+    for name, (nbytes, seconds, cpu, peak, rc, count, failed) in results.items():
         ratio = seconds / base[1] if base[1] else float("inf")
+        cpu_ratio = cpu / base[2] if base[2] else float("inf")
         problems = []
         if rc not in (0,):
             problems.append(f"exit {rc}")
-        if count != base[4] or failed:
+        if count != base[5] or failed:
             problems.append("records differ from the NDJSON's")
         if name != "ndjson" and ratio > RATIO_GOAL:
             problems.append(f"ratio > {RATIO_GOAL}")
@@ -140,7 +151,7 @@ def main(argv=None) -> int:
             problems.append(f"RSS >= {RSS_GOAL_MB:.0f} MB")
         verdict = "FAIL: " + ", ".join(problems) if problems else "PASS"
         print(f"{name:<9}{nbytes / MB:>10,.1f}{count:>12,}{seconds:>10.2f}{ratio:>8.2f}"
-              f"{peak / MB:>13.1f}  {verdict}")  # fmt: skip
+              f"{cpu:>8.2f}{cpu_ratio:>8.2f}{peak / MB:>13.1f}  {verdict}")  # fmt: skip
     print(f"\ngoals: time <= {RATIO_GOAL}x the NDJSON's, peak RSS < {RSS_GOAL_MB:.0f} MB")
     return 0
 

@@ -10,6 +10,7 @@ gzip are streamed in chunks, so memory does not grow with the input. A bad line 
 from __future__ import annotations
 
 import codecs
+from array import array
 
 try:
     import fcntl
@@ -20,6 +21,7 @@ import os
 import queue
 import re
 import select
+import stat
 import struct
 import tempfile
 import threading
@@ -27,6 +29,7 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
 from typing import final
 
 import orjson
@@ -199,15 +202,16 @@ def read_source(
             source.skip_unless_json(f"{source.name}: skipped, does not start like JSON")
             return
         limit = source.max_line_bytes
+        reread = _rereader(source, stream)
         first = 1
         if start == b"[" and _longer_than(chunks, limit):
-            first = yield from _ValueStream(chunks, stats, limit).records(_LEAD)
+            first = yield from _ValueStream(chunks, stats, limit, 1, reread).records(_LEAD)
         while True:
             reader = _LineReader(chunks, stats, limit, first)
             first = yield from reader.records()
             if not reader.handed_over:
                 break
-            first = yield from _ValueStream(chunks, stats, limit, first).records()
+            first = yield from _ValueStream(chunks, stats, limit, first, reread).records()
     except _ReadFailure as failure:
         stats.lines += 1  # the line it breaks, so that the summary's lines hold every record
         yield stats.lines - start_lines, BadInput(failure.reason, failure.message)
@@ -215,6 +219,27 @@ def read_source(
         stats.per_source[source.name] = stats.lines - start_lines
         if source.name != STDIN_NAME:
             stream.close()
+
+
+def _rereader(source: Source, stream) -> Callable[[], Iterator[bytes]] | None:
+    """For a plain local file, a function that reads its bytes again from the start, as
+    ``read_source`` sees them; None for stdin, a remote object or a gzip file (read again, it
+    would cost more than what a look ahead saves)."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.pread(fd, 2, 0) == GZIP_MAGIC:
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+    def reread() -> Iterator[bytes]:
+        again = source.open()
+        try:
+            yield from _lf(_as_utf8(_chunks(again, ReadStats())))
+        finally:
+            again.close()
+
+    return reread
 
 
 class _ReadFailure(Exception):
@@ -375,18 +400,20 @@ class _Pushback:
 
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks, self.front = chunks, []
+        self.taken = 0  # bytes given and not put back: where the next chunk starts
 
     def __iter__(self):
         return self
 
     def __next__(self) -> bytes:
-        if self.front:
-            return self.front.pop()
-        return next(self.chunks)
+        chunk = self.front.pop() if self.front else next(self.chunks)
+        self.taken += len(chunk)
+        return chunk
 
     def push(self, *data: bytes) -> None:
         """Put ``data`` back, to be read next in this order."""
         self.front.extend(part for part in reversed(data) if part)
+        self.taken -= sum(map(len, data))
 
 
 _LEAD = re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*")
@@ -440,8 +467,15 @@ _SCALAR = re.compile(rb'[^,\]}\s"]+')
 _SKIP_PLAIN = re.compile(rb'[^"\[\]{}\n]*')
 _SKIP_STRING = re.compile(rb'[^"\\\n]*(?:\\[^\n][^"\\\n]*)*')
 _FAST_TRIES = 8
+# Items are parsed about this many bytes at a time, in one call: per item, Python's work would
+# cost as much as the parsing. Runs of 1 MiB were slower (the objects made at once outgrow the
+# CPU's caches), and those of 64 KiB took a few MiB more memory than these, for no more speed.
+_RUN_BYTES = 16 << 10
+# After an object item: its '}', and the ',' with the blanks up to the next item. Matching no
+# more than that, it passes over no other '}'.
+_RUN_NEXT = re.compile(rb'\}[ \t\n]*,[ \t\n]*(?=[^ \t\n"])')
 _SPOOL_IN_MEMORY = 8 * CHUNK
-_ENTRY = struct.Struct("<Q?I")  # line, is a message, size of the JSON that follows
+_ENTRY = struct.Struct("<?II")  # messages (else a BadInput), how many, size of the JSON after
 
 
 class _ValueStream:
@@ -456,11 +490,19 @@ class _ValueStream:
     record says so and what follows is read by the line reader from that point.
     """
 
-    def __init__(self, chunks: _Pushback, stats: ReadStats, limit: int, first: int = 1):
-        self.chunks, self.stats, self.limit = chunks, stats, limit
+    def __init__(
+        self,
+        chunks: _Pushback,
+        stats: ReadStats,
+        limit: int,
+        first: int = 1,
+        reread: Callable[[], Iterator[bytes]] | None = None,
+    ):
+        self.chunks, self.stats, self.limit, self.reread = chunks, stats, limit, reread
+        self.base = chunks.taken  # where the bytes read here start, for ``reread``
         self.buf, self.pos, self.line, self.last = b"", 0, first, b""
         self.dropped = 0  # bytes dropped from the front of buf: where buf starts in the input
-        self.span = (0, 0)
+        self.one_by_one_to = 0  # where runs are tried again, after one that could not be parsed
 
     def records(self, lead: re.Pattern = _BLANKS):
         """(line, message or BadInput) per message; returns the line at which reading goes on."""
@@ -484,37 +526,27 @@ class _ValueStream:
 
     def _array(self):
         self._advance(self.pos + 1)  # '['
-        yield from self._items("array", "an empty array: no messages")
+        for lines, items, _ in self._runs("array", "an empty array: no messages"):
+            yield from zip(lines, items, strict=True)
 
-    def _items(self, what: str, empty: str):
-        """(line, item or BadInput) for the items of the array whose '[' was just read."""
+    def _runs(self, what: str, empty: str):
+        """(lines, items, JSON) for the items of the array whose '[' was just read, many at a
+        time: each item's line, the items (messages or BadInputs), and the messages' JSON as an
+        array (None for a BadInput), which a spool keeps to parse again."""
         opened = self.line
         if self._skip(_SPACE) == b"]":
             self._advance(self.pos + 1)
-            yield opened, BadInput(EMPTY_BATCH, empty)
+            yield [opened], [BadInput(EMPTY_BATCH, empty)], None
             return
         index = 0
         while True:
-            line = self.line
-            try:
-                item, end = self._item()
-            except _TooLong:
-                text = f"an item longer than {self.limit:,} bytes (--max-line-bytes); skipped"
-                yield line, BadInput(LINE_TOO_LONG, text)
-                self._skip_value(0)
+            run = self._run()
+            if run is not None:
+                yield run
+                index += len(run[0])
             else:
-                self.span = (self.pos, end)  # the item's bytes, until the next read
-                if type(item) is not dict and type(item) is not BadInput:
-                    item = _not_an_object(item, f"{what} item {index} is")
-                comma = _COMMA.match(self.buf, end)
-                if comma is not None and comma.end() < len(self.buf):  # the next item is here
-                    self._advance(comma.end())
-                    yield line, item
-                    index += 1
-                    continue
-                self._advance(end)
-                yield line, item
-            index += 1
+                yield from self._one_item(what, index)
+                index += 1
             char = self._skip(_SPACE)
             if char == b"]":
                 self._advance(self.pos + 1)
@@ -525,14 +557,78 @@ class _ValueStream:
             self._advance(self.pos + 1)
             self._skip(_SPACE)
 
+    def _one_item(self, what: str, index: int):
+        """The run of the one item at ``pos``, which is left after it."""
+        line = self.line
+        try:
+            item, end = self._item()
+        except _TooLong:
+            text = f"an item longer than {self.limit:,} bytes (--max-line-bytes); skipped"
+            yield [line], [BadInput(LINE_TOO_LONG, text)], None
+            self._skip_value(0)
+            return
+        text = None
+        if type(item) is dict:
+            text = b"[" + self.buf[self.pos : end] + b"]"
+        elif type(item) is not BadInput:
+            item = _not_an_object(item, f"{what} item {index} is")
+        self._advance(end)
+        yield [line], [item], text
+
+    def _run(self) -> tuple[list[int], list[dict], bytes] | None:
+        """The object items from ``pos`` to about ``_RUN_BYTES`` on, parsed in one call, as a run
+        (see ``_runs``), with ``pos`` after the last; None when they cannot all be (a value not an
+        object, a fault, a '},{' inside a string), and then until the end of that stretch.
+
+        Every object item that a ',' follows ends where ``_RUN_NEXT`` matches, though it may also
+        match elsewhere (in a string), so when the stretch up to its last match parses as an
+        array of as many objects as there were matches, each match is an item's end.
+        """
+        if self._offset() < self.one_by_one_to:
+            return None
+        if len(self.buf) - self.pos < _RUN_BYTES:
+            self._more(required=False)
+        buf, pos = self.buf, self.pos
+        stop = min(len(buf), pos + _RUN_BYTES)
+        found = [match.span() for match in _RUN_NEXT.finditer(buf, pos, stop)]
+        try:
+            if len(found) < 2 or self.limit < _RUN_BYTES and self._any_too_long(found):
+                raise ValueError
+            end = found[-1][0] + 1
+            text = b"[" + buf[pos:end] + b"]"
+            items = orjson.loads(text)
+            if len(items) != len(found) or set(map(type, items)) != {dict}:
+                raise ValueError
+        except ValueError:  # orjson.JSONDecodeError too
+            self.one_by_one_to = self.dropped + stop
+            return None
+        last = found[-2][1]  # where the last item starts
+        if buf.count(b"\n", pos, last):
+            starts = [pos, *(start for _, start in found[:-1])]
+            steps = map(buf.count, repeat(b"\n"), starts, starts[1:])
+            lines = list(accumulate(steps, initial=self.line))
+        else:
+            lines = [self.line] * len(items)
+        newlines = lines[-1] - self.line + buf.count(b"\n", last, end)
+        self.line += newlines
+        self.stats.lines += newlines
+        self.pos = end
+        return lines, items, text
+
+    def _any_too_long(self, found: list[tuple[int, int]]) -> bool:
+        starts = [self.pos, *(start for _, start in found)]
+        pairs = zip(found, starts, strict=False)
+        return any(end + 1 - start > self.limit for (end, _), start in pairs)
+
     def _object(self, opened: int):
         """The messages of the object at ``pos``, read key by key (it may be a batch far longer
         than the limit); one record if it is another object longer than the limit.
 
         The keys after the ``batch`` array (analytics-node writes ``context`` there) are merged
-        into every item too, so the items are held until the document ends: in a spool that goes
-        to a temporary file past a few MiB, which keeps memory flat whatever the source (stdin or
-        a remote object cannot be read twice).
+        into every item too. A plain file is read ahead for them (``_keys_after``), so that the
+        items go out as they are read; otherwise (stdin or a remote object cannot be read twice,
+        or the look ahead gave up) the items are held until the document ends, in a spool that
+        goes to a temporary file past a few MiB, which keeps memory flat.
         """
         begin = self._offset()
         self._advance(self.pos + 1)  # '{'
@@ -546,13 +642,19 @@ class _ValueStream:
                 key = self._key()
                 if key == "batch" and spool is None and self._skip(_SPACE) == b"[":
                     start = self._offset()
+                    after = self._keys_after(start)
                     self._advance(self.pos + 1)
-                    spool = _Spool()
-                    for line, item in self._items("batch", "a batch with no messages"):
-                        if type(item) is dict:
-                            spool.add(line, self.buf[self.span[0] : self.span[1]])
-                        else:
-                            spool.add(line, item)
+                    runs = self._runs("batch", "a batch with no messages")
+                    if after is not None:
+                        spool = _NO_SPOOL
+                        share = _sharer(_shared({**keys, **after}))
+                        for lines, items, _ in runs:
+                            for line, item in zip(lines, items, strict=True):
+                                yield line, share(item) if type(item) is dict else item
+                    else:
+                        spool = _Spool()
+                        for lines, items, text in runs:
+                            spool.add(lines, items[0] if text is None else text)
                     in_batch = self._offset() - start
                 else:
                     keys[key] = self._small_value()
@@ -570,7 +672,7 @@ class _ValueStream:
             if self._offset() - begin - in_batch > self.limit:
                 raise _TooLong
         except _TooLong:
-            if spool is not None:
+            if spool is not None and spool is not _NO_SPOOL:
                 spool.close()
             if not closed:
                 self._skip_value(1)
@@ -578,13 +680,23 @@ class _ValueStream:
             yield opened, BadInput(LINE_TOO_LONG, text)
             return
         except _Broken:
-            if spool is not None:  # what the truncated document holds
+            if spool is not None and spool is not _NO_SPOOL:  # what the truncated document holds
                 yield from spool.replay(_shared(keys))
             raise
         if spool is None:
             yield from ((opened, item) for item in _messages(keys))
-        else:
+        elif spool is not _NO_SPOOL:
             yield from spool.replay(_shared(keys))
+
+    def _keys_after(self, start: int) -> dict | None:
+        """The keys after the array that opens at ``start``, read ahead in a plain file."""
+        if self.reread is None:
+            return None
+        chunks = self.reread()
+        try:
+            return _keys_after(chunks, self.base + start + 1, self.limit)
+        finally:
+            chunks.close()
 
     def _key(self) -> str:
         """The key at ``pos``, read with the ':' after it."""
@@ -632,15 +744,18 @@ class _ValueStream:
 
     def _object_end(self) -> tuple[dict, int] | None:
         """The object at ``pos`` and where it ends, found by parsing slices; None after a few
-        misses."""
+        misses, or when no slice short enough ends like an item (a string item may follow)."""
         search, tries = self.pos, 0
         while tries < _FAST_TRIES:
             found = _ITEM_END.search(self.buf, search)
+            if found is None and len(self.buf) - self.pos <= self.limit:
+                shift = self._more(required=False)
+                if shift is None:
+                    return None
+                search -= shift
+                continue
             if found is None or found.start() - self.pos >= self.limit:
-                if found is None and len(self.buf) - self.pos <= self.limit:
-                    search -= self._more()
-                    continue
-                raise _TooLong
+                return None
             end = found.start() + 1
             try:
                 return orjson.loads(memoryview(self.buf)[self.pos : end]), end
@@ -783,47 +898,160 @@ class _ValueStream:
         return False
 
 
+# JSON's structure without its strings' contents: every byte but '"', '[', ']', '{' and '}' goes.
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
+_STRINGS = re.compile(rb'"[^"]*"')  # once backslashes are known to be absent
+_OPENERS = {ord("}"): ord("{"), ord("]"): ord("[")}
+
+
+def _keys_after(chunks: Iterator[bytes], offset: int, limit: int) -> dict | None:
+    """The keys after the array whose items start at ``offset`` of ``chunks``, up to the end of
+    the object that holds it, or None when they cannot be found quickly and surely.
+
+    The array is crossed a chunk at a time without parsing: a chunk with no backslash (so no
+    escaped quote) is cut down to its quotes and brackets, its strings dropped, and the
+    brackets that pair within it removed; what is left says how far it closes what was open.
+    Only the chunk where the array ends is scanned token by token. Two quotes in a row go
+    first, in C: whether they open and close a string or close one and open the next, every
+    bracket stays as much in a string or out of one as it was.
+    """
+    stack = bytearray()  # the brackets open inside the array
+    in_string = False
+    taken = 0
+    for chunk in chunks:
+        if taken + len(chunk) <= offset:
+            taken += len(chunk)
+            continue
+        chunk, taken = chunk[max(0, offset - taken) :], offset
+        if b"\\" in chunk:
+            return None
+        shape = chunk.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        shape = _STRINGS.sub(b"", b'"' + shape if in_string else shape)
+        cut = shape.find(b'"')
+        if cut >= 0:  # a string open at the chunk's end
+            shape = shape[:cut]
+        shut = _unpaired(shape)
+        if shut is None:
+            return None
+        closers, openers = shut
+        if len(closers) > len(stack):
+            return _tail(chunk, chunks, stack, in_string, limit)
+        for closer in closers:
+            if stack.pop() != _OPENERS[closer]:
+                return None
+        stack += openers
+        in_string = cut >= 0
+    return None
+
+
+def _unpaired(shape: bytes) -> tuple[bytes, bytes] | None:
+    """The brackets of ``shape`` that close what was open before it, and those it leaves open;
+    None when they do not nest."""
+    while True:
+        smaller = shape.replace(b"{}", b"").replace(b"[]", b"")
+        if smaller == shape:
+            break
+        shape = smaller
+    rest = shape.lstrip(b"]}")
+    if rest.strip(b"[{"):
+        return None
+    return shape[: len(shape) - len(rest)], rest
+
+
+def _tail(chunk: bytes, chunks: Iterator[bytes], stack: bytearray, in_string: bool, limit: int):
+    """The keys after the array, which ends in ``chunk``: found token by token from there."""
+    at = chunk.index(b'"') + 1 if in_string else 0
+    for match in _TOKEN.finditer(chunk, at):
+        char = chunk[match.start()]
+        if char == 0x22:
+            continue
+        if char not in _CLOSES:
+            stack.append(char)
+        elif stack:
+            if stack.pop() != _CLOSES[char]:
+                return None
+        elif char == ord("]"):
+            return _rest_of_object(chunk[match.end() :], chunks, limit)
+        else:
+            return None
+    return None
+
+
+def _rest_of_object(rest: bytes, chunks: Iterator[bytes], limit: int) -> dict | None:
+    """The keys in ``rest`` (and what follows it) up to the '}' that closes their object."""
+    stack = bytearray()
+    at = 0
+    while True:
+        for match in _TOKEN.finditer(rest, at):
+            char = rest[match.start()]
+            if char == 0x22:
+                if match.group(1) is None:
+                    break  # the string goes on in the next chunk
+            elif char not in _CLOSES:
+                stack.append(char)
+            elif stack:
+                if stack.pop() != _CLOSES[char]:
+                    return None
+            else:
+                return _parsed_keys(rest[: match.end()])
+            at = match.end()
+        if len(rest) > limit:
+            return None
+        more = next(chunks, None)
+        if more is None:
+            return None
+        rest += more
+
+
+def _parsed_keys(text: bytes) -> dict | None:
+    """``text`` is what follows an array up to its object's '}': ',' and keys, or nothing."""
+    text = text.strip(b" \t\n")
+    if text == b"}":
+        return {}
+    if not text.startswith(b","):
+        return None
+    try:
+        keys = orjson.loads(b"{" + text[1:])
+    except orjson.JSONDecodeError:
+        return None
+    return keys if type(keys) is dict else None
+
+
+_NO_SPOOL = object()  # a batch whose items went out as they were read
+
+
 class _Spool:
     """A batch document's records, held until the document ends: in memory up to a few MiB,
-    then in a temporary file. Entries are written and read in blocks of about ``CHUNK``."""
+    then in a temporary file. A run of messages is kept as the JSON array they were parsed from,
+    and parsed again in one call."""
 
     def __init__(self):
         self.file = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         self.count = 0
-        self.pending: list[bytes] = []
-        self.size = 0
 
-    def add(self, line: int, item: bytes | BadInput) -> None:
-        """Hold a message (as its JSON) or a BadInput."""
-        is_message = type(item) is bytes
-        data = item if is_message else orjson.dumps([item.reason, item.message])
-        self.pending += (_ENTRY.pack(line, is_message, len(data)), data)
-        self.size += len(data)
+    def add(self, lines: list[int], items: bytes | BadInput) -> None:
+        """Hold a run of messages (the JSON array of them) or a BadInput, with their lines."""
+        is_run = type(items) is bytes
+        data = items if is_run else orjson.dumps([items.reason, items.message])
+        header = _ENTRY.pack(is_run, len(lines), len(data))
+        self.file.write(b"".join((header, array("q", lines).tobytes(), data)))
         self.count += 1
-        if self.size > CHUNK:
-            self._flush()
-
-    def _flush(self) -> None:
-        self.file.write(b"".join(self.pending))
-        self.pending, self.size = [], 0
 
     def replay(self, shared: dict) -> Iterator[tuple[int, dict | BadInput]]:
         """The records, with the document's shared keys merged into every message."""
         try:
-            self._flush()
             self.file.seek(0)
-            read, loads, entry = self.file.read, orjson.loads, _ENTRY.size
-            block, at = b"", 0
+            read, share = self.file.read, _sharer(shared)
             for _ in range(self.count):
-                if len(block) - at < entry:
-                    block, at = block[at:] + read(CHUNK), 0
-                line, is_message, size = _ENTRY.unpack_from(block, at)
-                at += entry
-                if len(block) - at < size:
-                    block, at = block[at:] + read(max(size, CHUNK)), 0
-                value = loads(memoryview(block)[at : at + size])
-                at += size
-                yield line, _with_shared(value, shared) if is_message else BadInput(*value)
+                is_run, count, size = _ENTRY.unpack(read(_ENTRY.size))
+                lines = array("q")
+                lines.frombytes(read(8 * count))
+                value = orjson.loads(read(size))
+                if not is_run:
+                    yield lines[0], BadInput(*value)
+                    continue
+                for line, item in zip(lines, value, strict=True):
+                    yield line, share(item)
         finally:
             self.close()
 
@@ -1112,7 +1340,7 @@ def _batch_items(batch: dict) -> list[dict | BadInput]:
         return [batch]
     if not items:
         return [BadInput(EMPTY_BATCH, "a batch with no messages")]
-    shared = _shared(batch)
+    share = _sharer(_shared(batch))
     result: list[dict | BadInput] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -1120,7 +1348,7 @@ def _batch_items(batch: dict) -> list[dict | BadInput]:
                 BadInput(NOT_AN_OBJECT, f"batch item {index} is a JSON {_json_kind(item)}")
             )
             continue
-        result.append(_with_shared(item, shared))
+        result.append(share(item))
     return result
 
 
@@ -1131,21 +1359,33 @@ def _shared(batch: dict) -> dict:
     }
 
 
-def _with_shared(item: dict, shared: dict) -> dict:
-    for key, value in shared.items():
-        own = item.get(key)
-        item[key] = _merge(value, own) if isinstance(own, dict) else value
-    return item
+def _sharer(shared: dict) -> Callable[[dict], dict]:
+    """A function that merges ``shared`` into a message, for each of a batch's messages: what
+    ``shared`` holds is looked at once, not per message."""
+    plan = [(key, value, _merger(value)) for key, value in shared.items()]
+
+    def share(item: dict) -> dict:
+        for key, value, merge in plan:
+            own = item.get(key)
+            item[key] = merge(own) if type(own) is dict else value
+        return item
+
+    return share
 
 
-def _merge(base: dict, own: dict) -> dict:
-    """``own`` over ``base``, recursively: the message's own values win."""
-    merged = {**base, **own}
-    for key, value in base.items():  # the batch's, usually fewer than the message's own
-        mine = own.get(key)
-        if isinstance(mine, dict) and isinstance(value, dict):
-            merged[key] = _merge(value, mine)
-    return merged
+def _merger(base: dict) -> Callable[[dict], dict]:
+    """A function giving ``own`` over ``base``, recursively: the message's own values win."""
+    nested = [(key, _merger(value)) for key, value in base.items() if type(value) is dict]
+
+    def merge(own: dict) -> dict:
+        merged = {**base, **own}
+        for key, merge_into in nested:  # the batch's, usually fewer than the message's own
+            mine = own.get(key)
+            if type(mine) is dict:
+                merged[key] = merge_into(mine)
+        return merged
+
+    return merge
 
 
 def _json_kind(value) -> str:

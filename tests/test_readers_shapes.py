@@ -116,8 +116,8 @@ def test_a_bad_item_costs_that_item_and_a_broken_array_hands_over_to_lines():
     items_[50] = b'{"type": tru}'
     data = b"[\n" + b",\n".join(items_) + b"\n" + body("z") + b"\n"
     items, _ = read_bytes(data, max_line_bytes=1000)
-    # the bad item, then the array without its ']': read on as lines from its last item
-    assert bad(items) == [(52, "invalid_json"), (101, "invalid_json")]
+    # the bad item, then the array without its ']': read on as lines where it is missing
+    assert bad(items) == [(52, "invalid_json"), (102, "invalid_json")]
     assert events(items) == [(i + 2, str(i)) for i in range(100) if i != 50] + [(102, "z")]
 
 

@@ -10,7 +10,7 @@ import textwrap
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, records, track
+from helpers import EXAMPLE_CONFIG, records, track
 
 from retently_cli.cli import cli
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
@@ -199,6 +199,7 @@ def send_measured(path, limit):
     return rows, peak
 
 
+@pytest.mark.slow
 def test_a_large_batch_document_is_read_in_flat_memory_like_the_same_events_as_ndjson(tmp_path):
     shared_after = {"context": {"library": {"name": "analytics-node"}, "ip": "10.0.0.1"}}
     items = [
@@ -251,3 +252,151 @@ def test_a_bad_key_in_a_long_document_is_one_record_and_reading_goes_on(key):
     items, _ = read(data, LOW)
     assert bad(items)[0] == (1, "invalid_json")
     assert ids(items)[-1] == (2, "after")
+
+
+# (e) items are parsed many at a time; what such a run cannot take is read item by item
+
+
+def braced_events(count):
+    """Events whose strings hold what looks like the end of one item and the start of another."""
+    notes = ["},{", '},{"a": 1}', "} , {", "}]", '"},{"']
+    out = events(count)
+    for i in range(0, count, 7):
+        out[i]["properties"]["note"] = notes[i % len(notes)]
+    return out
+
+
+@pytest.mark.parametrize("limit", [LOW, 256 * 1024])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda: orjson.dumps(braced_events(8000)),
+        lambda: orjson.dumps(braced_events(8000), option=PRETTY),
+        lambda: batch_doc(braced_events(8000)),
+        lambda: batch_doc(braced_events(8000), PRETTY),
+    ],
+)
+def test_items_with_braces_in_their_strings_are_read_as_whole_reads_do(shape, limit):
+    data = shape() + b"\n" + orjson.dumps(track(message_id="after")) + b"\n"
+    assert len(data) > max(MiB, limit)  # many runs, over more than one of the reader's chunks
+    items = assert_streamed_like_whole(data, limit)
+    assert len(items) == 8001
+
+
+def test_items_that_are_not_objects_among_many_cost_one_record_each_where_they_are():
+    values = [*events(900)]
+    for index, odd in ((0, 7), (300, "},{"), (301, None), (650, []), (899, "x")):
+        values[index] = odd
+    data = orjson.dumps(values) + b"\n"
+    streamed, _ = read(data, LOW)
+    assert streamed == read(data)[0]  # read whole, a line holding an array says the same
+    assert [item.message for _, item in streamed if isinstance(item, BadInput)] == [
+        f"array item {index} is a JSON {kind}"
+        for index, kind in ((0, "number"), (300, "string"), (301, "null"), (650, "array"),
+                            (899, "string"))
+    ]  # fmt: skip
+    pretty = orjson.dumps(values, option=PRETTY)
+    streamed, stats = read(pretty, LOW)
+    rows = pretty.split(b"\n")
+    tops = [n + 1 for n, row in enumerate(rows) if row[:2] == b"  " and row[2:3] != b" "]
+    lines = [n for n in tops if rows[n - 1][2:3] not in (b"}", b"]")]  # not a closing bracket
+    assert [line for line, _ in streamed] == lines
+    assert stats.lines == pretty.count(b"\n") + 1
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+def test_an_item_over_the_limit_among_many_costs_one_record_at_its_line(option):
+    values = events(600)
+    values[333]["properties"]["pad"] = "p" * 5000
+    data = orjson.dumps(values, option=option) + b"\n"
+    whole, _ = read(data)
+    streamed, stats = read(data, LOW)
+    assert streamed[333] == (whole[333][0], streamed[333][1])
+    assert bad(streamed) == [(whole[333][0], "line_too_long")]
+    assert streamed[:333] + streamed[334:] == whole[:333] + whole[334:]
+    assert stats.lines == data.count(b"\n")
+
+
+@pytest.mark.parametrize("joint", [b",", b", \n  "])
+def test_an_object_item_before_a_long_string_item_is_read(joint):
+    small = [orjson.dumps(track(message_id=str(i))) for i in range(3)]
+    data = b"[" + joint.join([small[0], orjson.dumps("s" * 5000), small[1], b'"x"', small[2]])
+    items, _ = read(data + b"]\n", LOW)
+    step = 1 if b"\n" in joint else 0
+    what = ["0", "line_too_long", "1", "not_an_object", "2"]
+    got = [
+        (n, item.reason if isinstance(item, BadInput) else item["messageId"]) for n, item in items
+    ]
+    assert got == [(1 + index * step, text) for index, text in enumerate(what)]
+
+
+# (f) in a plain file, the keys after a batch's array are read ahead, and its items go out as
+# they are read, not spooled
+
+
+def read_file(tmp_path, data: bytes, limit: int = LOW, name: str = "body.json"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    stats = ReadStats()
+    source = Source(str(path), lambda: open(path, "rb"), path.stat().st_size, limit)
+    return list(read_source(source, stats)), stats
+
+
+def tricky_strings(count, quote: bool):
+    """Events whose strings hold brackets, nothing at all, and (escaped) quotes if ``quote``,
+    which a look ahead that counts brackets must not be misled by."""
+    notes = ["}]", "]},", "", "[[[", "}}}]]]", "},{", "}]}, {"]
+    out = events(count)
+    for i in range(0, count, 5):
+        out[i]["properties"]["odd"] = notes[i % len(notes)] + ('"' if quote else "")
+        out[i]["properties"]["empty"] = ["", "", {"": ""}]
+    return out
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+@pytest.mark.parametrize("shared_at", ["before", "after", "split"])
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_batch_in_a_file_gives_what_a_whole_read_gives(tmp_path, option, shared_at, escaped):
+    data = batch_doc(tricky_strings(8000, escaped), option, shared_at) + b"\n"
+    assert len(data) > MiB and (b"\\" in data) == escaped  # a backslash: no look ahead
+    whole, whole_stats = read(data)
+    streamed, stats = read_file(tmp_path, data)
+    assert not bad(whole) and len(whole) == 8000
+    assert streamed == whole and stats.lines == whole_stats.lines
+
+
+@pytest.mark.parametrize("option", [0, PRETTY])
+def test_batches_one_after_another_in_a_file_each_get_their_own_keys(tmp_path, option):
+    first = orjson.dumps({"batch": events(3000), "context": {"ip": "1"}}, option=option)
+    second = orjson.dumps({"batch": events(3000, 3000), "context": {"ip": "2"}}, option=option)
+    empty = orjson.dumps({"batch": [], "context": {"ip": "3"}})
+    data = first + second + b"\n" + empty + b"\n" + first + b"\n"
+    whole, _ = read(data)
+    streamed, _ = read_file(tmp_path, data)
+    assert streamed == whole
+    assert [item["context"]["ip"] for _, item in streamed if isinstance(item, dict)] == (
+        ["1"] * 3000 + ["2"] * 3000 + ["1"] * 3000
+    )
+    assert bad(streamed) == [(data.count(b"\n", 0, data.index(empty)) + 1, "empty_batch")]
+
+
+def test_a_truncated_batch_in_a_file_gives_what_it_holds_and_one_record(tmp_path):
+    data = batch_doc(events(8000))
+    for cut in (len(data) - 3000, len(data) - 30, len(data) - 1):
+        streamed, _ = read_file(tmp_path, data[:cut])
+        assert streamed == read(data[:cut], LOW)[0]  # as from stdin: no keys after the array
+        assert 7900 < len(ids(streamed)) <= 8000
+        assert bad(streamed)[-1][1] == "invalid_json"
+
+
+def test_the_items_of_a_batch_in_a_file_come_out_as_it_is_read(tmp_path):
+    data = batch_doc(events(40_000))  # about 6 MiB
+    path = tmp_path / "body.json"
+    path.write_bytes(data)
+    stats = ReadStats()
+    size = 1  # said small, so that it is read in this thread: bytes_read is then what was used
+    records = read_source(Source(str(path), lambda: open(path, "rb"), size, LOW), stats)
+    line, first = next(records)
+    assert first["messageId"] == "0" and first["context"]["ip"] == "10.0.0.1"
+    assert stats.bytes_read < len(data) / 2
+    records.close()
