@@ -265,7 +265,7 @@ def main(argv=None) -> int:
         f"{args.repeat} paired runs per row, medians; shared machines slow both sides alike"
     )
     print(
-        f"{'run':<31}{'PYTHONUNBUFFERED':>17}{'base s':>8}{'cand s':>8}{'ratio':>7}"
+        f"{'run':<42}{'PYTHONUNBUFFERED':>17}{'base s':>8}{'cand s':>8}{'ratio':>7}"
         f"{'CPU ratio':>10}{'RSS MiB':>8}"
     )
     warm_cache(files)
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
                 good = ratio <= goal and rss / 2**20 < RSS_GOAL_MB
                 mark = "" if name == "jq" else f"  {'ok' if good else 'over'} (goal {goal}x)"
                 print(
-                    f"{label + suffix:<31}{flag:>17}{b:>8.2f}{c:>8.2f}{ratio:>6.2f}x"
+                    f"{label + suffix:<42}{flag:>17}{b:>8.2f}{c:>8.2f}{ratio:>6.2f}x"
                     f"{cpu_ratio:>9.2f}x{rss / 2**20:>8.0f}{mark}",
                     flush=True,
                 )
