@@ -20,6 +20,7 @@ Examples:
     python benchmarks/bench_dryrun.py --quick         # 20,000 events, 1 run: a smoke test
     python benchmarks/bench_dryrun.py --events 200000 --rows ndjson,stdin
     python benchmarks/bench_dryrun.py --big 5000000 --rows big
+    python benchmarks/bench_dryrun.py --rows ndjson,table --against /tmp/main-checkout
 """
 
 from __future__ import annotations
@@ -184,6 +185,12 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--repo", default=h.REPO_ROOT, help="the code to run (PYTHONPATH; default: this tree)"
     )
+    ap.add_argument(
+        "--against",
+        default="",
+        help="another checkout measured in the same runs, each of its rows under this tree's "
+        "(before and after a change, under the same load)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.events, args.repeat = 20_000, 1
@@ -258,14 +265,17 @@ def main(argv=None) -> int:
         f"{args.repeat} paired runs per row, medians; shared machines slow both sides alike"
     )
     print(
-        f"{'run':<31}{'PYTHONUNBUFFERED':>17}{'base s':>8}{'cand s':>8}{'ratio':>7}"
+        f"{'run':<42}{'PYTHONUNBUFFERED':>17}{'base s':>8}{'cand s':>8}{'ratio':>7}"
         f"{'CPU ratio':>10}{'RSS MiB':>8}"
     )
     warm_cache(files)
     env_plain = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     repo = os.path.abspath(args.repo)
-    env_plain["PYTHONPATH"] = repo + os.pathsep + env_plain.get("PYTHONPATH", "")
+    outer_path = env_plain.get("PYTHONPATH", "")
     env_unbuf = dict(env_plain, PYTHONUNBUFFERED="1")
+    trees = [("", repo)]
+    if args.against:
+        trees.append((" (against)", os.path.abspath(args.against)))
     for name, label, base_cmd, cand_cmd in rows:
         if not want(name):
             continue
@@ -275,16 +285,19 @@ def main(argv=None) -> int:
             else [("set", env_unbuf)]
         )
         for flag, env in variants:
-            b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, env, repo)
-            cpu_ratio = c_cpu / b_cpu if b_cpu else float("inf")
-            ratio = c / b if b else float("inf")
-            goal = GOALS.get(name, RATIO_GOAL)
-            good = ratio <= goal and rss / 2**20 < RSS_GOAL_MB
-            mark = "" if name == "jq" else f"  {'ok' if good else 'over'} (goal {goal}x)"
-            print(
-                f"{label:<31}{flag:>17}{b:>8.2f}{c:>8.2f}{ratio:>6.2f}x{cpu_ratio:>9.2f}x"
-                f"{rss / 2**20:>8.0f}{mark}"
-            )
+            for suffix, tree in trees if name != "jq" else trees[:1]:
+                tree_env = dict(env, PYTHONPATH=tree + os.pathsep + outer_path)
+                b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, tree_env, tree)
+                cpu_ratio = c_cpu / b_cpu if b_cpu else float("inf")
+                ratio = c / b if b else float("inf")
+                goal = GOALS.get(name, RATIO_GOAL)
+                good = ratio <= goal and rss / 2**20 < RSS_GOAL_MB
+                mark = "" if name == "jq" else f"  {'ok' if good else 'over'} (goal {goal}x)"
+                print(
+                    f"{label + suffix:<42}{flag:>17}{b:>8.2f}{c:>8.2f}{ratio:>6.2f}x"
+                    f"{cpu_ratio:>9.2f}x{rss / 2**20:>8.0f}{mark}",
+                    flush=True,
+                )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

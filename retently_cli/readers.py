@@ -25,7 +25,6 @@ import stat
 import struct
 import tempfile
 import threading
-import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from itertools import accumulate, repeat
 from typing import final
 
 import orjson
+from isal import isal_zlib
 
 from retently_cli.vocabulary import Reason
 
@@ -264,7 +264,7 @@ def _chunks(stream, stats: ReadStats) -> Iterator[bytes]:
 def _prefetched(chunks: Iterator[bytes], before_wait: Callable[[], None]) -> Iterator[bytes]:
     """The chunks, read and decompressed in a thread so that this work overlaps parsing.
 
-    zlib and file reads release the GIL, so on two cores the reading is nearly free. At most
+    Inflating and file reads release the GIL, so on two cores the reading is nearly free. At most
     ``_PREFETCH`` chunks wait in the queue, which bounds memory. ``before_wait`` runs whenever the
     consumer would otherwise block for the next chunk, and again while the wait lasts.
     """
@@ -325,7 +325,8 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
             yield first
         yield from chunks
         return
-    inflater = zlib.decompressobj(wbits=31)
+    # ISA-L inflates about twice as fast as zlib, and also releases the GIL while it works.
+    inflater = isal_zlib.decompressobj(wbits=31)
     in_member = False
     pending = first
     while True:
@@ -333,13 +334,13 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
             in_member = True
             try:
                 data = inflater.decompress(pending, CHUNK)
-            except zlib.error as exc:
+            except isal_zlib.error as exc:
                 raise _ReadFailure(CORRUPT_GZIP, f"corrupt gzip data: {exc}") from None
             if data:
                 yield data
             if inflater.eof:
                 pending = inflater.unused_data
-                inflater, in_member = zlib.decompressobj(wbits=31), False
+                inflater, in_member = isal_zlib.decompressobj(wbits=31), False
                 if pending and not GZIP_MAGIC.startswith(pending[:2]):
                     raise _ReadFailure(CORRUPT_GZIP, "data after the end of the gzip stream")
             else:

@@ -57,6 +57,67 @@ MIXED = [
     orjson.dumps({"batch": [], "context": {}}),
     b'{\n  "type": "track",\n  "event": "Product Viewed",\n  "messageId": "pp1"\n}',
     orjson.dumps(track("Product Viewed", "z" * 5000)),
+    *(  # what a partial decode (skipping the members it does not read) might accept
+        b'{"type":"track","event":"Product Viewed","messageId":"s%d","x":%s}' % (n, value)
+        for n, value in enumerate(
+            [
+                b"1e400",
+                b"-1E+400",
+                b"1.5e0309",
+                b"[1e999]",
+                b'{"y":2e308}',
+                b"1" + b"0" * 400,
+                b"-" + b"9" * 320 + b".5",
+                b"1" + b"0" * 250 + b"e60",
+                b"1e-400",
+                b"1e308",
+                b"NaN",
+                b"Infinity",
+                b"-Infinity",
+                b'"\\ud800"',
+                b'"\\udc00"',
+                b'"\\ud800\\u0041"',
+                b'"\\ud83d\\ude00"',
+                b'"a\\u0000b"',
+                b'"a\x00b"',
+                b'"\xed\xa0\x80"',
+                b'"\xc0\xaf"',
+                b'"\xf4\x90\x80\x80"',
+                b'"\x80"',
+                b'"Zo\xc3\xab"',
+                b"[" * 1100 + b"]" * 1100,
+                b"[" * 1000 + b"]" * 1000,
+                b'{"a":' * 600 + b"1" + b"}" * 600,
+                b"01",
+                b"1.",
+                b"[1,]",
+                b"tru",
+                b"1} x",
+                b"1}{}",
+                b'1,"x\xff":2',
+                b'1,"batch":[]',
+                b'1,"b\\u0061tch":[{"type":"x"}]',
+                b'1,"type":"identify"',
+                b'1,"event":"Order Completed"',
+                b'1,"messageId":7',
+                b'1,"messageId":null',
+                b'1,"type":null',
+                b'1,"event":null',
+                b'1,"type":"tr\\u0061ck"',
+                b'1,"event":"Order Complete\\u0064"',
+                b'1,"messageId":"\\u0000"',
+            ]
+        )
+    ),  # fmt: skip
+    b'{"type":"identify","event":"x\xff","messageId":"s90"}',
+    b'{"type":"page","event":"Product Viewed","messageId":"s91"}  ',
+    b'\xef\xbb\xbf{"type":"page","messageId":"s92"}',
+    b'{"type":"page","messageId":"s93"} {"type":"page","messageId":"s94"}',
+    b'{"type":"track","event":"Product Viewed","messageId":"s95"}\t\x0c',
+    b'{"type":"track","messageId":"s96","event":"Product Viewed","event":"Order Completed"}',
+    b'{"type":"track","messageId":"s97","event":"Order Completed","event":"Product Viewed"}',
+    b'{"type":"track","messageId":"s98","type":"page"}',
+    b'{"type":"track","event":"Product Viewed","messageId":"s99","hex":"ab5e019","n":5e-019}',
 ]
 
 
@@ -77,7 +138,7 @@ def test_the_fast_path_gives_the_plain_paths_records_byte_for_byte(monkeypatch, 
     assert fast.stderr_bytes == plain.stderr_bytes
     if "ndjson" in args:
         records = [orjson.loads(line) for line in fast.stdout_bytes.splitlines()]
-        assert len(records) >= len(MIXED) - 3
+        assert len(records) >= 50
         assert any(r["reason"] == "no_campaign" and r["detail"] for r in records)
 
 
