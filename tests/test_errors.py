@@ -3,7 +3,7 @@ and the exit code are the ones the README promises."""
 
 import orjson
 from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, NPS, ndjson, track
+from helpers import EXAMPLE_CONFIG, NPS, ndjson, track
 
 from retently_cli.cli import cli
 from retently_cli.errors import ApiFailure, AuthError, ConfigError, UsageFailure

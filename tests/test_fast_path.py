@@ -3,7 +3,7 @@
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, track
+from helpers import EXAMPLE_CONFIG, track
 
 from retently_cli.cli import cli
 from retently_cli.run import SendJob

@@ -6,7 +6,7 @@ import random
 
 import orjson
 from click.testing import CliRunner
-from conftest import EXAMPLE_CONFIG, ndjson, track
+from helpers import EXAMPLE_CONFIG, ndjson, track
 
 from retently_cli.cli import cli
 
