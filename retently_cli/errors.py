@@ -25,7 +25,7 @@ class RetentlyError(click.ClickException):
             self.exit_code = exit_code
 
     def show(self, file: IO[Any] | None = None) -> None:
-        from retently_cli.cli_common import show_problems  # it builds the console
+        from retently_cli.cli.options import show_problems  # it builds the console
 
         show_problems(self.lines)
 

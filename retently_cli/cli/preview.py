@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from retently_cli.account import account_answer, campaigns_from
-from retently_cli.cli_common import (
+from retently_cli.cli.options import (
     CONTEXT,
     INPUT_PATH,
     RetentlyCommand,

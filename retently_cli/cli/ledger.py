@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from retently_cli.cli_common import (
+from retently_cli.cli.options import (
     CONTEXT,
     base_url_in_use,
     config_option,
