@@ -21,6 +21,7 @@ from retently_cli.cli.options import (
     CONTEXT,
     base_url_in_use,
     config_option,
+    ledger_option,
     load_or_exit,
     stderr_console,
 )
@@ -43,19 +44,6 @@ from retently_cli.visible import visible
 
 IN_FLIGHT = "in_flight"  # pending rows of a run that is sending right now
 LARGE_INPUT_BYTES = 1_000_000  # files this large, or any folder or URL, make a large input
-
-
-def ledger_option(f):
-    """``--ledger PATH``, else ``$RETENTLY_LEDGER``: for ``send`` and ``ledger``."""
-    return click.option(
-        "--ledger",
-        "ledger_path",
-        metavar="PATH",
-        envvar=LEDGER_ENV,
-        show_envvar=True,
-        help="The delivery ledger (SQLite) that makes re-runs safe [default: one per API "
-        "address in the user's data directory; every live send names it].",
-    )(f)
 
 
 def tell_where(console: Console, path: Path, new: bool, sources, name_it: bool = True) -> None:

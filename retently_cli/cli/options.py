@@ -26,6 +26,7 @@ from retently_cli.config import (
     load_config,
 )
 from retently_cli.errors import AuthError, ConfigError, UsageFailure
+from retently_cli.ledger import LEDGER_ENV
 from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
 from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, ReadStats
 from retently_cli.remote import RemoteError, is_url, local_path
@@ -345,6 +346,19 @@ def api_key_file_option(f):
         metavar="PATH",
         help="Read the API key from this file (- for stdin, when the events come from files). "
         f"Default: api_key in the config, else ${KEY_ENV}.",
+    )(f)
+
+
+def ledger_option(f):
+    """``--ledger PATH``, else ``$RETENTLY_LEDGER``: for ``send`` and ``ledger``."""
+    return click.option(
+        "--ledger",
+        "ledger_path",
+        metavar="PATH",
+        envvar=LEDGER_ENV,
+        show_envvar=True,
+        help="The delivery ledger (SQLite) that makes re-runs safe [default: one per API "
+        "address in the user's data directory; every live send names it].",
     )(f)
 
 

@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from retently_cli.cli.ledger import ledger_option, tell_where
+from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
     CONTEXT,
     EXIT_CODES,
@@ -32,6 +32,7 @@ from retently_cli.cli.options import (
     api_key_file_option,
     base_url_in_use,
     config_option,
+    ledger_option,
     load_or_exit,
     max_lateness_option,
     max_line_bytes_option,
