@@ -16,13 +16,11 @@ from retently_cli.vocabulary import ExitCode
 class RetentlyError(click.ClickException):
     """One line per problem, each shown as ``retently: ...`` on stderr (red on a terminal)."""
 
-    exit_code: int = ExitCode.USAGE
+    exit_code = ExitCode.USAGE  # a class variable in click >= 8.5: one per class, never set
 
-    def __init__(self, lines: list[str] | str, exit_code: int | None = None):
+    def __init__(self, lines: list[str] | str):
         self.lines = [lines] if isinstance(lines, str) else list(lines)
         super().__init__("\n".join(self.lines))
-        if exit_code is not None:
-            self.exit_code = exit_code
 
     def show(self, file: IO[Any] | None = None) -> None:
         from retently_cli.cli.options import show_problems  # it builds the console
