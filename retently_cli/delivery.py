@@ -78,6 +78,17 @@ class Outcome:
     def uncertain(self) -> bool:
         return self.reason in (CONNECTION_LOST, IN_FLIGHT, INTERNAL_ERROR)
 
+    @classmethod
+    def not_sent(cls, survey: Survey, attempts: int = 0) -> Outcome:
+        """A survey the run stopped before sending: a re-run sends it."""
+        return cls(survey, False, None, attempts, NOT_SENT, "the run stopped first")
+
+    @classmethod
+    def in_flight(cls, survey: Survey) -> Outcome:
+        """A survey whose request was still unanswered when the run stopped waiting."""
+        detail = "still unanswered when the run stopped: it may have been delivered"
+        return cls(survey, False, None, 0, IN_FLIGHT, detail)
+
 
 @dataclass
 class Batch:
@@ -382,7 +393,7 @@ class Sender:
         while True:
             asked = self.limiter.clock()
             if not self.limiter.acquire(self.stop):
-                return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
+                return [Outcome.not_sent(s, attempts) for s in batch.surveys]
             if began is not None and not began:
                 try:
                     self.ledger.begin(
@@ -577,8 +588,8 @@ class Dispatcher:
                 except queue.Full:
                     continue
         except BaseException:  # Ctrl-C while waiting for room: the batch still gets outcomes
-            for outcome in _all(batch, False, None, 0, NOT_SENT, "the run stopped first"):
-                self._done.put(outcome)
+            for survey in batch.surveys:
+                self._done.put(Outcome.not_sent(survey))
             raise
 
     def outcomes(self) -> list[Outcome]:
@@ -628,12 +639,11 @@ class Dispatcher:
             except queue.Empty:
                 break
             if batch is not None:
-                left += _all(batch, False, None, 0, NOT_SENT, "the run stopped first")
+                left += [Outcome.not_sent(s) for s in batch.surveys]
         with self._lock:
             active = list(self._active.values())
         for batch in active:
-            detail = "still unanswered when the run stopped: it may have been delivered"
-            left += _all(batch, False, None, 0, IN_FLIGHT, detail)
+            left += [Outcome.in_flight(s) for s in batch.surveys]
         return left
 
     def _work(self) -> None:

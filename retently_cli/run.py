@@ -183,7 +183,7 @@ class SendJob:
         self.dispatcher.sender.stop.set()
         for batch in self.batcher.seal_all():
             for survey in batch.surveys:
-                self._record(Outcome(survey, False, None, 0, NOT_SENT, "the run stopped first"))
+                self._record(Outcome.not_sent(survey))
         deadline = time.monotonic() + grace
         while self.dispatcher.in_flight and time.monotonic() < deadline:
             outcome = self.dispatcher.wait_for_outcome(0.1)
@@ -195,8 +195,7 @@ class SendJob:
         # A batch a worker had just taken, not yet marked as its own, is in neither list.
         stragglers = list(self._unreported.values())
         for survey in stragglers:
-            detail = "still unanswered when the run stopped: it may have been delivered"
-            self._record(Outcome(survey, False, None, 0, IN_FLIGHT, detail))
+            self._record(Outcome.in_flight(survey))
         return not stragglers and not any(outcome.reason == IN_FLIGHT for outcome in left)
 
     def _own_records_in(self, source: str) -> None:
@@ -217,9 +216,7 @@ class SendJob:
             except BaseException:  # interrupted: the batches after this one never left
                 for rest in batches[index + 1 :]:
                     for survey in rest.surveys:
-                        self._record(
-                            Outcome(survey, False, None, 0, NOT_SENT, "the run stopped first")
-                        )
+                        self._record(Outcome.not_sent(survey))
                 raise
         self._collect()
 
