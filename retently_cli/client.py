@@ -46,6 +46,14 @@ class Answer:
     retry_after: str | None = None
     latency: float = 0.0
 
+    def describe(self, message: bool = True) -> str:
+        """The answer in words, the same in reports, errors and the trace: the status with
+        the API's message (unless ``message`` is false), or what went wrong on the way."""
+        if self.status is None:
+            return self.problem or str(self.error)
+        said = self.body.get("message") if message and isinstance(self.body, dict) else None
+        return f"HTTP {self.status}" + (f": {said}" if said else "")
+
 
 class RetentlyClient:
     def __init__(self, base_url: str, api_key: str, timeout: float = 30.0, transport=None):

@@ -418,7 +418,7 @@ class Sender:
             if answer.status in (401, 403) or envelope_code(answer) in (401, 403):
                 self.unauthorized = True
                 self.stop.set()
-                return _all(batch, False, answer.status, attempts, UNAUTHORIZED, _message(answer))
+                return _all(batch, False, answer.status, attempts, UNAUTHORIZED, answer.describe())
             if is_retryable(answer):
                 if answer.status == 429 and answer.retry_after is not None:
                     paced += 1
@@ -427,7 +427,9 @@ class Sender:
                 if failed >= self.policy.max_attempts or paced >= self.policy.max_paced:
                     detail = _gave_up(answer, attempts, paced)
                     if answer.status != 429:
-                        self._api_failed(f"{attempts} attempts each: {_describe(answer)}")
+                        self._api_failed(
+                            f"{attempts} attempts each: {answer.describe(message=False)}"
+                        )
                     return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
                 wait = self.policy.backoff(max(1, failed), answer.retry_after)
                 if answer.status == 429:
@@ -436,14 +438,14 @@ class Sender:
                 self._sleep(wait)
                 continue
             if answer.status is None:
-                what = f"{_describe(answer)} after the request was sent"
+                what = f"{answer.describe()} after the request was sent"
                 self._api_failed(what)
                 detail = f"{what}: it may have been delivered"
                 return _all(batch, False, None, attempts, CONNECTION_LOST, detail)
             self._api_answered()
             if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
                 return self._bisect(batch)
-            return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
+            return _all(batch, False, answer.status, attempts, REJECTED, answer.describe())
 
     def _api_answered(self) -> None:
         with self._failing_lock:
@@ -479,7 +481,7 @@ class Sender:
     def _trace(self, body: dict, answer: Answer, subscribers: int) -> None:
         if self._log is None:
             return
-        status = answer.status if answer.status is not None else _describe(answer)
+        status = answer.status if answer.status is not None else answer.describe()
         line = (
             f"POST {SURVEY_PATH} {status} {answer.latency * 1000:.0f} ms "
             f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
@@ -541,23 +543,11 @@ def envelope_error(answer: Answer) -> str | None:
     return f"HTTP {answer.status} with code {code}" + (f": {message}" if message else "")
 
 
-def _message(answer: Answer) -> str:
-    if isinstance(answer.body, dict) and answer.body.get("message"):
-        return f"HTTP {answer.status}: {answer.body['message']}"
-    return f"HTTP {answer.status}"
-
-
 def _gave_up(answer: Answer, attempts: int, paced: int) -> str:
     tried = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     if not paced:
-        return f"{tried}: {_describe(answer)}"
-    return f"{tried} ({paced} of them HTTP 429), the last: {_describe(answer)}"
-
-
-def _describe(answer: Answer) -> str:
-    if answer.status is not None:
-        return f"HTTP {answer.status}"
-    return answer.problem or str(answer.error)
+        return f"{tried}: {answer.describe(message=False)}"
+    return f"{tried} ({paced} of them HTTP 429), the last: {answer.describe(message=False)}"
 
 
 class Dispatcher:
