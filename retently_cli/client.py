@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from retently_cli import __version__
-from retently_cli.config import check_base_url
+from retently_cli.config import DELIVERY_DEFAULTS, check_base_url
 
 if TYPE_CHECKING:
     from retently_cli.matching import Decision
@@ -56,7 +56,13 @@ class Answer:
 
 
 class RetentlyClient:
-    def __init__(self, base_url: str, api_key: str, timeout: float = 30.0, transport=None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = DELIVERY_DEFAULTS.timeout,
+        transport=None,
+    ):
         self.base_url = check_base_url(base_url)
         self._http = httpx.Client(
             base_url=self.base_url,

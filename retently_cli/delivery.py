@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from retently_cli.client import SURVEY_PATH, Answer, RetentlyClient, survey_body
+from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.ledger import Ledger, LedgerLost
 from retently_cli.matching import Decision
 from retently_cli.vocabulary import Reason
@@ -248,7 +249,7 @@ class RetryPolicy:
     """``max_attempts`` bounds the attempts that failed; a 429 with Retry-After is the server
     pacing the client, not a failure, so it counts only against ``max_paced``."""
 
-    max_attempts: int = 6
+    max_attempts: int = DELIVERY_DEFAULTS.max_attempts
     base: float = 0.5
     cap: float = 30.0
     max_retry_after: float = 120.0

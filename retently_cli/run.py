@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
@@ -62,7 +63,7 @@ class SendJob:
         matcher: Matcher,
         report: Report,
         dispatcher: Dispatcher | None = None,
-        batch_size: int = 100,
+        batch_size: int = DELIVERY_DEFAULTS.batch_size,
         planner: Planner | None = None,
         dead_letters: DeadLetters | None = None,
         on_progress: Callable[[], None] | None = None,
