@@ -4,6 +4,7 @@ import inspect
 import re
 from pathlib import Path
 
+import click
 import yaml
 from click.testing import CliRunner
 from helpers import NPS
@@ -33,6 +34,23 @@ def _table(section: str) -> dict[str, str]:
         if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set("- "):
             rows[cells[0]] = cells[1]
     rows.pop("code", None), rows.pop("field", None)
+    return rows
+
+
+def _column(section: str, header: str) -> dict[str, str]:
+    """The table whose header has ``header``: each row's first cell to its cell there."""
+    rows: dict[str, str] = {}
+    at = None
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            if rows:
+                break
+            at = None
+        elif at is None:
+            at = cells.index(header) if header in cells else None
+        elif not set(cells[0]) <= set("- "):
+            rows[cells[0]] = cells[at]
     return rows
 
 
@@ -81,3 +99,24 @@ def test_what_delivers_without_a_config_defaults_as_a_config_does():
     assert RetryPolicy().max_attempts == DELIVERY_DEFAULTS.max_attempts
     assert default(SendJob, "batch_size") == DELIVERY_DEFAULTS.batch_size
     assert default(RetentlyClient, "timeout") == DELIVERY_DEFAULTS.timeout
+
+
+def _commands(group: click.Group, prefix: str = ""):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def test_the_output_choices_in_the_readme_are_each_commands_choices():
+    documented = {
+        command.strip("`"): _words(choices)
+        for command, choices in _column(_section("## Commands"), "`-o`").items()
+    }
+    actual = {}
+    for name, command in _commands(cli):
+        output = next((p for p in command.params if p.name == "output"), None)
+        actual[name] = set(output.type.choices) if output is not None else set()
+    assert documented == actual
+    assert set().union(*actual.values()) == {"table", "json", "ndjson"}
