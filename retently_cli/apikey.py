@@ -28,7 +28,7 @@ def resolve_api_key(
         return _checked(env[KEY_ENV].strip(), f"${KEY_ENV}"), f"${KEY_ENV}"
     raise ConfigError(
         [
-            "no API key: set api_key in the config, or $RETENTLY_API_KEY, or pass "
+            f"no API key: set api_key in the config, or ${KEY_ENV}, or pass "
             "--api-key-file PATH (a dry-run, -n, needs none)"
         ]
     )

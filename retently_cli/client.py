@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from retently_cli import __version__
-from retently_cli.config import check_base_url
+from retently_cli.config import DELIVERY_DEFAULTS, check_base_url
 
 if TYPE_CHECKING:
     from retently_cli.matching import Decision
@@ -46,9 +46,23 @@ class Answer:
     retry_after: str | None = None
     latency: float = 0.0
 
+    def describe(self, message: bool = True) -> str:
+        """The answer in words, the same in reports, errors and the trace: the status with
+        the API's message (unless ``message`` is false), or what went wrong on the way."""
+        if self.status is None:
+            return self.problem or str(self.error)
+        said = self.body.get("message") if message and isinstance(self.body, dict) else None
+        return f"HTTP {self.status}" + (f": {said}" if said else "")
+
 
 class RetentlyClient:
-    def __init__(self, base_url: str, api_key: str, timeout: float = 30.0, transport=None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = DELIVERY_DEFAULTS.timeout,
+        transport=None,
+    ):
         self.base_url = check_base_url(base_url)
         self._http = httpx.Client(
             base_url=self.base_url,

@@ -29,13 +29,13 @@ CONFIG_ENV = EnvVar.CONFIG
 DEFAULT_BASE_URL = "https://app.retently.com"
 BASE_URL_ENV = EnvVar.BASE_URL
 
-# Delivery settings: key -> (default, smallest, largest, whole numbers only).
+# Delivery settings: key -> (smallest, largest, whole numbers only); defaults in Delivery.
 _DELIVERY_KEYS = {
-    "batch_size": (100, 1, 1000, True),
-    "rate_limit": (150, 1, 100_000, True),
-    "concurrency": (4, 1, 32, True),
-    "timeout": (30.0, 0.1, 600, False),
-    "max_attempts": (6, 1, 20, True),
+    "batch_size": (1, 1000, True),
+    "rate_limit": (1, 100_000, True),
+    "concurrency": (1, 32, True),
+    "timeout": (0.1, 600, False),
+    "max_attempts": (1, 20, True),
 }
 _TOP_KEYS = (
     "api_key", "campaigns", "email_paths", "properties", "identities", "base_url", *_DELIVERY_KEYS
@@ -100,6 +100,11 @@ class Delivery:
     concurrency: int = 4
     timeout: float = 30.0
     max_attempts: int = 6
+
+
+# The one place delivery defaults are written: what a config without them gets, and what the
+# retry policy, the client and the batcher take when they are made without a config.
+DELIVERY_DEFAULTS = Delivery()
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ class _Validator:
                     settings["base_url"] = check_base_url(url)
                 except ValueError as exc:
                     self.fail(node, "base_url", str(exc))
-        for key, (_, low, high, whole) in _DELIVERY_KEYS.items():
+        for key, (low, high, whole) in _DELIVERY_KEYS.items():
             if key in top:
                 value = self.number(top[key][1], key, low, high, whole)
                 if value is not None:

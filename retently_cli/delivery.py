@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from retently_cli.client import SURVEY_PATH, Answer, RetentlyClient, survey_body
+from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.ledger import Ledger, LedgerLost
 from retently_cli.matching import Decision
 from retently_cli.vocabulary import Reason
@@ -77,6 +78,17 @@ class Outcome:
     @property
     def uncertain(self) -> bool:
         return self.reason in (CONNECTION_LOST, IN_FLIGHT, INTERNAL_ERROR)
+
+    @classmethod
+    def not_sent(cls, survey: Survey, attempts: int = 0) -> Outcome:
+        """A survey the run stopped before sending: a re-run sends it."""
+        return cls(survey, False, None, attempts, NOT_SENT, "the run stopped first")
+
+    @classmethod
+    def in_flight(cls, survey: Survey) -> Outcome:
+        """A survey whose request was still unanswered when the run stopped waiting."""
+        detail = "still unanswered when the run stopped: it may have been delivered"
+        return cls(survey, False, None, 0, IN_FLIGHT, detail)
 
 
 @dataclass
@@ -237,7 +249,7 @@ class RetryPolicy:
     """``max_attempts`` bounds the attempts that failed; a 429 with Retry-After is the server
     pacing the client, not a failure, so it counts only against ``max_paced``."""
 
-    max_attempts: int = 6
+    max_attempts: int = DELIVERY_DEFAULTS.max_attempts
     base: float = 0.5
     cap: float = 30.0
     max_retry_after: float = 120.0
@@ -382,7 +394,7 @@ class Sender:
         while True:
             asked = self.limiter.clock()
             if not self.limiter.acquire(self.stop):
-                return _all(batch, False, None, attempts, NOT_SENT, "the run stopped first")
+                return [Outcome.not_sent(s, attempts) for s in batch.surveys]
             if began is not None and not began:
                 try:
                     self.ledger.begin(
@@ -407,7 +419,7 @@ class Sender:
             if answer.status in (401, 403) or envelope_code(answer) in (401, 403):
                 self.unauthorized = True
                 self.stop.set()
-                return _all(batch, False, answer.status, attempts, UNAUTHORIZED, _message(answer))
+                return _all(batch, False, answer.status, attempts, UNAUTHORIZED, answer.describe())
             if is_retryable(answer):
                 if answer.status == 429 and answer.retry_after is not None:
                     paced += 1
@@ -416,7 +428,9 @@ class Sender:
                 if failed >= self.policy.max_attempts or paced >= self.policy.max_paced:
                     detail = _gave_up(answer, attempts, paced)
                     if answer.status != 429:
-                        self._api_failed(f"{attempts} attempts each: {_describe(answer)}")
+                        self._api_failed(
+                            f"{attempts} attempts each: {answer.describe(message=False)}"
+                        )
                     return _all(batch, False, answer.status, attempts, GAVE_UP, detail)
                 wait = self.policy.backoff(max(1, failed), answer.retry_after)
                 if answer.status == 429:
@@ -425,14 +439,14 @@ class Sender:
                 self._sleep(wait)
                 continue
             if answer.status is None:
-                what = f"{_describe(answer)} after the request was sent"
+                what = f"{answer.describe()} after the request was sent"
                 self._api_failed(what)
                 detail = f"{what}: it may have been delivered"
                 return _all(batch, False, None, attempts, CONNECTION_LOST, detail)
             self._api_answered()
             if answer.status in _BISECT_STATUSES and len(batch.surveys) > 1:
                 return self._bisect(batch)
-            return _all(batch, False, answer.status, attempts, REJECTED, _message(answer))
+            return _all(batch, False, answer.status, attempts, REJECTED, answer.describe())
 
     def _api_answered(self) -> None:
         with self._failing_lock:
@@ -468,7 +482,7 @@ class Sender:
     def _trace(self, body: dict, answer: Answer, subscribers: int) -> None:
         if self._log is None:
             return
-        status = answer.status if answer.status is not None else _describe(answer)
+        status = answer.status if answer.status is not None else answer.describe()
         line = (
             f"POST {SURVEY_PATH} {status} {answer.latency * 1000:.0f} ms "
             f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
@@ -530,23 +544,11 @@ def envelope_error(answer: Answer) -> str | None:
     return f"HTTP {answer.status} with code {code}" + (f": {message}" if message else "")
 
 
-def _message(answer: Answer) -> str:
-    if isinstance(answer.body, dict) and answer.body.get("message"):
-        return f"HTTP {answer.status}: {answer.body['message']}"
-    return f"HTTP {answer.status}"
-
-
 def _gave_up(answer: Answer, attempts: int, paced: int) -> str:
     tried = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     if not paced:
-        return f"{tried}: {_describe(answer)}"
-    return f"{tried} ({paced} of them HTTP 429), the last: {_describe(answer)}"
-
-
-def _describe(answer: Answer) -> str:
-    if answer.status is not None:
-        return f"HTTP {answer.status}"
-    return answer.problem or str(answer.error)
+        return f"{tried}: {answer.describe(message=False)}"
+    return f"{tried} ({paced} of them HTTP 429), the last: {answer.describe(message=False)}"
 
 
 class Dispatcher:
@@ -577,8 +579,8 @@ class Dispatcher:
                 except queue.Full:
                     continue
         except BaseException:  # Ctrl-C while waiting for room: the batch still gets outcomes
-            for outcome in _all(batch, False, None, 0, NOT_SENT, "the run stopped first"):
-                self._done.put(outcome)
+            for survey in batch.surveys:
+                self._done.put(Outcome.not_sent(survey))
             raise
 
     def outcomes(self) -> list[Outcome]:
@@ -628,12 +630,11 @@ class Dispatcher:
             except queue.Empty:
                 break
             if batch is not None:
-                left += _all(batch, False, None, 0, NOT_SENT, "the run stopped first")
+                left += [Outcome.not_sent(s) for s in batch.surveys]
         with self._lock:
             active = list(self._active.values())
         for batch in active:
-            detail = "still unanswered when the run stopped: it may have been delivered"
-            left += _all(batch, False, None, 0, IN_FLIGHT, detail)
+            left += [Outcome.in_flight(s) for s in batch.surveys]
         return left
 
     def _work(self) -> None:

@@ -27,6 +27,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from retently_cli.vocabulary import EnvVar
+
 HOST = "127.0.0.1"
 BAD_KEY_MESSAGE = "Please check your API Key to make sure it's valid."
 PROPERTY_TYPES = frozenset({"string", "date", "integer", "boolean", "collection"})
@@ -500,7 +502,7 @@ def main(argv=None) -> int:
         description="Run a fake Retently API on 127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
-    parser.add_argument("--api-key", help="key clients must send (default: $RETENTLY_API_KEY)")
+    parser.add_argument("--api-key", help=f"key clients must send (default: ${EnvVar.API_KEY})")
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
     parser.add_argument(
         "--fault-rate",
@@ -519,9 +521,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     api_key, source = args.api_key, "--api-key"
     if not api_key:
-        api_key, source = os.environ.get("RETENTLY_API_KEY"), "RETENTLY_API_KEY"
+        api_key, source = os.environ.get(EnvVar.API_KEY), str(EnvVar.API_KEY)
     if not api_key:
-        parser.error("give --api-key or set RETENTLY_API_KEY")
+        parser.error(f"give --api-key or set {EnvVar.API_KEY}")
     choices = [c.strip() for c in args.fault_choices.split(",") if c.strip()]
     if unknown := [c for c in choices if c not in FAULTS]:
         parser.error(f"unknown fault(s): {', '.join(unknown)}")

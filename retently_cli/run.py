@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
@@ -62,7 +63,7 @@ class SendJob:
         matcher: Matcher,
         report: Report,
         dispatcher: Dispatcher | None = None,
-        batch_size: int = 100,
+        batch_size: int = DELIVERY_DEFAULTS.batch_size,
         planner: Planner | None = None,
         dead_letters: DeadLetters | None = None,
         on_progress: Callable[[], None] | None = None,
@@ -183,7 +184,7 @@ class SendJob:
         self.dispatcher.sender.stop.set()
         for batch in self.batcher.seal_all():
             for survey in batch.surveys:
-                self._record(Outcome(survey, False, None, 0, NOT_SENT, "the run stopped first"))
+                self._record(Outcome.not_sent(survey))
         deadline = time.monotonic() + grace
         while self.dispatcher.in_flight and time.monotonic() < deadline:
             outcome = self.dispatcher.wait_for_outcome(0.1)
@@ -195,8 +196,7 @@ class SendJob:
         # A batch a worker had just taken, not yet marked as its own, is in neither list.
         stragglers = list(self._unreported.values())
         for survey in stragglers:
-            detail = "still unanswered when the run stopped: it may have been delivered"
-            self._record(Outcome(survey, False, None, 0, IN_FLIGHT, detail))
+            self._record(Outcome.in_flight(survey))
         return not stragglers and not any(outcome.reason == IN_FLIGHT for outcome in left)
 
     def _own_records_in(self, source: str) -> None:
@@ -217,9 +217,7 @@ class SendJob:
             except BaseException:  # interrupted: the batches after this one never left
                 for rest in batches[index + 1 :]:
                     for survey in rest.surveys:
-                        self._record(
-                            Outcome(survey, False, None, 0, NOT_SENT, "the run stopped first")
-                        )
+                        self._record(Outcome.not_sent(survey))
                 raise
         self._collect()
 

@@ -15,6 +15,7 @@ from retently_cli.delivery import (
     Batch,
     Batcher,
     Dispatcher,
+    Outcome,
     RateLimiter,
     RetryPolicy,
     Sender,
@@ -293,6 +294,15 @@ def test_a_401_stops_everything_after_it():
     reasons = Counter(o.reason for o in outcomes)
     assert set(reasons) <= {"unauthorized", "not_sent"} and reasons["not_sent"] >= 480
     assert len(outcomes) == 500
+    assert {o.detail for o in outcomes if o.reason == "not_sent"} == {"the run stopped first"}
+
+
+def test_a_survey_the_run_never_sent_is_not_sent_because_the_run_stopped_first():
+    (item,) = surveys(1)
+    for attempts in (0, 2):
+        outcome = Outcome.not_sent(item, attempts)
+        assert (outcome.sent, outcome.status, outcome.attempts) == (False, None, attempts)
+        assert (outcome.reason, outcome.detail) == ("not_sent", "the run stopped first")
 
 
 # -- the rate limit --------------------------------------------------------------------------

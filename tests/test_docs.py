@@ -1,14 +1,23 @@
-"""The README's words are the code's words: outcomes, reasons and exit codes, both ways."""
+"""The README's words are the code's words: outcomes, reasons, exit codes and defaults."""
 
+import inspect
 import re
 from pathlib import Path
 
+import click
+import yaml
 from click.testing import CliRunner
+from helpers import NPS
 
 from retently_cli.cli import cli
+from retently_cli.client import RetentlyClient
+from retently_cli.config import DEFAULT_BASE_URL, DELIVERY_DEFAULTS, parse_config
+from retently_cli.delivery import RetryPolicy
+from retently_cli.run import SendJob
 from retently_cli.vocabulary import ExitCode, Outcome, Reason
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+README = README_PATH.read_text()
 
 
 def _section(title: str) -> str:
@@ -25,6 +34,23 @@ def _table(section: str) -> dict[str, str]:
         if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set("- "):
             rows[cells[0]] = cells[1]
     rows.pop("code", None), rows.pop("field", None)
+    return rows
+
+
+def _column(section: str, header: str) -> dict[str, str]:
+    """The table whose header has ``header``: each row's first cell to its cell there."""
+    rows: dict[str, str] = {}
+    at = None
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            if rows:
+                break
+            at = None
+        elif at is None:
+            at = cells.index(header) if header in cells else None
+        elif not set(cells[0]) <= set("- "):
+            rows[cells[0]] = cells[at]
     return rows
 
 
@@ -53,3 +79,44 @@ def test_the_exit_codes_in_the_readme_and_the_help_are_the_exit_codes():
     help_text = CliRunner().invoke(cli, ["--help"]).output
     listed = help_text[help_text.index("Exit codes:") :]
     assert {int(n) for n in re.findall(r"^\s+(\d+)\s", listed, re.M)} == codes
+
+
+def test_the_delivery_defaults_in_the_readme_and_the_example_are_the_defaults():
+    rows = _table(_section("## Config"))
+    example = yaml.safe_load((README_PATH.parent / "config.example.yaml").read_text())
+    for key in ("batch_size", "rate_limit", "concurrency", "timeout", "max_attempts"):
+        default = getattr(DELIVERY_DEFAULTS, key)
+        assert re.search(rf"default {default:g}\b", rows[f"`{key}`"]), key
+        assert example[key] == default, key
+    assert rows["`base_url`"].startswith(f"The API's address, default `{DEFAULT_BASE_URL}`")
+    assert parse_config(f'campaigns: {{"{NPS}": Signed Up}}').delivery == DELIVERY_DEFAULTS
+
+
+def test_what_delivers_without_a_config_defaults_as_a_config_does():
+    def default(callable_, name):
+        return inspect.signature(callable_).parameters[name].default
+
+    assert RetryPolicy().max_attempts == DELIVERY_DEFAULTS.max_attempts
+    assert default(SendJob, "batch_size") == DELIVERY_DEFAULTS.batch_size
+    assert default(RetentlyClient, "timeout") == DELIVERY_DEFAULTS.timeout
+
+
+def _commands(group: click.Group, prefix: str = ""):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def test_the_output_choices_in_the_readme_are_each_commands_choices():
+    documented = {
+        command.strip("`"): _words(choices)
+        for command, choices in _column(_section("## Commands"), "`-o`").items()
+    }
+    actual = {}
+    for name, command in _commands(cli):
+        output = next((p for p in command.params if p.name == "output"), None)
+        actual[name] = set(output.type.choices) if output is not None else set()
+    assert documented == actual
+    assert set().union(*actual.values()) == {"table", "json", "ndjson"}

@@ -4,6 +4,7 @@ server: strict with what can be seen, never reporting a failure as sent (issue 1
 import pytest
 from helpers import EXAMPLE_CONFIG, NPS, TEST_KEY, ndjson, records, run, track
 
+from retently_cli.client import Answer
 from retently_cli.fake_server import FakeRetently
 
 EVENTS = ndjson(*(track(message_id=f"m{i}", email=f"user{i}@example.com") for i in range(3)))
@@ -88,3 +89,18 @@ def test_a_2xx_whose_envelope_says_401_stops_the_run_like_a_refused_key(server, 
     assert server.survey_count() == 0 and len(server.requests) <= 4
     assert "Retently refused the API key" in result.stderr
     assert TEST_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("answer", "full", "brief"),
+    [
+        (Answer(503, {"message": "down"}), "HTTP 503: down", "HTTP 503"),
+        (Answer(422, {"message": ""}), "HTTP 422", "HTTP 422"),
+        (Answer(500, ["not", "a", "dict"]), "HTTP 500", "HTTP 500"),
+        (Answer(None, error="ReadTimeout", problem="x did not answer"), "x did not answer", None),
+        (Answer(None, error="ReadError"), "ReadError", None),
+    ],
+)
+def test_an_answer_is_described_in_the_same_words_everywhere(answer, full, brief):
+    assert answer.describe() == full
+    assert answer.describe(message=False) == (brief or full)

@@ -15,7 +15,6 @@ from retently_cli.cli.options import (
     CONTEXT,
     EXIT_CODES,
     RetentlyCommand,
-    answer_text,
     api_client,
     api_key_file_option,
     config_option,
@@ -103,13 +102,13 @@ def _check_online(console: Console, config: Config, api_key_file, verbose) -> in
         ping = account_answer(client.ping)
         exit_if_key_refused(ping)
         if ping.status != 200 or envelope_error(ping):
-            why = envelope_error(ping) or answer_text(ping)
+            why = envelope_error(ping) or ping.describe()
             raise ApiFailure([f"cannot reach Retently: {why}"])
         answer = account_answer(client.campaigns)
         exit_if_key_refused(answer)
         campaigns = campaigns_from(answer)
         if campaigns is None:
-            raise ApiFailure([f"cannot list campaigns: {answer_text(answer)}"])
+            raise ApiFailure([f"cannot list campaigns: {answer.describe()}"])
     code = 0
     for result in check_campaigns(config, campaigns):
         for problem in result.problems:
@@ -162,7 +161,7 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     exit_if_key_refused(answer)
     found = campaigns_from(answer)
     if found is None:
-        raise ApiFailure([f"cannot list campaigns: {answer_text(answer)}"])
+        raise ApiFailure([f"cannot list campaigns: {answer.describe()}"])
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return

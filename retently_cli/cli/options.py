@@ -484,10 +484,3 @@ def quiet_broken_pipe() -> NoReturn:
 def exit_if_key_refused(answer) -> None:
     if answer.status in (401, 403):
         raise AuthError(["Retently refused the API key (401/403). Check the key."])
-
-
-def answer_text(answer) -> str:
-    if answer.status is None:
-        return answer.problem or str(answer.error)
-    message = answer.body.get("message") if isinstance(answer.body, dict) else None
-    return f"HTTP {answer.status}" + (f": {message}" if message else "")
