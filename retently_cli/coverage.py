@@ -8,10 +8,14 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from retently_cli.config import Config
 from retently_cli.matching import INVALID_EMAIL, MISSING_EMAIL, Matcher, NearMisses, is_track
 from retently_cli.subscriber import PropertyTypes
+
+if TYPE_CHECKING:
+    from retently_cli.identities import Identity
 
 
 @dataclass
@@ -23,7 +27,7 @@ class Coverage:
     missing_email: Counter = field(default_factory=Counter)  # mapped name -> events
     invalid_email: Counter = field(default_factory=Counter)
     found_at: dict = field(default_factory=dict)  # mapped name -> Counter(path -> events)
-    identities: Callable[[dict], object] | None = None  # see Matcher
+    identities: Callable[[dict], Identity | None] | None = None  # see Matcher
     from_identify: Counter = field(default_factory=Counter)  # mapped name -> events
 
     def __post_init__(self):

@@ -62,7 +62,9 @@ class Survey:
 
     @property
     def email_key(self) -> str:
-        return self.decision.email.lower()
+        email = self.decision.email
+        assert email is not None  # a surveyable decision has its email
+        return email.lower()
 
 
 @dataclass(slots=True)
@@ -130,6 +132,7 @@ class Batcher:
     def add(self, survey: Survey) -> list[Batch]:
         """The batches this survey completes (usually none)."""
         campaign = survey.decision.campaign
+        assert campaign is not None  # a surveyable decision has its campaign
         key = (campaign.id, campaign.delay)
         filling = self._filling.get(key)
         if filling is None:
@@ -157,7 +160,7 @@ class Batcher:
 
     def _take(self, key: tuple, everything: bool) -> list[Batch]:
         taken = []
-        filling = self._filling[key]
+        filling: _Filling | None = self._filling[key]
         while filling is not None and (everything or len(filling.batch.surveys) >= self.size):
             taken.append(filling.batch)
             filling = filling.next
@@ -234,7 +237,7 @@ class RateLimiter:
 
     def succeeded(self) -> None:
         """A request went through: one more request a minute, up to the configured rate."""
-        if self._rate is None or self._rate >= self.ceiling:
+        if self._rate is None or self.ceiling is None or self._rate >= self.ceiling:
             return
         with self._lock:
             self._rate = min(float(self.ceiling), self._rate + 1)
@@ -369,6 +372,7 @@ class Sender:
     def _ledger_failed(self, problem: Exception) -> None:
         """Nothing more can be recorded, so nothing more is sent: a survey sent unrecorded
         could be sent again by the next run. ``ledger_error`` tells the run why it stopped."""
+        assert self.ledger is not None  # only a delivery that records fails at it
         self.ledger_error = self.ledger_error or problem
         self.stop.set()
         self._warn_once(
@@ -396,6 +400,7 @@ class Sender:
             if not self.limiter.acquire(self.stop):
                 return [Outcome.not_sent(s, attempts) for s in batch.surveys]
             if began is not None and not began:
+                assert self.ledger is not None  # ``began`` comes with one (deliver_recorded)
                 try:
                     self.ledger.begin(
                         (s.key, batch.campaign, s.decision.email, s.when, s.decision.event)
@@ -513,7 +518,8 @@ def _attribute(batch: Batch, answer: Answer, attempts: int) -> list[Outcome]:
     outcomes = []
     for survey in batch.surveys:
         result = results.get(survey.email_key)
-        status = result.get("status") if isinstance(result, dict) else None
+        result = result if isinstance(result, dict) else {}
+        status = result.get("status")
         if status == "failed":
             reason = result.get("reason") or "failed"
             outcomes.append(Outcome(survey, False, answer.status, attempts, REJECTED, str(reason)))
@@ -540,7 +546,7 @@ def envelope_error(answer: Answer) -> str | None:
     code = envelope_code(answer)
     if code is None or code < 400:
         return None
-    message = answer.body.get("message")
+    message = answer.body.get("message") if isinstance(answer.body, dict) else None
     return f"HTTP {answer.status} with code {code}" + (f": {message}" if message else "")
 
 

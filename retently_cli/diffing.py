@@ -78,30 +78,38 @@ class Differ:
                 continue
             kind = ADDED if before is None else REMOVED if after is None else CHANGED
             d = after or before
-            fields = field_changes(old_body, new_body) if kind == CHANGED else []
+            assert d is not None and d.event is not None  # surveyed by one config, by name
+            fields = (
+                field_changes(old_body, new_body)
+                if old_body is not None and new_body is not None  # the kind is CHANGED
+                else []
+            )
             changes.append(
                 Change(kind, campaign, d.event, d.email, d.message_id, old_body, new_body, fields)
             )
-            self._count(kind, campaign, d, fields)
+            self._count(kind, campaign, d.event, d.email, fields)
         return changes
 
     @property
     def changed(self) -> bool:
         return bool(self.names)
 
-    def _count(self, kind: str, campaign: str, d: Decision, fields: list[str]) -> None:
-        entry = self.names.get(d.event)
+    def _count(
+        self, kind: str, campaign: str, event: str, email: str | None, fields: list[str]
+    ) -> None:
+        entry = self.names.get(event)
         if entry is None:
-            entry = self.names[d.event] = NameChange(d.event)
+            entry = self.names[event] = NameChange(event)
         getattr(entry, kind)[campaign] += 1
         entry.fields.update(fields)
         emails = entry.examples.setdefault((kind, campaign), [])
-        if len(emails) < EXAMPLES and d.email not in emails:
-            emails.append(d.email)
+        if len(emails) < EXAMPLES and email not in emails:
+            emails.append(email)
 
 
 def _surveys(decisions: list[Decision]) -> dict[str, Decision]:
-    return {d.campaign.id: d for d in decisions if d.reason is None}
+    # A decision to survey (no reason) always has its campaign.
+    return {d.campaign.id: d for d in decisions if d.reason is None and d.campaign is not None}
 
 
 _CUSTOMER_FIELDS = ("email", "first_name", "last_name", "company", "tags")

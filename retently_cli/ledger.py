@@ -198,6 +198,7 @@ class Ledger:
         self.without_wal = False  # read-only, and records only the -wal file holds are unseen
         self._lock_file = None
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None  # None once lost with nothing left to read (_check)
         if read_only:
             _check_header(self.path, self.file)
             self._db = self._open_read_only()
@@ -298,7 +299,8 @@ class Ledger:
     def counts(self) -> list[tuple[str, str, int]]:
         """(campaign, state, surveys), for ``ledger status``."""
         with self._lock:
-            return self._db.execute(
+            db = self._connection()
+            return db.execute(
                 "SELECT campaign, state, count(*) FROM deliveries "
                 "GROUP BY campaign, state ORDER BY campaign, state"
             ).fetchall()
@@ -306,13 +308,15 @@ class Ledger:
     def sent_between(self) -> tuple[float | None, float | None]:
         """When the first and the last survey recorded as sent were recorded."""
         with self._lock:
-            return self._db.execute(
+            db = self._connection()
+            return db.execute(
                 "SELECT min(updated_at), max(updated_at) FROM deliveries WHERE state = 'sent'"
             ).fetchone()
 
     def entries(self, states: Iterable[str] = (), campaign: str | None = None):
         """The rows, oldest record first, as ``Entry``s, fetched a thousand at a time."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+        db = self._connection()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
         optional = ", ".join(name if name in columns else "NULL" for name in ("email", "event"))
         where, args = [], []
         states = list(states)
@@ -328,7 +332,7 @@ class Ledger:
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + " ORDER BY updated_at, event_key, campaign"
         )
-        cursor = self._db.execute(query, args)
+        cursor = db.execute(query, args)
         while rows := cursor.fetchmany(1000):
             yield from (Entry(*row) for row in rows)
 
@@ -434,19 +438,27 @@ class Ledger:
 
         with self._lock:
             self._check()
-            if self._db is None:
+            if self._db is None:  # lost, and nothing was saved to record into
+                assert self.lost is not None
                 raise self.lost
             self._transaction(write)
 
+    def _connection(self) -> sqlite3.Connection:
+        """The connection, where the caller knows it is open: the ledger is read-only, or the
+        caller raised ``lost`` already (the connection goes only with a loss)."""
+        assert self._db is not None, "the ledger was lost"
+        return self._db
+
     def _transaction(self, write) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            write(self._db)
+            write(db)
         except BaseException:
-            if self._db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
+                db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        db.execute("COMMIT")
 
     def _check(self) -> None:
         """Is the path still the file opened? A cheap stat, before each write. If not, save
@@ -482,13 +494,14 @@ class Ledger:
         """Copy the open (deleted or replaced) file to its path if that is free, else next to
         it, and go on with the copy, so the surveys still in flight are recorded there."""
         aside = self.file.with_name(f"{self.file.name}.rescued-{os.getpid()}")
+        old = self._connection()  # _check comes here only before a loss
         try:
             copy = sqlite3.connect(aside)
             try:
-                self._db.backup(copy)
+                old.backup(copy)
             finally:
                 copy.close()
-            self._db.close()
+            old.close()
             self._db = None
             try:
                 os.link(aside, self.file)

@@ -10,6 +10,8 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -17,6 +19,9 @@ from retently_cli.config import Campaign, Config
 from retently_cli.subscriber import PropertyTypes, build_subscriber
 from retently_cli.visible import CONTROL_CLASS
 from retently_cli.vocabulary import Reason
+
+if TYPE_CHECKING:  # identities reads files: the matching engine only takes what it finds
+    from retently_cli.identities import Identity
 
 # Reasons an event is not surveyed.
 NOT_TRACK = Reason.NOT_TRACK
@@ -36,7 +41,13 @@ OTHER_EMAIL_PATHS = ("properties.email", "context.traits.email", "traits.email")
 # No control characters either: they have no place in an address, and could reach a terminal.
 _NOT_IN_EMAIL = re.compile(rf"[\s{CONTROL_CLASS}]")
 _HINT_CACHE_LIMIT = 100_000
-_UNJUDGED = object()
+
+
+class _Unjudged(Enum):
+    NAME = "a name not judged yet"
+
+
+_UNJUDGED: Final = _Unjudged.NAME
 _HINT_NAME_KEPT = 200  # characters: a longer name is judged again, not kept
 
 
@@ -68,7 +79,7 @@ class Matcher:
     """``identities`` looks up what Identify calls said of an event's user (an
     ``identities.Identity`` or None); it is used only when the config sets from_identify."""
 
-    def __init__(self, config: Config, identities: Callable[[dict], object] | None = None):
+    def __init__(self, config: Config, identities: Callable[[dict], Identity | None] | None = None):
         self._by_event = config.campaigns_by_event()
         self._email_paths = [tuple(path.split(".")) for path in config.email_paths]
         self._other_paths = [
@@ -92,8 +103,8 @@ class Matcher:
         if not is_track(event):
             kind = event.get("type")
             label = name if isinstance(name, str) else None
-            detail = f"{kind} call" if isinstance(kind, str) else "no type and no event name"
-            return [Decision(label, message_id, None, None, NOT_TRACK, detail)]
+            what = f"{kind} call" if isinstance(kind, str) else "no type and no event name"
+            return [Decision(label, message_id, None, None, NOT_TRACK, what)]
         if not isinstance(name, str) or not name:
             return [
                 Decision(None, message_id, None, None, MISSING_EVENT, "a track with no event name")
@@ -122,6 +133,7 @@ class Matcher:
                 for c in campaigns
             ]
 
+        assert email is not None  # locate_email finds one whenever it gives no reason
         properties = event.get("properties")
         try:
             subscriber, notes = build_subscriber(
@@ -175,7 +187,9 @@ class Matcher:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
         return self.locate_email(event)[:3]
 
-    def locate_email(self, event: dict):
+    def locate_email(
+        self, event: dict
+    ) -> tuple[str | None, str | None, str | None, str | None, Identity | None]:
         """``find_email``'s answer, then where the email was found (a path, or
         ``identify:userId``) and the identity it came from (None when the event carries it)."""
         for path in self._email_paths:
@@ -240,8 +254,9 @@ class SeenKeys:
 
     def add(self, key: str) -> bool:
         """Remembers ``key``; whether it was new."""
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=self._DIGEST)
-        digest = digest.digest()
+        digest = hashlib.blake2b(
+            key.encode("utf-8", "surrogatepass"), digest_size=self._DIGEST
+        ).digest()
         index, kept = digest[0] << 8 | digest[1], digest[2:]
         bucket = self._buckets[index]
         if bucket is None:
@@ -328,8 +343,8 @@ def is_track(message: dict) -> bool:
     return kind == "track" or (kind is None and "event" in message)
 
 
-def _lookup(event: dict, path: tuple[str, ...]):
-    value = event
+def _lookup(event: dict, path: tuple[str, ...]) -> Any:
+    value: Any = event
     for key in path:
         if not isinstance(value, dict):
             return None

@@ -5,8 +5,11 @@ the per-customer guard and the limit. Each refusal is a reported outcome, never 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
+from typing import Final
 
 from retently_cli.ledger import PENDING, SENT, UNCERTAIN, Ledger, event_key
 from retently_cli.matching import Decision, legacy_event_key
@@ -23,7 +26,13 @@ ONCE_PER_EMAIL = Reason.ONCE_PER_EMAIL
 LIMIT = Reason.LIMIT
 
 _DAY = 86_400.0
-_UNKNOWN = object()  # an event time not parsed yet
+
+
+class _Unknown(Enum):
+    TIME = "an event time not parsed yet"
+
+
+_UNKNOWN: Final = _Unknown.TIME
 
 
 @dataclass
@@ -47,12 +56,12 @@ class Planner:
     filters: Filters = field(default_factory=Filters)
     ledger: Ledger | None = None
     retry_uncertain: bool = False
-    clock: object = time.time
+    clock: Callable[[], float] = time.time
     planned: int = 0  # surveys let through, for --limit
     _recent: dict = field(default_factory=dict)  # (campaign, email) -> event times this run
     _message: dict | None = None
     _key: str | None = None
-    _when: object = None
+    _when: float | None | _Unknown = None
 
     def identity(self, message: dict) -> tuple[str, float | None]:
         """The message's ledger key and event time (epoch seconds)."""
@@ -78,10 +87,12 @@ class Planner:
 
     def check(self, message: dict, d: Decision) -> Verdict | None:
         """None when the decision is to be surveyed; otherwise why not."""
+        campaign, email = d.campaign, d.email
+        assert campaign is not None and email is not None  # a surveyable decision has both
         f = self.filters
         if f.events and d.event not in f.events:
             return Verdict(SKIPPED, FILTERED, "--event does not name this event")
-        if f.campaigns and d.campaign.id not in f.campaigns:
+        if f.campaigns and campaign.id not in f.campaigns:
             return Verdict(SKIPPED, FILTERED, "--campaign does not name this campaign")
         if f.since is not None or f.until is not None:
             when = self.time_of(message)
@@ -92,11 +103,11 @@ class Planner:
             if f.until is not None and when >= f.until.timestamp():
                 return Verdict(SKIPPED, FILTERED, "not before --until")
         if self.ledger is not None:
-            state = self.ledger.state(self.key_of(message), d.campaign.id)
+            state = self.ledger.state(self.key_of(message), campaign.id)
             if state is None:
                 legacy = legacy_event_key(message)
                 if legacy is not None:
-                    state = self.ledger.state(legacy, d.campaign.id)
+                    state = self.ledger.state(legacy, campaign.id)
             if state == SENT:
                 return Verdict(SKIPPED, ALREADY_SENT, "the ledger has it delivered")
             if state in (PENDING, UNCERTAIN) and not self.retry_uncertain:
@@ -106,26 +117,28 @@ class Planner:
                     "an earlier run sent it but never learned the result; "
                     "--retry-uncertain sends it again",
                 )
-        window = d.campaign.once_per_email
+        window = campaign.once_per_email
         if window:
             when = self.time_of(message)
-            verdict = self._once_per_email(d, self.key_of(message), when, window)
+            verdict = self._once_per_email(campaign.id, email, self.key_of(message), when, window)
             if verdict is not None:
                 return verdict
         if f.limit is not None and self.planned >= f.limit:
             return Verdict(SKIPPED, LIMIT, f"--limit {f.limit} reached")
         self.planned += 1
         if window:
-            self._recent.setdefault((d.campaign.id, d.email.lower()), []).append(
+            self._recent.setdefault((campaign.id, email.lower()), []).append(
                 when if when is not None else self.clock()
             )
         return None
 
-    def _once_per_email(self, d: Decision, key: str, when, days: int) -> Verdict | None:
+    def _once_per_email(
+        self, campaign: str, email: str, key: str, when: float | None, days: int
+    ) -> Verdict | None:
         at = when if when is not None else self.clock()
-        earlier = list(self._recent.get((d.campaign.id, d.email.lower()), ()))
+        earlier = list(self._recent.get((campaign, email.lower()), ()))
         if self.ledger is not None:
-            earlier += self.ledger.event_times(d.campaign.id, d.email, but=key)
+            earlier += self.ledger.event_times(campaign, email, but=key)
         if any(t is not None and abs(at - t) < days * _DAY for t in earlier):
             return Verdict(
                 SKIPPED,

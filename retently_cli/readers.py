@@ -26,10 +26,11 @@ import struct
 import tempfile
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from itertools import accumulate, repeat
-from typing import final
+from typing import Any, AnyStr, Final, Literal, Protocol, cast, final, overload
 
 import orjson
 from isal import isal_zlib
@@ -64,9 +65,22 @@ MAX_LINE_BYTES = 16 << 20
 # few places that walk or serialise a matched event.
 MAX_DEPTH = 64
 
+
+class _Matches(Protocol[AnyStr]):
+    """A pattern that matches the empty string: its ``match`` finds a (maybe empty) match."""
+
+    def match(self, string: AnyStr, pos: int = 0) -> re.Match[AnyStr]: ...
+
+
+def _always(pattern: re.Pattern[AnyStr]) -> _Matches[AnyStr]:
+    """``pattern`` as it is, typed as never failing to match (each of its parts may be
+    empty), so that ``match(...).end()`` needs no test for None."""
+    return cast(_Matches[AnyStr], pattern)
+
+
 _BOM = b"\xef\xbb\xbf"
 _BATCH_ARRAY = re.compile(r'"batch"\s*:\s*\[')
-_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, not Unicode's
+_WHITESPACE = _always(re.compile(r"[ \t\n\r]*"))  # JSON's whitespace, not Unicode's
 _ORJSON_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
 
 
@@ -84,12 +98,17 @@ class Source:
     """One input: a file, or stdin. ``open`` gives a binary stream."""
 
     name: str
-    open: Callable[[], object]
+    # A file, an fsspec object or stdin's reader: read with read1 (else read), closed if not stdin.
+    open: Callable[[], Any]
     size: int | None = None
     max_line_bytes: int = MAX_LINE_BYTES
     # Set for a file found by a folder walk: a file that does not start like JSON is then
     # skipped, and this is called with the warning. A file named on its own is read line by line.
     skip_unless_json: Callable[[str], None] | None = None
+
+
+# (line, message or BadInput) per message; returns the line at which reading goes on.
+_Records = Generator[tuple[int, dict | BadInput], None, int]
 
 
 @dataclass
@@ -221,7 +240,7 @@ def read_source(
             stream.close()
 
 
-def _rereader(source: Source, stream) -> Callable[[], Iterator[bytes]] | None:
+def _rereader(source: Source, stream) -> Callable[[], Generator[bytes, None, None]] | None:
     """For a plain local file, a function that reads its bytes again from the start, as
     ``read_source`` sees them; None for stdin, a remote object or a gzip file (read again, it
     would cost more than what a look ahead saves)."""
@@ -232,7 +251,7 @@ def _rereader(source: Source, stream) -> Callable[[], Iterator[bytes]] | None:
     except (AttributeError, OSError, ValueError):
         return None
 
-    def reread() -> Iterator[bytes]:
+    def reread() -> Generator[bytes, None, None]:
         again = source.open()
         try:
             yield from _lf(_as_utf8(_chunks(again, ReadStats())))
@@ -328,13 +347,13 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
     # ISA-L inflates about twice as fast as zlib, and also releases the GIL while it works.
     inflater = isal_zlib.decompressobj(wbits=31)
     in_member = False
-    pending = first
+    pending: bytes | None = first
     while True:
         while pending:
             in_member = True
             try:
                 data = inflater.decompress(pending, CHUNK)
-            except isal_zlib.error as exc:
+            except isal_zlib.error as exc:  # type: ignore[misc]  # its stub types a class an instance
                 raise _ReadFailure(CORRUPT_GZIP, f"corrupt gzip data: {exc}") from None
             if data:
                 yield data
@@ -400,7 +419,8 @@ class _Pushback:
     """Chunks, with bytes read ahead put back in front of them."""
 
     def __init__(self, chunks: Iterator[bytes]):
-        self.chunks, self.front = chunks, []
+        self.chunks = chunks
+        self.front: list[bytes] = []
         self.taken = 0  # bytes given and not put back: where the next chunk starts
 
     def __iter__(self):
@@ -417,7 +437,7 @@ class _Pushback:
         self.taken -= sum(map(len, data))
 
 
-_LEAD = re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*")
+_LEAD = _always(re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*"))
 
 
 def _start(chunks: _Pushback) -> bytes:
@@ -459,14 +479,14 @@ class _TooLong(Exception):
 
 # Where an object item may end: '}' then ',' and the next item (not a key), or the array's ']'.
 _ITEM_END = re.compile(rb'\}[ \t\n]*(?:,[ \t\n]*[^ \t\n"]|\])')
-_SPACE = re.compile(rb"[ \t\n]*")
+_SPACE = _always(re.compile(rb"[ \t\n]*"))
 _COMMA = re.compile(rb"[ \t\n]*,[ \t\n]*")
-_BLANKS = re.compile(rb"(?:[ \t]|\xef\xbb\xbf)*")  # what may separate values on one line
-_LINE_REST = re.compile(rb"[ \t]*\n?")
+_BLANKS = _always(re.compile(rb"(?:[ \t]|\xef\xbb\xbf)*"))  # what may separate values on one line
+_LINE_REST = _always(re.compile(rb"[ \t]*\n?"))
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _SCALAR = re.compile(rb'[^,\]}\s"]+')
-_SKIP_PLAIN = re.compile(rb'[^"\[\]{}\n]*')
-_SKIP_STRING = re.compile(rb'[^"\\\n]*(?:\\[^\n][^"\\\n]*)*')
+_SKIP_PLAIN = _always(re.compile(rb'[^"\[\]{}\n]*'))
+_SKIP_STRING = _always(re.compile(rb'[^"\\\n]*(?:\\[^\n][^"\\\n]*)*'))
 _FAST_TRIES = 8
 # Items are parsed about this many bytes at a time, in one call: per item, Python's work would
 # cost as much as the parsing. Runs of 1 MiB were slower (the objects made at once outgrow the
@@ -497,7 +517,7 @@ class _ValueStream:
         stats: ReadStats,
         limit: int,
         first: int = 1,
-        reread: Callable[[], Iterator[bytes]] | None = None,
+        reread: Callable[[], Generator[bytes, None, None]] | None = None,
     ):
         self.chunks, self.stats, self.limit, self.reread = chunks, stats, limit, reread
         self.base = chunks.taken  # where the bytes read here start, for ``reread``
@@ -505,7 +525,7 @@ class _ValueStream:
         self.dropped = 0  # bytes dropped from the front of buf: where buf starts in the input
         self.one_by_one_to = 0  # where runs are tried again, after one that could not be parsed
 
-    def records(self, lead: re.Pattern = _BLANKS):
+    def records(self, lead: _Matches[bytes] = _BLANKS) -> _Records:
         """(line, message or BadInput) per message; returns the line at which reading goes on."""
         char = self._skip(lead)
         if char not in (b"[", b"{"):
@@ -564,8 +584,8 @@ class _ValueStream:
         try:
             item, end = self._item()
         except _TooLong:
-            text = f"an item longer than {self.limit:,} bytes (--max-line-bytes); skipped"
-            yield [line], [BadInput(LINE_TOO_LONG, text)], None
+            why = f"an item longer than {self.limit:,} bytes (--max-line-bytes); skipped"
+            yield [line], [BadInput(LINE_TOO_LONG, why)], None
             self._skip_value(0)
             return
         text = None
@@ -634,7 +654,7 @@ class _ValueStream:
         begin = self._offset()
         self._advance(self.pos + 1)  # '{'
         keys: dict = {}
-        spool = None
+        spool: _Spool | _NoSpool | None = None
         in_batch = 0  # bytes of the batch array, which alone may pass the limit
         closed = False
         try:
@@ -838,6 +858,12 @@ class _ValueStream:
                 self.pos += 1
                 depth += 1
 
+    @overload
+    def _more(self, required: Literal[True] = True) -> int: ...
+
+    @overload
+    def _more(self, required: Literal[False]) -> int | None: ...
+
     def _more(self, required: bool = True) -> int | None:
         """Read the next chunk, dropping what is read; returns how far positions moved back, or
         None at the end of the input when more is not ``required``."""
@@ -861,7 +887,7 @@ class _ValueStream:
         self.stats.lines += newlines
         self.pos = to
 
-    def _skip(self, pattern: re.Pattern) -> bytes:
+    def _skip(self, pattern: _Matches[bytes]) -> bytes:
         """Skip what ``pattern`` matches; the next byte, b"" at the end of the input."""
         while True:
             self._advance(pattern.match(self.buf, self.pos).end())
@@ -1018,7 +1044,11 @@ def _parsed_keys(text: bytes) -> dict | None:
     return keys if type(keys) is dict else None
 
 
-_NO_SPOOL = object()  # a batch whose items went out as they were read
+class _NoSpool(Enum):
+    READ_AHEAD = "a batch whose items went out as they were read"
+
+
+_NO_SPOOL: Final = _NoSpool.READ_AHEAD
 
 
 class _Spool:
@@ -1032,8 +1062,10 @@ class _Spool:
 
     def add(self, lines: list[int], items: bytes | BadInput) -> None:
         """Hold a run of messages (the JSON array of them) or a BadInput, with their lines."""
-        is_run = type(items) is bytes
-        data = items if is_run else orjson.dumps([items.reason, items.message])
+        if isinstance(items, BadInput):
+            is_run, data = False, orjson.dumps([items.reason, items.message])
+        else:
+            is_run, data = True, items
         header = _ENTRY.pack(is_run, len(lines), len(data))
         self.file.write(b"".join((header, array("q", lines).tobytes(), data)))
         self.count += 1
@@ -1069,7 +1101,7 @@ class _HandBack(Exception):
         self.taken = taken
 
 
-def _lines(chunks: _Pushback, limit: int) -> Iterator[bytes]:
+def _lines(chunks: _Pushback, limit: int) -> Generator[bytes, None, None]:
     """Raw lines (``\\n``-ended, see ``_lf``) without their ending; the last one even without one.
 
     A line longer than ``limit`` bytes is not given: as soon as it is known to be, it is put back
@@ -1142,7 +1174,7 @@ class _LineReader:
         self.start_lines = stats.lines
         self.handed_over = False
 
-    def records(self) -> Iterator[tuple[int, dict | BadInput]]:
+    def records(self) -> _Records:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         stats = self.stats
@@ -1245,7 +1277,9 @@ class _LineReader:
         except orjson.JSONDecodeError as exc:
             stack = bytearray()
             if _brackets(line, stack) == _BALANCED and not stack:
-                yield from _document([line], number)
+                records = _document([line], number)
+                assert records is not None  # a single line: no later line it could hide
+                yield from records
             else:
                 yield number, _bad_line(line, exc)
             return
@@ -1445,8 +1479,8 @@ def _document(region: list[bytes], number: int) -> list[tuple[int, dict | BadInp
                     records.append((line_of(pos), _as_message(value)))
             pos = end
         except RecursionError:
-            bad = BadInput(TOO_DEEP, f"nested too deeply; lines to {last} skipped")
-            records.append((line_of(pos), bad))
+            too_deep = BadInput(TOO_DEEP, f"nested too deeply; lines to {last} skipped")
+            records.append((line_of(pos), too_deep))
             return records
         except ValueError as exc:  # JSONDecodeError, or a constant refused above
             if not isinstance(exc, json.JSONDecodeError):
@@ -1482,9 +1516,11 @@ def _no_constants(name: str):
 _DECODER = json.JSONDecoder(parse_int=_int_as_orjson_does, parse_constant=_no_constants)
 
 
-def _array_items(decoder: json.JSONDecoder, text: str, pos: int):
+def _array_items(
+    decoder: json.JSONDecoder, text: str, pos: int
+) -> tuple[list[tuple[int, Any]], int]:
     """([(position, value)], end) for the array whose '[' is just before ``pos``."""
-    items = []
+    items: list[tuple[int, Any]] = []
     pos = _WHITESPACE.match(text, pos).end()
     if text[pos : pos + 1] == "]":
         return items, pos + 1

@@ -111,7 +111,8 @@ class Report:
         self._widths = _column_widths(console.width)
         self._dumps = orjson.dumps
         self._newline = orjson.OPT_APPEND_NEWLINE
-        self._head_source, self._head = None, b""  # a source, and the start of its records
+        self._head_source: str | None = None  # a source, and the start of its records
+        self._head = b""
         self._tails: dict[tuple, bytes] = {}  # (event, reason, detail) -> its records' end
 
     # -- receiving --------------------------------------------------------------------------
@@ -161,7 +162,7 @@ class Report:
                     counts.already_per_campaign[campaign] += 1
                 else:
                     counts.skips_per_campaign[campaign] += 1
-            elif d.hint is not None:
+            elif d.hint is not None and d.event is not None:  # hints are for named events
                 counts.near_miss(d.event, d.hint)
         elif outcome in (SENT, DRY_RUN):
             counts.surveys_per_campaign[campaign] += 1
@@ -210,7 +211,7 @@ class Report:
         counts = self.counts
         counts.outcomes[SKIPPED] += 1
         counts.reasons[(SKIPPED, reason)] += 1
-        if hint is not None:
+        if hint is not None and event is not None:  # hints are for named events
             counts.near_miss(event, hint)
         if self.streams:
             head = self._head

@@ -139,6 +139,7 @@ class SendJob:
                             verdict.detail,
                         )  # fmt: skip
                         if verdict.outcome == UNCERTAIN_OUTCOME and self.dead_letters:
+                            assert decision.campaign is not None  # it was surveyable
                             self.dead_letters.write(item, decision.campaign.id, verdict.reason)
                         else:
                             self.kept_back += watched and verdict.reason != ALREADY_SENT
@@ -208,6 +209,7 @@ class SendJob:
             )
 
     def _submit(self, batches) -> None:
+        assert self.dispatcher is not None  # only a live send submits
         batches = list(batches)
         for index, batch in enumerate(batches):
             for survey in batch.surveys:
@@ -239,9 +241,11 @@ class SendJob:
                 self.kept_back += 1
             return
         if not outcome.sent and self.dead_letters is not None and survey.message is not None:
-            campaign = survey.decision.campaign.id
+            campaign = survey.decision.campaign
+            # Surveys have a campaign, and one not sent says why.
+            assert campaign is not None and outcome.reason is not None
             self.dead_letters.write(
-                survey.message, campaign, outcome.reason, outcome.status, outcome.attempts
+                survey.message, campaign.id, outcome.reason, outcome.status, outcome.attempts
             )
 
     def _idle(self) -> None:
