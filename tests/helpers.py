@@ -6,8 +6,10 @@ fixtures, because importing conftest as a module is fragile (pytest loads it as 
 
 import gzip
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -90,3 +92,27 @@ def write_gz(path: Path, data: bytes) -> Path:
     with gzip.open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def read_terminal(fd: int, proc: subprocess.Popen, timeout: float = 30, answer=None) -> bytes:
+    """All a child wrote to the pseudo-terminal ``fd`` until it closed its end or exited;
+    ``answer`` is typed once, when a ``[y/N]`` question appears."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if answer is not None and b"[y/N]" in seen:
+                os.write(fd, answer)
+                answer = None
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    return seen

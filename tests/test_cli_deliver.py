@@ -17,6 +17,7 @@ from helpers import (
     ROOT,
     TEST_KEY,
     ndjson,
+    read_terminal,
     records,
     run,
     send,
@@ -202,7 +203,7 @@ def test_a_progress_bar_only_on_a_terminal(fake_env, tmp_path):
         cwd=ROOT,
     )
     os.close(follower)
-    seen = _drain(leader, proc)
+    seen = read_terminal(leader, proc)
     assert proc.returncode == 0
     assert b"surveys/s" in seen  # the progress line was drawn...
     plain = subprocess.run(
@@ -218,25 +219,6 @@ def _readline(stream, timeout):
     ready, _, _ = select.select([stream], [], [], timeout)
     assert ready, "no record arrived in time"
     return stream.readline()
-
-
-def _drain(fd, proc) -> bytes:
-    out = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=5)
-    return out
 
 
 @pytest.mark.slow

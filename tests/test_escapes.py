@@ -4,15 +4,23 @@ them escaped (``\\x1b``, ``\\u202e``), NDJSON keeps them exact, and such an emai
 import fcntl
 import os
 import pty
-import select
 import struct
 import subprocess
 import termios
-import time
 
 import orjson
 import pytest
-from helpers import EXAMPLE_CONFIG, NPS, RETENTLY, TEST_KEY, ndjson, records, run, track
+from helpers import (
+    EXAMPLE_CONFIG,
+    NPS,
+    RETENTLY,
+    TEST_KEY,
+    ndjson,
+    read_terminal,
+    records,
+    run,
+    track,
+)
 
 from retently_cli.fake_server import FakeRetently
 from retently_cli.visible import visible
@@ -169,7 +177,7 @@ def test_under_a_terminal_the_injected_sequences_never_arrive(hostile):
         stdout=follower, stderr=follower, stdin=subprocess.DEVNULL, env=env, cwd=events.parent,
     )  # fmt: skip
     os.close(follower)
-    seen = _drain(leader, proc).decode("utf-8", "replace")
+    seen = read_terminal(leader, proc).decode("utf-8", "replace")
     os.close(leader)
     assert proc.returncode == 1
     assert "\x1b[" in seen  # Rich's own styling is there: this was a terminal
@@ -177,25 +185,6 @@ def test_under_a_terminal_the_injected_sequences_never_arrive(hostile):
         assert sequence not in seen, f"{sequence!r} reached the terminal"
     for shown in ("\\x1b]0;pwned\\x07@x.io", "e\\x1b[2J.ndjson", "Unmapped\\x1b[2J"):
         assert shown in seen, shown
-
-
-def _drain(fd, proc) -> bytes:
-    out = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=5)
-    return out
 
 
 def test_ndjson_records_keep_the_data_exact(hostile):

@@ -3,14 +3,13 @@ do next, and --summary-json, against the fake server."""
 
 import os
 import pty
-import select
 import signal
 import subprocess
 import time
 
 import orjson
 import pytest
-from helpers import NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
+from helpers import NPS, RETENTLY, ROOT, TEST_KEY, ndjson, read_terminal, records, run, track
 
 from retently_cli.delivery import BREAKER_THRESHOLD
 
@@ -192,24 +191,7 @@ def _on_a_terminal(fake, tmp_path, *args, answer=None):
         cwd=ROOT,
     )
     os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if answer is not None and b"[y/N]" in seen:
-                os.write(leader, answer)
-                answer = None
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
+    seen = read_terminal(leader, proc, answer=answer)
     os.close(leader)
     return seen.decode(errors="replace"), proc.returncode
 

@@ -13,6 +13,7 @@ from helpers import (
     ROOT,
     TEST_KEY,
     ndjson,
+    read_terminal,
     records,
     run,
     send,
@@ -326,22 +327,9 @@ def _on_a_terminal(args, env_extra, env_drop=()):
         cwd=ROOT,
     )
     os.close(follower)
-    seen = b""
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=10), seen
+        seen = read_terminal(leader, proc, timeout=60)
+        return proc.returncode, seen
     finally:
         proc.kill()
         os.close(leader)
