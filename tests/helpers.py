@@ -116,3 +116,25 @@ def read_terminal(fd: int, proc: subprocess.Popen, timeout: float = 30, answer=N
             break
     proc.wait(timeout=10)
     return seen
+
+
+def delivery_config(tmp_path: Path, **delivery) -> Path:
+    """A config mapping Order Completed to NPS, with small, fast delivery settings for tests
+    (``delivery`` overrides them)."""
+    settings = {"batch_size": 1, "concurrency": 1, "max_attempts": 2, "rate_limit": 6000}
+    settings.update(delivery)
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f'campaigns: {{"{NPS}": "Order Completed"}}\n'
+        + "".join(f"{key}: {value}\n" for key, value in settings.items())
+    )
+    return path
+
+
+def numbered_events(tmp_path: Path, count: int, name: str = "e.ndjson") -> Path:
+    """``count`` Order Completed events, messageIds 0.., each to its own email."""
+    path = tmp_path / name
+    path.write_bytes(
+        ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(count)))
+    )
+    return path

@@ -4,33 +4,15 @@ import os
 
 import orjson
 import pytest
-from click.testing import CliRunner
-from helpers import NPS, ndjson, records, track
-
-from retently_cli.cli import cli
+from helpers import delivery_config, ndjson, numbered_events, records, run, track
 
 
 def _config(tmp_path, **delivery):
-    settings = {"batch_size": 1, "concurrency": 1, "max_attempts": 2, "rate_limit": 60000}
-    settings.update(delivery)
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        f'campaigns: {{"{NPS}": "Order Completed"}}\n'
-        + "".join(f"{key}: {value}\n" for key, value in settings.items())
-    )
-    return path
-
-
-def _events(tmp_path, count, name="e.ndjson"):
-    path = tmp_path / name
-    path.write_bytes(
-        ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(count)))
-    )
-    return path
+    return delivery_config(tmp_path, **{"rate_limit": 60000, **delivery})
 
 
 def send(config, *args, input=None):
-    return CliRunner().invoke(cli, ["send", "-c", str(config), *args], input=input)
+    return run("send", "-c", str(config), *args, input=input)
 
 
 @pytest.mark.slow
@@ -43,7 +25,7 @@ def test_the_breaker_accounts_for_every_line_read_and_says_the_rest_was_not(fake
         "ndjson",
         "--summary-json",
         str(summary),
-        str(_events(tmp_path, 3000)),
+        str(numbered_events(tmp_path, 3000)),
     )
     assert result.exit_code == 4, result.stderr
     ended = orjson.loads(summary.read_bytes())
@@ -58,7 +40,7 @@ def test_without_a_ledger_the_words_never_say_a_rerun_resumes(fake_env, tmp_path
     """--no-ledger: re-running the same command would survey again whom this run surveyed."""
     fake_env.inject("no_results", times=3)  # three answered, then the API is gone
     fake_env.inject(503, times=100_000)
-    result = send(_config(tmp_path), "--no-ledger", str(_events(tmp_path, 40)))
+    result = send(_config(tmp_path), "--no-ledger", str(numbered_events(tmp_path, 40)))
     assert result.exit_code == 4, result.stderr
     assert fake_env.survey_count() == 3
     words = " ".join(result.stderr.split()).lower()
@@ -67,7 +49,7 @@ def test_without_a_ledger_the_words_never_say_a_rerun_resumes(fake_env, tmp_path
 
 
 def test_summary_json_never_overwrites_an_input_or_the_ledger(fake_env, tmp_path):
-    events = _events(tmp_path, 3)
+    events = numbered_events(tmp_path, 3)
     before = events.read_bytes()
     result = send(_config(tmp_path), "-n", "--summary-json", str(events), str(events))
     assert result.exit_code == 2, result.stderr
@@ -88,7 +70,13 @@ def test_summary_json_never_overwrites_an_input_or_the_ledger(fake_env, tmp_path
 
 def test_summary_json_on_stdout_is_refused_when_stdout_carries_dead_letters(tmp_path):
     result = send(
-        _config(tmp_path), "-n", "--failed", "-", "--summary-json", "-", str(_events(tmp_path, 2))
+        _config(tmp_path),
+        "-n",
+        "--failed",
+        "-",
+        "--summary-json",
+        "-",
+        str(numbered_events(tmp_path, 2)),
     )
     assert result.exit_code == 2, result.stderr
     assert "--summary-json -" in result.stderr

@@ -9,28 +9,21 @@ import time
 
 import orjson
 import pytest
-from helpers import NPS, RETENTLY, ROOT, TEST_KEY, ndjson, read_terminal, records, run, track
+from helpers import (
+    NPS,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    delivery_config,
+    ndjson,
+    numbered_events,
+    read_terminal,
+    records,
+    run,
+    track,
+)
 
 from retently_cli.delivery import BREAKER_THRESHOLD
-
-
-def _config(tmp_path, **delivery):
-    settings = {"batch_size": 1, "concurrency": 1, "max_attempts": 2, "rate_limit": 6000}
-    settings.update(delivery)
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        f'campaigns: {{"{NPS}": "Order Completed"}}\n'
-        + "".join(f"{key}: {value}\n" for key, value in settings.items())
-    )
-    return path
-
-
-def _events(tmp_path, count, name="e.ndjson"):
-    path = tmp_path / name
-    path.write_bytes(
-        ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(count)))
-    )
-    return path
 
 
 def send(config, *args, input=None):
@@ -45,7 +38,12 @@ def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake
     fake_env.inject(503, times=10_000)
     failed = tmp_path / "failed.ndjson"
     result = send(
-        _config(tmp_path), "-o", "ndjson", "--failed", str(failed), str(_events(tmp_path, 40))
+        delivery_config(tmp_path),
+        "-o",
+        "ndjson",
+        "--failed",
+        str(failed),
+        str(numbered_events(tmp_path, 40)),
     )
     assert result.exit_code == 4, result.stderr
     got = records(result.stdout)
@@ -63,7 +61,7 @@ def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake
     assert len(failed.read_text().splitlines()) == BREAKER_THRESHOLD
     # Once the API is back, the same command sends the rest.
     fake_env.reset()
-    again = send(_config(tmp_path), "-o", "ndjson", str(_events(tmp_path, 40)))
+    again = send(delivery_config(tmp_path), "-o", "ndjson", str(numbered_events(tmp_path, 40)))
     assert again.exit_code == 0, again.stderr
     assert fake_env.survey_count() == 40
 
@@ -71,7 +69,7 @@ def test_a_503_storm_stops_the_run_with_exit_4_and_leaves_the_rest_not_sent(fake
 @pytest.mark.slow
 def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake_env, tmp_path):
     fake_env.inject(503, times=2 * (BREAKER_THRESHOLD - 1))  # two attempts each, then answers
-    result = send(_config(tmp_path), "-o", "ndjson", str(_events(tmp_path, 10)))
+    result = send(delivery_config(tmp_path), "-o", "ndjson", str(numbered_events(tmp_path, 10)))
     assert result.exit_code == 1, result.stderr  # failures, but the run went on to the end
     got = records(result.stdout)
     assert sum(r["reason"] == "retries_exhausted" for r in got) == BREAKER_THRESHOLD - 1
@@ -80,11 +78,11 @@ def test_fewer_failures_in_a_row_than_the_threshold_do_not_trip_the_breaker(fake
 
 @pytest.mark.slow
 def test_the_server_stopped_mid_run_exits_4_with_the_address_and_a_hint(fake, tmp_path):
-    events = _events(tmp_path, 300)
+    events = numbered_events(tmp_path, 300)
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
     command = [*RETENTLY, "send", "-o", "ndjson"]
     proc = subprocess.Popen(
-        [*command, "-c", str(_config(tmp_path, rate_limit=600)), str(events)],
+        [*command, "-c", str(delivery_config(tmp_path, rate_limit=600)), str(events)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -122,7 +120,7 @@ def _mixed(tmp_path):
 def test_a_live_send_from_files_shows_its_plan_and_proceeds_when_not_on_a_terminal(
     fake_env, tmp_path
 ):
-    config, events = _config(tmp_path, batch_size=2, rate_limit=150), _mixed(tmp_path)
+    config, events = delivery_config(tmp_path, batch_size=2, rate_limit=150), _mixed(tmp_path)
     ledger = tmp_path / "ledger.sqlite3"
     first = send(config, "--ledger", str(ledger), str(events))
     assert first.exit_code == 0, first.stderr
@@ -143,7 +141,7 @@ def test_a_live_send_from_files_shows_its_plan_and_proceeds_when_not_on_a_termin
 
 
 def test_a_filtered_rerun_says_done_of_its_selection_only(fake_env, tmp_path):
-    config, events = _config(tmp_path), tmp_path / "two.ndjson"
+    config, events = delivery_config(tmp_path), tmp_path / "two.ndjson"
     early = {**track(message_id="m1"), "timestamp": "2026-01-01T00:00:00Z"}
     late = {**track(message_id="m2", email="bo@example.com"), "timestamp": "2026-03-01T00:00:00Z"}
     events.write_bytes(ndjson(early, late))
@@ -158,7 +156,7 @@ def test_a_filtered_rerun_says_done_of_its_selection_only(fake_env, tmp_path):
 
 
 def test_the_dry_run_names_each_surveys_request_and_counts_the_requests(tmp_path):
-    config, events = _config(tmp_path, batch_size=2), _mixed(tmp_path)
+    config, events = delivery_config(tmp_path, batch_size=2), _mixed(tmp_path)
     result = send(config, "-n", "-o", "ndjson", str(events))
     got = [r for r in records(result.stdout) if r["outcome"] == "dry_run"]
     batches = {}
@@ -170,7 +168,7 @@ def test_the_dry_run_names_each_surveys_request_and_counts_the_requests(tmp_path
 
 
 def test_events_from_stdin_are_not_planned(fake_env, tmp_path):
-    result = send(_config(tmp_path), "-", input=_mixed(tmp_path).read_bytes())
+    result = send(delivery_config(tmp_path), "-", input=_mixed(tmp_path).read_bytes())
     assert result.exit_code == 0, result.stderr
     assert "events from stdin cannot be planned: sending as they come" in result.stderr
     assert "Plan:" not in result.stderr
@@ -181,7 +179,7 @@ def _on_a_terminal(fake, tmp_path, *args, answer=None):
     question. The stderr seen, and the exit code."""
     leader, follower = pty.openpty()
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
-    command = [*RETENTLY, "send", "-c", str(_config(tmp_path))]
+    command = [*RETENTLY, "send", "-c", str(delivery_config(tmp_path))]
     proc = subprocess.Popen(
         [*command, *args, str(_mixed(tmp_path))],
         stdin=follower,
@@ -226,7 +224,9 @@ def test_on_a_terminal_dash_y_sends_without_asking(fake_env, tmp_path):
 def test_uncertain_surveys_come_with_the_commands_that_settle_them(fake_env, tmp_path):
     fake_env.inject("drop_after")
     ledger = tmp_path / "my ledger.sqlite3"
-    result = send(_config(tmp_path), "--ledger", str(ledger), str(_events(tmp_path, 3)))
+    result = send(
+        delivery_config(tmp_path), "--ledger", str(ledger), str(numbered_events(tmp_path, 3))
+    )
     assert result.exit_code == 1, result.stderr
     err = result.stderr
     assert "1 survey is uncertain: it may have been delivered." in err
@@ -240,10 +240,10 @@ def test_uncertain_surveys_come_with_the_commands_that_settle_them(fake_env, tmp
 def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_path):
     summary = tmp_path / "summary.json"
     env = {**os.environ, "RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
-    config = _config(tmp_path, rate_limit=120)
+    config = delivery_config(tmp_path, rate_limit=120)
     proc = subprocess.Popen(
         [*RETENTLY, "send", "-c", str(config), "--summary-json",
-         str(summary), str(_events(tmp_path, 200))],
+         str(summary), str(numbered_events(tmp_path, 200))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
@@ -267,7 +267,9 @@ def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_pat
 
 def test_summary_json_holds_the_counts_exit_code_and_timings(fake_env, tmp_path):
     summary = tmp_path / "s.json"
-    result = send(_config(tmp_path), "--summary-json", str(summary), str(_events(tmp_path, 4)))
+    result = send(
+        delivery_config(tmp_path), "--summary-json", str(summary), str(numbered_events(tmp_path, 4))
+    )
     assert result.exit_code == 0, result.stderr
     written = orjson.loads(summary.read_bytes())
     assert written["exit_code"] == 0 and written["outcomes"] == {"sent": 4}
@@ -279,13 +281,13 @@ def test_summary_json_holds_the_counts_exit_code_and_timings(fake_env, tmp_path)
 
 @pytest.mark.slow
 def test_summary_json_on_stdout_after_a_usage_error_and_a_breaker_stop(fake_env, tmp_path):
-    events = str(_events(tmp_path, 20))
-    refused = send(_config(tmp_path), "--summary-json", "-", "--campaign", "nope", events)
+    events = str(numbered_events(tmp_path, 20))
+    refused = send(delivery_config(tmp_path), "--summary-json", "-", "--campaign", "nope", events)
     assert refused.exit_code == 2
     assert orjson.loads(refused.stdout)["exit_code"] == 2
     fake_env.inject(503, times=10_000)
     summary = tmp_path / "s.json"
-    stopped = send(_config(tmp_path), "--summary-json", str(summary), events)
+    stopped = send(delivery_config(tmp_path), "--summary-json", str(summary), events)
     assert stopped.exit_code == 4
     written = orjson.loads(summary.read_bytes())
     assert written["exit_code"] == 4 and "503" in written["api_unavailable"]
@@ -293,7 +295,9 @@ def test_summary_json_on_stdout_after_a_usage_error_and_a_breaker_stop(fake_env,
 
 
 def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path):
-    result = send(_config(tmp_path), "-n", "-o", "ndjson", "--summary-json", "-", "-", input=b"")
+    result = send(
+        delivery_config(tmp_path), "-n", "-o", "ndjson", "--summary-json", "-", "-", input=b""
+    )
     assert result.exit_code == 2
     assert "--summary-json -: stdout already carries the records" in result.stderr
 
@@ -302,9 +306,11 @@ def test_summary_json_on_stdout_is_refused_when_stdout_carries_records(tmp_path)
 def test_transport_errors_name_the_address_and_what_to_check(tmp_path, monkeypatch):
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)  # $RETENTLY_BASE_URL: nothing listens
     hint = "cannot reach http://127.0.0.1:9: connection refused; check base_url or your network"
-    online = run("check", "--online", "-c", str(_config(tmp_path)))
+    online = run("check", "--online", "-c", str(delivery_config(tmp_path)))
     assert online.exit_code == 1 and hint in online.stderr
-    result = send(_config(tmp_path, max_attempts=1), "-o", "ndjson", str(_events(tmp_path, 1)))
+    result = send(
+        delivery_config(tmp_path, max_attempts=1), "-o", "ndjson", str(numbered_events(tmp_path, 1))
+    )
     (record,) = records(result.stdout)
     assert record["reason"] == "retries_exhausted"
     assert record["detail"] == f"1 attempt: {hint}"
