@@ -5,6 +5,7 @@ fixtures, because importing conftest as a module is fragile (pytest loads it as 
 """
 
 import gzip
+import io
 import os
 import select
 import subprocess
@@ -138,3 +139,26 @@ def numbered_events(tmp_path: Path, count: int, name: str = "e.ndjson") -> Path:
         ndjson(*(track(message_id=str(i), email=f"u{i}@example.com") for i in range(count)))
     )
     return path
+
+
+def read_bytes(data: bytes, max_line_bytes: int | None = None):
+    """``read_source`` over ``data``: the (line, message or BadInput) items and the stats."""
+    from retently_cli.readers import ReadStats, Source, read_source
+
+    stats = ReadStats()
+    source = Source("input", lambda: io.BytesIO(data))
+    if max_line_bytes is not None:
+        source.max_line_bytes = max_line_bytes
+    return list(read_source(source, stats)), stats
+
+
+def read_ids(items) -> list[tuple[int, object]]:
+    """(line, messageId) of the messages among ``read_bytes`` items."""
+    return [(line, item.get("messageId")) for line, item in items if isinstance(item, dict)]
+
+
+def read_failures(items) -> list[tuple[int, str]]:
+    """(line, reason) of the bad inputs among ``read_bytes`` items."""
+    from retently_cli.readers import BadInput
+
+    return [(line, item.reason) for line, item in items if isinstance(item, BadInput)]

@@ -9,27 +9,11 @@ import tracemalloc
 
 import orjson
 import pytest
-from helpers import EXAMPLE_CONFIG, ndjson, records, run, track
+from helpers import EXAMPLE_CONFIG, ndjson, read_bytes, read_failures, read_ids, records, run, track
 
 from retently_cli.readers import BadInput, ReadStats, Source, expand_paths, read_source
 
 MiB = 1 << 20
-
-
-def read_bytes(data: bytes, max_line_bytes=None):
-    stats = ReadStats()
-    source = Source("input", lambda: io.BytesIO(data))
-    if max_line_bytes is not None:
-        source.max_line_bytes = max_line_bytes
-    return list(read_source(source, stats)), stats
-
-
-def events(items):
-    return [(line, item.get("messageId")) for line, item in items if isinstance(item, dict)]
-
-
-def bad(items):
-    return [(line, item.reason) for line, item in items if isinstance(item, BadInput)]
 
 
 def many(n, start=0):
@@ -55,10 +39,10 @@ BAD_LINES = [
 def test_one_bad_line_anywhere_costs_that_line_only(broken, position):
     data = many(position) + broken + b"\n" + many(20, start=position)
     items, stats = read_bytes(data)
-    assert bad(items) == [(position + 1, "invalid_json")]
+    assert read_failures(items) == [(position + 1, "invalid_json")]
     expected = [(i + 1, str(i)) for i in range(position)]
     expected += [(i + 2, str(i)) for i in range(position, position + 20)]
-    assert events(items) == expected
+    assert read_ids(items) == expected
     assert stats.lines == position + 21
 
 
@@ -67,8 +51,8 @@ def test_a_record_split_inside_a_string_costs_its_two_lines():
     cut = whole.index(b"Order") + 3
     data = whole[:cut] + b"\n" + whole[cut:] + b"\n" + many(3)
     items, _ = read_bytes(data)
-    assert bad(items) == [(1, "invalid_json"), (2, "invalid_json")]
-    assert events(items) == [(3, "0"), (4, "1"), (5, "2")]
+    assert read_failures(items) == [(1, "invalid_json"), (2, "invalid_json")]
+    assert read_ids(items) == [(3, "0"), (4, "1"), (5, "2")]
 
 
 def test_a_record_split_between_tokens_is_one_message_and_the_rest_is_ndjson():
@@ -76,16 +60,16 @@ def test_a_record_split_between_tokens_is_one_message_and_the_rest_is_ndjson():
     cut = whole.index(b'"properties"')
     data = whole[:cut] + b"\n" + whole[cut:] + b"\n" + many(3)
     items, _ = read_bytes(data)
-    assert events(items) == [(1, "split"), (3, "0"), (4, "1"), (5, "2")]
-    assert not bad(items)
+    assert read_ids(items) == [(1, "split"), (3, "0"), (4, "1"), (5, "2")]
+    assert not read_failures(items)
 
 
 def test_a_value_that_never_closes_is_held_no_longer_than_the_line_limit():
     # "{"a": [1," allows an object after it, so only the limit stops it from swallowing the file
     data = b'{"a": [1,\n' + many(200)
     items, _ = read_bytes(data, max_line_bytes=4096)
-    assert bad(items) == [(1, "invalid_json")]
-    assert events(items) == [(i + 2, str(i)) for i in range(200)]
+    assert read_failures(items) == [(1, "invalid_json")]
+    assert read_ids(items) == [(i + 2, str(i)) for i in range(200)]
 
 
 def test_a_broken_pretty_document_is_one_record_but_never_hides_a_line_of_ndjson():
@@ -93,18 +77,18 @@ def test_a_broken_pretty_document_is_one_record_but_never_hides_a_line_of_ndjson
     broken = pretty.replace(b'"event": "Order Completed"', b'"event": "Order" Completed"')
     items, _ = read_bytes(broken + b"\n" + many(2))
     lines = len(pretty.splitlines())
-    assert [reason for _, reason in bad(items)] == ["invalid_json"]
-    assert events(items) == [(lines + 1, "0"), (lines + 2, "1")]
+    assert [reason for _, reason in read_failures(items)] == ["invalid_json"]
+    assert read_ids(items) == [(lines + 1, "0"), (lines + 2, "1")]
     # a bracket that lets an object follow, NDJSON, and a closer: not one broken value
     items, _ = read_bytes(b"[\n" + many(1) + b"x]\n" + many(1, start=1))
-    assert events(items) == [(2, "0"), (4, "1")]
-    assert bad(items) == [(1, "invalid_json"), (3, "invalid_json")]
+    assert read_ids(items) == [(2, "0"), (4, "1")]
+    assert read_failures(items) == [(1, "invalid_json"), (3, "invalid_json")]
 
 
 def test_compact_items_of_a_pretty_array_keep_their_lines():
     data = b"[\n" + b",\n".join(orjson.dumps(track(message_id=m)) for m in "abc") + b"\n]\n"
     items, _ = read_bytes(data + many(1))
-    assert events(items) == [(2, "a"), (3, "b"), (4, "c"), (6, "0")]
+    assert read_ids(items) == [(2, "a"), (3, "b"), (4, "c"), (6, "0")]
 
 
 # 9. Long lines: linear, bounded, reported.
@@ -139,9 +123,9 @@ def test_a_line_over_the_limit_is_reported_and_skipped_without_being_held():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert bad(items) == [(1, "line_too_long")]
+    assert read_failures(items) == [(1, "line_too_long")]
     assert "1,048,576 bytes" in items[0][1].message
-    assert events(items) == [(2, "0")]
+    assert read_ids(items) == [(2, "0")]
     assert peak < 20 * MiB  # the queue of read chunks, not the line
 
 
@@ -155,8 +139,8 @@ def test_an_endless_line_is_reported_once_its_over_the_limit():
 def test_gzipped_zeros_are_one_long_line_like_the_plain_ones():
     data = gzip.compress(b"\0" * (8 * MiB) + b"\n" + many(1))
     items, _ = read_bytes(data, max_line_bytes=MiB)
-    assert bad(items) == [(1, "line_too_long")]
-    assert events(items) == [(2, "0")]
+    assert read_failures(items) == [(1, "line_too_long")]
+    assert read_ids(items) == [(2, "0")]
 
 
 def test_values_at_the_limit_are_read_and_one_byte_over_is_not():
@@ -164,8 +148,8 @@ def test_values_at_the_limit_are_read_and_one_byte_over_is_not():
     over = orjson.dumps(track(message_id="edge2"))
     data = line + b"\n" + line + b"  \n" + over + b"\n" + b" " * (len(line) + 1) + b"\n"
     items, _ = read_bytes(data, max_line_bytes=len(line))
-    assert events(items) == [(1, "edge"), (2, "edge")]  # the limit is the value's, not the line's
-    assert bad(items) == [(3, "line_too_long"), (4, "line_too_long")]
+    assert read_ids(items) == [(1, "edge"), (2, "edge")]  # the limit is the value's, not the line's
+    assert read_failures(items) == [(3, "line_too_long"), (4, "line_too_long")]
 
 
 def test_send_reports_a_line_too_long_with_its_file_and_line(tmp_path):
@@ -226,15 +210,15 @@ def test_symlinked_folders_are_followed_once_and_loops_reported(tmp_path):
 @pytest.mark.parametrize("data", [b'{"batch": []}', b"[]", b'{\n  "batch": []\n}', b"[\n]"])
 def test_an_empty_batch_or_array_is_one_record(data):
     items, _ = read_bytes(data)
-    assert bad(items) == [(1, "empty_batch")]
+    assert read_failures(items) == [(1, "empty_batch")]
 
 
 def test_a_bom_is_stripped_at_the_start_of_any_line():
     data = b"\xef\xbb\xbf" + many(1) + b"\xef\xbb\xbf" + many(1, start=1)  # cat a.json b.json
     items, _ = read_bytes(data)
-    assert events(items) == [(1, "0"), (2, "1")]
+    assert read_ids(items) == [(1, "0"), (2, "1")]
     items, _ = read_bytes(many(1) + b"\xef\xbb\xbf" + PRETTY)
-    assert events(items) == [(1, "0"), (2, "p")]
+    assert read_ids(items) == [(1, "0"), (2, "p")]
 
 
 PRETTY = orjson.dumps(track(message_id="p"), option=orjson.OPT_INDENT_2)
@@ -244,7 +228,7 @@ PRETTY = orjson.dumps(track(message_id="p"), option=orjson.OPT_INDENT_2)
 def test_every_line_ending_gives_lines(ending):
     data = many(3).replace(b"\n", ending) + PRETTY.replace(b"\n", ending)
     items, stats = read_bytes(data)
-    assert events(items) == [(1, "0"), (2, "1"), (3, "2"), (4, "p")]
+    assert read_ids(items) == [(1, "0"), (2, "1"), (3, "2"), (4, "p")]
     assert stats.lines == 3 + PRETTY.count(b"\n") + 1
 
 
@@ -263,7 +247,7 @@ def test_a_crlf_split_between_reads_is_one_line_ending():
             return head
 
     items, stats = list(read_source(Source("in", Bytewise), st := ReadStats())), st
-    assert events(items) == [(1, "0"), (2, "1"), (3, "2")]
+    assert read_ids(items) == [(1, "0"), (2, "1"), (3, "2")]
     assert (stats.lines, stats.blank_lines) == (3, 0)
 
 
@@ -280,8 +264,7 @@ def test_a_crlf_split_between_reads_is_one_line_ending():
     ],
 )
 def test_utf16_files_count_every_line_they_report(data, expected):
-    stats = ReadStats()
-    items = list(read_source(Source("f", lambda: io.BytesIO(data)), stats))
+    items, stats = read_bytes(data)
     got = [(line, item.reason if isinstance(item, BadInput) else "message") for line, item in items]
     assert got == expected
     assert all(line <= stats.lines for line, _ in items)  # the summary's lines hold every record

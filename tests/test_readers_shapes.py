@@ -1,36 +1,28 @@
 """Issue 9's shapes: concatenated values, streamed arrays, UTF-16, files that are not events."""
 
 import gzip
-import io
 import subprocess
 import tracemalloc
 
 import orjson
 import pytest
-from helpers import EXAMPLE_CONFIG, RETENTLY, records, run, track
+from helpers import (
+    EXAMPLE_CONFIG,
+    RETENTLY,
+    read_bytes,
+    read_failures,
+    read_ids,
+    records,
+    run,
+    track,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retently_cli.readers import BadInput, ReadStats, Source, expand_paths, read_source
+from retently_cli.readers import ReadStats, Source, expand_paths, read_source
 
 MiB = 1 << 20
 PRETTY = orjson.OPT_INDENT_2
-
-
-def read_bytes(data: bytes, max_line_bytes=None):
-    stats = ReadStats()
-    source = Source("input", lambda: io.BytesIO(data))
-    if max_line_bytes is not None:
-        source.max_line_bytes = max_line_bytes
-    return list(read_source(source, stats)), stats
-
-
-def events(items):
-    return [(line, item.get("messageId")) for line, item in items if isinstance(item, dict)]
-
-
-def bad(items):
-    return [(line, item.reason) for line, item in items if isinstance(item, BadInput)]
 
 
 def body(message_id, option=0):
@@ -65,14 +57,14 @@ def messages(stdout):
 )
 def test_concatenated_values_are_all_read_at_the_line_they_start(data, expected):
     items, _ = read_bytes(data)
-    assert events(items) == expected
-    assert not bad(items)
+    assert read_ids(items) == expected
+    assert not read_failures(items)
 
 
 def test_a_multi_member_gzip_joining_mid_line_gives_every_message():
     data = gzip.compress(body("a")) + gzip.compress(body("b") + b"\n" + body("c"))
     items, _ = read_bytes(data)
-    assert events(items) == [(1, "a"), (1, "b"), (2, "c")]
+    assert read_ids(items) == [(1, "a"), (1, "b"), (2, "c")]
 
 
 def test_send_reads_cat_of_bodies_without_newlines(tmp_path):
@@ -98,8 +90,8 @@ def test_an_array_longer_than_the_line_limit_is_streamed_with_each_items_line(op
     lines = [n + 1 for n, row in enumerate(data.split(b"\n")) if row.lstrip().startswith(b"{")]
     if not option:
         lines = [1] * len(ids) + [2]
-    assert events(items) == list(zip(lines, [*ids, "after"], strict=True))
-    assert not bad(items)
+    assert read_ids(items) == list(zip(lines, [*ids, "after"], strict=True))
+    assert not read_failures(items)
     assert stats.lines == data.count(b"\n")
 
 
@@ -107,8 +99,8 @@ def test_a_streamed_array_keeps_items_with_nested_arrays_of_objects_and_tricky_s
     odd = {"type": "track", "messageId": "odd", "p": [{"a": "}, {"}, {"b": "],"}] * 20}
     data = orjson.dumps([odd, track(message_id="x"), 5, odd] * 40)
     items, _ = read_bytes(data, max_line_bytes=4096)
-    assert [m for _, m in events(items)] == ["odd", "x", "odd"] * 40
-    assert bad(items) == [(1, "not_an_object")] * 40
+    assert [m for _, m in read_ids(items)] == ["odd", "x", "odd"] * 40
+    assert read_failures(items) == [(1, "not_an_object")] * 40
 
 
 def test_a_bad_item_costs_that_item_and_a_broken_array_hands_over_to_lines():
@@ -117,22 +109,25 @@ def test_a_bad_item_costs_that_item_and_a_broken_array_hands_over_to_lines():
     data = b"[\n" + b",\n".join(items_) + b"\n" + body("z") + b"\n"
     items, _ = read_bytes(data, max_line_bytes=1000)
     # the bad item, then the array without its ']': read on as lines where it is missing
-    assert bad(items) == [(52, "invalid_json"), (102, "invalid_json")]
-    assert events(items) == [(i + 2, str(i)) for i in range(100) if i != 50] + [(102, "z")]
+    assert read_failures(items) == [(52, "invalid_json"), (102, "invalid_json")]
+    assert read_ids(items) == [(i + 2, str(i)) for i in range(100) if i != 50] + [(102, "z")]
 
 
 def test_a_truncated_streamed_array_gives_what_it_holds_and_one_record():
     data = array_of([str(i) for i in range(100)])[:-500]
     items, _ = read_bytes(data, max_line_bytes=1000)
-    assert len(events(items)) > 90
-    assert bad(items) == [(1, "invalid_json"), (1, "invalid_json")]  # the array, the cut item
+    assert len(read_ids(items)) > 90
+    assert read_failures(items) == [
+        (1, "invalid_json"),
+        (1, "invalid_json"),
+    ]  # the array, the cut item
 
 
 def test_an_item_over_the_limit_is_reported_and_memory_stays_bounded():
     data = b"[" + body("a") + b',{"pad": "' + b"x" * 5000 + b'"},' + body("b") + b"]\n" + body("c")
     items, _ = read_bytes(data, max_line_bytes=1000)
-    assert bad(items) == [(1, "line_too_long")]  # the item over the limit, and only it
-    assert events(items) == [(1, "a"), (1, "b"), (2, "c")]
+    assert read_failures(items) == [(1, "line_too_long")]  # the item over the limit, and only it
+    assert read_ids(items) == [(1, "a"), (1, "b"), (2, "c")]
 
 
 @pytest.mark.slow
@@ -163,10 +158,10 @@ def test_utf16_with_a_bom_is_read_with_its_line_numbers(codec):
     bom = {"utf-16": b"", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}[codec]
     data = bom + text.encode(codec)
     items, stats = read_bytes(data)
-    assert events(items) == [(1, "é1"), (3, "2")]
+    assert read_ids(items) == [(1, "é1"), (3, "2")]
     assert stats.lines == text.count("\n")
     items, _ = read_bytes(gzip.compress(data))
-    assert events(items) == [(1, "é1"), (3, "2")]
+    assert read_ids(items) == [(1, "é1"), (3, "2")]
 
 
 def test_send_reads_a_powershell_redirect(tmp_path):
@@ -200,7 +195,7 @@ def test_a_walk_skips_files_that_are_not_json_with_one_warning_each(tmp_path):
     read = []
     for source in expand_paths([str(tmp_path)], stdin=None, warn=warnings.append):
         read += list(read_source(source, stats))
-    assert events(read) == [(1, "a")] and not bad(read)
+    assert read_ids(read) == [(1, "a")] and not read_failures(read)
     assert stats.skipped_files == len(NOT_EVENTS)
     assert sorted(w.split(":")[0] for w in warnings) == sorted(
         str(tmp_path / name) for name in NOT_EVENTS
@@ -287,5 +282,5 @@ def test_concatenated_files_give_every_message_at_its_start_line(parts, limit):
     if any(gz for _, _, gz in parts) and not all(gz for _, _, gz in parts):
         data = gzip.compress(b"".join(c + (b"\n" if n else b"") for (c, _), n, _ in parts))
     items, _ = read_bytes(data, max_line_bytes=limit)
-    assert events(items) == expected
-    assert not bad(items)
+    assert read_ids(items) == expected
+    assert not read_failures(items)
