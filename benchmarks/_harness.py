@@ -229,5 +229,12 @@ def ensure_export(
     return export_dir, meta
 
 
+def add_export_args(ap) -> None:
+    """--events, --seed and --files: which synthetic export (ensure_export) a benchmark uses."""
+    ap.add_argument("--events", type=int, default=1_000_000, help="export size (default 1000000)")
+    ap.add_argument("--seed", type=int, default=1, help="export seed (default 1)")
+    ap.add_argument("--files", type=int, default=10, help="export .gz files (default 10)")
+
+
 def peak_rss_mb(nbytes: int) -> float:
     return nbytes / MB

@@ -102,9 +102,7 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    ap.add_argument("--events", type=int, default=1_000_000, help="export size (default 1000000)")
-    ap.add_argument("--seed", type=int, default=1, help="export seed (default 1)")
-    ap.add_argument("--files", type=int, default=10, help="export .gz files (default 10)")
+    h.add_export_args(ap)
     ap.add_argument("--repeat", type=int, default=3, help="runs per contender, best taken")
     ap.add_argument(
         "--spill",
