@@ -50,9 +50,3 @@ class AuthError(RetentlyError):
     """Retently refused the API key (exit 3)."""
 
     exit_code = ExitCode.UNAUTHORIZED
-
-
-class UnavailableError(RetentlyError):
-    """The API is unreachable or failing, so the command stopped (exit 4)."""
-
-    exit_code = ExitCode.UNAVAILABLE

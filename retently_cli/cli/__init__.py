@@ -48,9 +48,3 @@ cli.add_command(preview.diff)
 cli.add_command(preview.coverage)
 cli.add_command(preview.init)
 cli.add_command(ledger.ledger)
-
-
-def main():
-    from retently_cli.launch import main as launch
-
-    launch()
