@@ -64,6 +64,7 @@ class Decision:
     subscriber: dict | None = None
     hint: str | None = None  # the mapped name a near-miss event name probably meant
     email_source: str | None = None  # where the email was found: "properties.email", ...
+    key: str | None = None  # the event's ledger key (event_key), once computed for a survey
 
 
 # Fields of a subscriber an identity fills in when the event gives none, with the property
@@ -151,7 +152,17 @@ class Matcher:
             subscriber = self._fill_from(learned, subscriber)
         detail = "; ".join(notes) if notes else None
         return [
-            Decision(name, message_id, c, email, None, detail, subscriber, email_source=source)
+            Decision(
+                name,
+                message_id,
+                c,
+                email,
+                None,
+                detail,
+                subscriber,
+                email_source=source,
+                key=identity,
+            )
             for c in campaigns
         ]
 

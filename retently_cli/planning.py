@@ -87,6 +87,9 @@ class Planner:
 
     def check(self, message: dict, d: Decision) -> Verdict | None:
         """None when the decision is to be surveyed; otherwise why not."""
+        self._remember(message)
+        if self._key is None:
+            self._key = d.key  # the matcher's, so event_key runs once per event
         campaign, email = d.campaign, d.email
         assert campaign is not None and email is not None  # a surveyable decision has both
         f = self.filters
