@@ -19,6 +19,7 @@ from typing import Any, cast
 import click
 from rich.console import Console
 from rich.text import Text
+from rich.traceback import Traceback
 
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
@@ -637,8 +638,8 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
-        if verbose > 1:
-            console.print_exception()
+        if verbose > 1:  # not in an except block: the traceback is the failure's own
+            console.print(Traceback.from_exception(type(failure), failure, failure.__traceback__))
     elif job.dispatcher is not None and job.dispatcher.sender.ledger_error is not None:
         reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
     elif job.halted_by is not None:
