@@ -106,6 +106,7 @@ class Source:
     # Set for a file found by a folder walk: a file that does not start like JSON is then
     # skipped, and this is called with the warning. A file named on its own is read line by line.
     skip_unless_json: Callable[[str], None] | None = None
+    path: str | None = None  # a local file's: one a worker process can open too (fanout)
 
 
 # (line, message or BadInput) per message; returns the line at which reading goes on.
@@ -1522,8 +1523,6 @@ def _float_as_orjson_does(text: str) -> float:
     if math.isinf(value):
         raise ValueError(_INFINITE)
     return value
-
-
 
 
 def _no_constants(name: str):

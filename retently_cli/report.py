@@ -17,6 +17,7 @@ from rich.text import Text
 
 from retently_cli.client import SURVEY_PATH, survey_body
 from retently_cli.delivery import sending_time
+from retently_cli.fanout import Settled
 from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
@@ -220,6 +221,20 @@ class Report:
                 self._row(source, line, message_id, event, None, None, SKIPPED, reason, detail)
             else:
                 self.rows_hidden += 1
+
+    def settled(self, settled: Settled) -> None:
+        """What ``skipped`` does for each event of a stretch a worker process skipped."""
+        counts = self.counts
+        counts.outcomes[SKIPPED] += settled.count
+        for reason, events in settled.reasons.items():
+            counts.reasons[(SKIPPED, reason)] += events
+        for event, hint in settled.near_misses:
+            counts.near_miss(event, hint)
+        if self.streams:
+            for stream in self.streams:
+                stream.write(settled.records)
+        if self.table:  # a worker settles nothing when every row is shown
+            self.rows_hidden += settled.count
 
     def _emit(self, record: dict) -> None:
         line = self._dumps(record, option=self._newline)

@@ -1,4 +1,4 @@
-"""Numbers no JSON reader can hold stop nothing: the line they are on is reported, the run goes on."""
+"""Numbers no JSON reader can hold stop nothing: their line is reported, the run goes on."""
 
 import orjson
 import pytest
