@@ -246,8 +246,8 @@ class FanOut:
                 turn.source.skip_unless_json(frame[2])
             elif kind == "end":
                 _set_counts(stats, tuple(map(sum, zip(before, frame[2], strict=True))))
-                if frame[2][2]:  # read, not skipped as not JSON
-                    stats.per_source[turn.source.name] = frame[2][0]
+                if frame[3] is not None:  # as read_source leaves it: set unless it could not open
+                    stats.per_source[turn.source.name] = frame[3]
                 return None
             elif kind == "hand back":  # an event it cannot pass on: the worker goes on
                 return taken, None
@@ -376,7 +376,7 @@ def _read_one(frames, first_sight, with_records, index, name, path, size, max_li
             out.settle(line, *fate)
     out.send()
     counts = (stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files)
-    _put(frames, ("end", index, counts))
+    _put(frames, ("end", index, counts, stats.per_source.get(name)))
 
 
 class _Entries:
