@@ -1,7 +1,10 @@
 """A second reader's attempts at ``--jobs``: inputs and endings a user meets, where a run with
 workers must still say byte for byte what a run in one process says."""
 
-from helpers import send
+import os
+import subprocess
+
+from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, ndjson, send, track
 
 
 def _both(*args, input=None):
@@ -30,3 +33,70 @@ def test_a_folder_of_one_dangling_link_is_called_empty_with_workers_too(tmp_path
     alone, workers = _both("-o", "ndjson", folder)
     assert workers == alone
     assert "holds no files to read" in alone[2]
+
+
+def _process(jobs, *args, timeout=60, **popen):
+    return subprocess.run(
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", str(jobs),
+         *map(str, args)],
+        capture_output=True, cwd=ROOT, timeout=timeout, **popen,
+    )  # fmt: skip
+
+
+EVENTS = ndjson(*(track(message_id=f"m{n}", email=f"p{n}@x.co") for n in range(20)))
+
+
+def test_dev_stdin_redirected_from_a_file_is_that_file_for_workers_too(tmp_path):
+    # A worker's own stdin is its task pipe: handed "/dev/stdin" it read that, and waited.
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(EVENTS)
+    runs = []
+    for jobs in (1, 2):
+        with open(events, "rb") as stdin:
+            runs.append(_process(jobs, "/dev/stdin", stdin=stdin))
+    assert (runs[1].returncode, runs[1].stdout, runs[1].stderr) == (
+        runs[0].returncode, runs[0].stdout, runs[0].stderr,
+    )  # fmt: skip
+    assert runs[0].stdout.count(b'"dry_run"') == 40
+
+
+def test_a_pipe_named_by_its_descriptor_is_read_here(tmp_path):
+    """``retently send -n <(zcat export.gz)``: the path is /dev/fd/N, a descriptor no worker has."""
+    runs = []
+    for jobs in (1, 2):
+        read, write = os.pipe()
+        os.write(write, EVENTS)
+        os.close(write)
+        try:
+            runs.append(_process(jobs, f"/dev/fd/{read}", pass_fds=(read,)))
+        finally:
+            os.close(read)
+    assert (runs[1].returncode, runs[1].stdout, runs[1].stderr) == (
+        runs[0].returncode, runs[0].stdout, runs[0].stderr,
+    )  # fmt: skip
+    assert b"unreadable" not in runs[1].stdout
+
+
+# An event no worker can pass on as JSON (nested deeper than orjson writes): the file goes back
+# to the main process, which reads it again from the start.
+DEEP = b'{"a":' * 300 + b"1" + b"}" * 300
+HANDED_BACK = EVENTS + b'{"type":"track","event":"Order Completed","messageId":"s","x":%s}\n' % DEEP
+
+
+def test_a_fifo_named_on_its_own_is_read_here(tmp_path):
+    """A worker handing a FIFO back left the main process to read it again: it waited."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    runs = []
+    for jobs in (1, 2):
+        writer = subprocess.Popen(["sh", "-c", f"cat > '{fifo}'"], stdin=subprocess.PIPE)
+        assert writer.stdin is not None
+        writer.stdin.write(HANDED_BACK + EVENTS)
+        writer.stdin.close()
+        try:
+            runs.append(_process(jobs, fifo, timeout=20))
+        finally:
+            writer.kill()
+    assert (runs[1].returncode, runs[1].stdout, runs[1].stderr) == (
+        runs[0].returncode, runs[0].stdout, runs[0].stderr,
+    )  # fmt: skip
