@@ -218,6 +218,10 @@ class FanOut:
         if not worker.alive:  # said when it stopped
             return 0, None
         before = _counts(stats)
+        # Counted as the entries are taken, as read_source counts: a run that stops part way
+        # (stdout closed, Ctrl-C) has read the file's lines up to the last entry it took.
+        stats.sources += 1
+        lines_before = before[0]
         taken = 0
         loads = orjson.loads
         why = "the worker reading it stopped"
@@ -233,10 +237,12 @@ class FanOut:
                     if len(entry) == 2:
                         taken += 1
                         line, item = entry
+                        stats.lines = lines_before + line
                         yield (line, loads(item)) if type(item) is bytes else entry
                     else:
                         settled = Settled(*entry)
                         taken += settled.count
+                        stats.lines = lines_before + settled.last_line
                         yield settled
                 lines, blank_lines, bytes_read = frame[3]
                 stats.lines, stats.blank_lines = before[0] + lines, before[1] + blank_lines

@@ -2,8 +2,10 @@
 workers must still say byte for byte what a run in one process says."""
 
 import os
+import re
 import subprocess
 
+import pytest
 from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, ndjson, send, track
 
 
@@ -100,3 +102,29 @@ def test_a_fifo_named_on_its_own_is_read_here(tmp_path):
     assert (runs[1].returncode, runs[1].stdout, runs[1].stderr) == (
         runs[0].returncode, runs[0].stdout, runs[0].stderr,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_run_stopped_part_way_into_a_workers_file_counts_the_lines_it_took(tmp_path):
+    """``| head -1``: the summary said "0 lines read from 0 sources" beside its records."""
+    path = tmp_path / "big.ndjson"
+    names = ["Product Viewed", "Order Completed", "Page Loaded"]
+    path.write_bytes(
+        ndjson(*(track(names[n % 3], f"m{n}", email=f"u{n}@x.co") for n in range(60_000)))
+    )
+    proc = subprocess.Popen(
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    summary = re.search(r"Summary: ([\d,]+) lines read from (\d+) source, ([\d,]+) records", err)
+    assert summary is not None, err
+    lines, sources, written = (int(n.replace(",", "")) for n in summary.groups())
+    assert sources == 1
+    assert lines > 0 and written > 0
