@@ -84,6 +84,7 @@ class _Turn:
     source: Source
     worker: _Worker | None = None
     task: int = -1
+    said: tuple[str, ...] = ()  # what listing it said (a walk's warnings), said before it
 
 
 class FanOut:
@@ -124,18 +125,35 @@ class FanOut:
         stretch where a worker read it. Take each source's entries before the next source."""
         upcoming: deque[_Turn] = deque()
         pending = iter(sources)
+        # Files are listed ahead of the reading: what a walk says on the way (an ``Inputs``'s
+        # warn) is held, and said where a run in one process says it.
+        listing: Any = sources
+        say = getattr(listing, "warn", None)
+        said: list[str] = []
+        hold = said.append
+        if say is not None:
+            listing.warn = hold
         try:
             while True:
                 while len(upcoming) < 1 + _AHEAD_PER_WORKER * len(self._workers):
                     source = next(pending, None)
                     if source is None:
                         break
+                    if source.skip_unless_json is hold:  # said as the file is read
+                        source.skip_unless_json = say
                     upcoming.append(self._turn(source))
-                if not upcoming:
+                    upcoming[-1].said = tuple(said)
+                    said.clear()
+                turn = upcoming.popleft() if upcoming else None
+                if say is not None:
+                    for text in turn.said if turn is not None else said:
+                        say(text)
+                if turn is None:
                     return
-                turn = upcoming.popleft()
                 yield turn.source, self._entries(turn, stats, before_wait)
         finally:
+            if say is not None:
+                listing.warn = say
             self.close()
 
     def close(self) -> None:

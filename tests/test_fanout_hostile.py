@@ -128,3 +128,25 @@ def test_a_run_stopped_part_way_into_a_workers_file_counts_the_lines_it_took(tmp
     lines, sources, written = (int(n.replace(",", "")) for n in summary.groups())
     assert sources == 1
     assert lines > 0 and written > 0
+
+
+def test_a_walks_warnings_come_in_the_order_of_reading(tmp_path):
+    """Files are listed ahead for the workers: a FIFO or a link back up, met while listing,
+    was warned of before the files listed earlier were read (and their warnings said)."""
+    folder = tmp_path / "logs"
+    (folder / "b").mkdir(parents=True)
+    (folder / "a.ndjson").write_bytes(EVENTS)
+    (folder / "a.txt").write_bytes(b"not events\n")
+    os.mkfifo(folder / "b" / "pipe")
+    (folder / "b" / "up").symlink_to(folder)
+    (folder / "c.ndjson").write_bytes(EVENTS)
+    (folder / "d.txt").write_bytes(b"not events either\n")
+    alone, workers = _both("-o", "ndjson", folder)
+    assert workers == alone
+    warned = [line.split(": ", 2)[1] for line in alone[2].splitlines() if str(folder) in line]
+    assert [os.path.relpath(path, folder) for path in warned] == [
+        "a.txt",
+        "d.txt",
+        "b/up",
+        "b/pipe",
+    ]
