@@ -92,9 +92,12 @@ class FanOut:
     however small the input (``--jobs`` given on the command line)."""
 
     @classmethod
-    def for_run(cls, jobs: int | None, mapped: Iterable[str], records: bool) -> FanOut | None:
+    def for_run(
+        cls, jobs: int | None, mapped: Iterable[str], records: bool, hidden: Iterable[str] = ()
+    ) -> FanOut | None:
         """Workers as ``--jobs`` asks (None: one per CPU this process may use, up to
-        ``_DEFAULT_JOBS_MAX``), or None for none."""
+        ``_DEFAULT_JOBS_MAX``), or None for none. ``hidden``: environment variables the
+        workers are not given (those the API key is read from)."""
         if sys.platform == "win32":  # select() takes no pipes there
             return None
         forced = jobs is not None
@@ -104,13 +107,16 @@ class FanOut:
             jobs = min(cpus, _DEFAULT_JOBS_MAX)
         if jobs < 2:
             return None
-        return cls(Sieve(tuple(mapped), records), jobs, forced)
+        fanout = cls(Sieve(tuple(mapped), records), jobs, forced)
+        fanout.hidden = frozenset(hidden)
+        return fanout
 
     def __init__(self, sieve: Sieve, jobs: int, forced: bool = False):
         self.sieve = sieve
         self.jobs = jobs
         self.forced = forced
         self.warn: Callable[[str], None] = lambda text: None  # of a worker that stopped
+        self.hidden: frozenset[str] = frozenset()  # environment variables workers are not given
         self._workers: list[_Worker] = []
         self._listed = 0
         self._tasks = 0
@@ -200,6 +206,7 @@ class FanOut:
                 # (a worker still starting would die of it with a traceback). A worker ends at
                 # the end of its pipes, so none outlives the main process, however it ends.
                 start_new_session=True,
+                env={name: value for name, value in os.environ.items() if name not in self.hidden},
             )
             assert process.stdin is not None and process.stdout is not None
             _widen(process.stdin.fileno())

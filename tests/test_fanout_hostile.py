@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, ndjson, send, track
+from test_fanout import _wait_for_workers
 
 
 def _both(*args, input=None):
@@ -150,3 +151,40 @@ def test_a_walks_warnings_come_in_the_order_of_reading(tmp_path):
         "b/up",
         "b/pipe",
     ]
+
+
+@pytest.mark.slow
+def test_no_worker_is_given_the_api_keys_environment_variables(tmp_path):
+    """A worker inherited the whole environment: $RETENTLY_API_KEY and the variable the
+    config's api_key names were in every worker's /proc/PID/environ."""
+    config = tmp_path / "retently.yaml"
+    config.write_text(
+        EXAMPLE_CONFIG.read_text().replace("api_key: ${RETENTLY_API_KEY}", "")
+        + "\napi_key: ${MY_RETENTLY_KEY}\n"
+    )
+    path = tmp_path / "big.ndjson"
+    path.write_bytes(ndjson(*(track("Order Completed", f"m{n}") for n in range(60_000))))
+    env = {
+        **os.environ,
+        "RETENTLY_API_KEY": "env-key-0123456789",
+        "MY_RETENTLY_KEY": "cfg-key-9876543210",
+    }
+    proc = subprocess.Popen(
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(config), "--jobs", "2", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        workers = _wait_for_workers(proc)  # stdout unread: the run waits with its workers
+        environs = []
+        for pid in workers:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                environs.append(environ.read())
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert environs and all(b"PYTHONPATH" in found or b"PATH" in found for found in environs)
+    for found in environs:
+        assert b"env-key-0123456789" not in found and b"cfg-key-9876543210" not in found

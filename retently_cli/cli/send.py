@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.traceback import Traceback
 
+from retently_cli.apikey import key_variables
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
     CONTEXT,
@@ -393,7 +394,9 @@ def send(
             planner = Planner(filters, ledger, retry_uncertain)
             # Its own matcher: a matcher remembers the messageIds it saw.
             matcher = Matcher(config, identities)
-            fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=False)
+            fanout = FanOut.for_run(
+                jobs, config.campaigns_by_event(), records=False, hidden=key_variables(config)
+            )
             ending.plan = _make_plan(console, config, matcher, plan_inputs, planner, fanout)
             where = (base_url, ledger, ledger_where, ledger_new)
             _show_plan(console, ending.plan, config, *where)
@@ -432,7 +435,9 @@ def send(
     # Workers settle skipped events only where their rows are counted, not shown.
     fanout = None
     if dispatcher is None and not (report.table and all_rows):
-        fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=bool(streams))
+        fanout = FanOut.for_run(
+            jobs, config.campaigns_by_event(), bool(streams), hidden=key_variables(config)
+        )
         if fanout is not None:
             fanout.warn = report.warn
     job = SendJob(
