@@ -188,3 +188,18 @@ def test_no_worker_is_given_the_api_keys_environment_variables(tmp_path):
     assert environs and all(b"PYTHONPATH" in found or b"PATH" in found for found in environs)
     for found in environs:
         assert b"env-key-0123456789" not in found and b"cfg-key-9876543210" not in found
+
+
+def test_a_walks_warning_comes_after_the_table_rows_of_the_files_read_before_it(tmp_path):
+    """Rows wait in a buffer and a walk's warning did not: it came before the rows of the
+    file read before it (one process), or among them wherever a worker's frames kept the
+    run waiting (with workers), so -o table differed from run to run."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "a.ndjson").write_bytes(EVENTS)
+    (folder / "b.txt").write_bytes(b"not events\n")
+    alone, workers = _both(folder)
+    assert workers == alone
+    lines = alone[2].splitlines()
+    warning = next(n for n, line in enumerate(lines) if "b.txt: skipped" in line)
+    assert any("a.ndjson:20" in line for line in lines[:warning])

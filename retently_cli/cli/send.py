@@ -420,6 +420,13 @@ def send(
         quiet=quiet,
         max_rows=max_rows,
     )
+    say = sources.warn
+
+    def warn_after_rows(text: str) -> None:  # the table rows of what was read before it first
+        report.flush()
+        say(text)
+
+    sources.warn = warn_after_rows
     failed_file: Output | None
     if "--failed" in paths_check.replaced:
         failed_file = ReplacingOutput(Path(failed_path), output_failed)
