@@ -230,7 +230,7 @@ class FanOut:
             if why is not None:
                 self.warn(f"{turn.source.name}: {why}; read here instead")
         for entry in read_source(turn.source, stats, before_wait):
-            if taken:  # given already, by the worker
+            if taken and entry[0]:  # given already, by the worker (line 0: it cannot open now)
                 taken -= 1
             else:
                 yield entry

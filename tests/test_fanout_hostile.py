@@ -9,6 +9,10 @@ import pytest
 from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, ndjson, send, track
 from test_fanout import _wait_for_workers
 
+from retently_cli.fanout import FanOut
+from retently_cli.readers import ReadStats
+from retently_cli.sources import _file_source
+
 
 def _both(*args, input=None):
     """(exit code, stdout, stderr) of ``send -n ARGS`` with --jobs 1 and with --jobs 2."""
@@ -203,3 +207,22 @@ def test_a_walks_warning_comes_after_the_table_rows_of_the_files_read_before_it(
     lines = alone[2].splitlines()
     warning = next(n for n, line in enumerate(lines) if "b.txt: skipped" in line)
     assert any("a.ndjson:20" in line for line in lines[:warning])
+
+
+def test_a_file_gone_before_the_main_process_reads_it_again_is_not_passed_over(tmp_path):
+    """A worker hands a file back (an event too deep to pass on); by the time the main
+    process opens it again to read on, it is gone (rotated, deleted). The open's failure
+    was the first entry of the reading, so it was passed over as one the worker gave: the
+    rest of the file was lost with no record, no warning and exit 0."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(HANDED_BACK + EVENTS)
+    fanout = FanOut.for_run(2, ["Order Completed"], records=False)
+    assert fanout is not None
+    taken = []
+    for _, entries in fanout.read([_file_source(path)], ReadStats()):
+        for entry in entries:
+            if not taken:  # the worker has read the file: it goes before the main process reads
+                path.unlink()
+            taken.append(entry)
+    assert len(taken) == 21
+    assert taken[-1][0] == 0 and taken[-1][1].reason == "unreadable"
