@@ -198,16 +198,23 @@ class FanOut:
 
     def _start(self) -> None:
         for _ in range(self.jobs):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "retently_cli.fanout"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                # Out of the terminal's process group: Ctrl-C is the main process's to handle
-                # (a worker still starting would die of it with a traceback). A worker ends at
-                # the end of its pipes, so none outlives the main process, however it ends.
-                start_new_session=True,
-                env={name: value for name, value in os.environ.items() if name not in self.hidden},
-            )
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "retently_cli.fanout"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    # Out of the terminal's process group: Ctrl-C is the main process's to handle
+                    # (a worker still starting would die of it with a traceback). A worker ends at
+                    # the end of its pipes, so none outlives the main process, however it ends.
+                    start_new_session=True,
+                    env={
+                        name: value for name, value in os.environ.items() if name not in self.hidden
+                    },
+                )
+            except OSError:  # no process or pipe to be had (a limit): the files are read here
+                if not self._workers:
+                    self.jobs = 1  # by this process alone, as --jobs 1 reads
+                break
             assert process.stdin is not None and process.stdout is not None
             _widen(process.stdin.fileno())
             _widen(process.stdout.fileno())

@@ -3,6 +3,7 @@ workers must still say byte for byte what a run in one process says."""
 
 import os
 import re
+import resource
 import subprocess
 
 import pytest
@@ -226,3 +227,20 @@ def test_a_file_gone_before_the_main_process_reads_it_again_is_not_passed_over(t
             taken.append(entry)
     assert len(taken) == 21
     assert taken[-1][0] == 0 and taken[-1][1].reason == "unreadable"
+
+
+@pytest.mark.parametrize("files", [11, 12])
+def test_workers_that_cannot_be_started_leave_the_reading_to_this_process(tmp_path, files):
+    """At a low limit of open files, starting a worker failed with EMFILE, an internal error
+    that stopped the run; --jobs 1 reads the same files at that limit."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(EVENTS)
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+    runs = [_process(jobs, path, path, preexec_fn=limited) for jobs in (1, 3)]
+    assert runs[0].returncode == 0
+    assert (runs[1].returncode, runs[1].stdout, runs[1].stderr) == (
+        runs[0].returncode, runs[0].stdout, runs[0].stderr,
+    )  # fmt: skip
