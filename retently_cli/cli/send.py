@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import json
 import os
 import shlex
@@ -12,6 +12,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -150,36 +151,66 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-_ending = _Ending()
+@contextlib.contextmanager
+def _written_at_exit(ending: _Ending) -> Iterator[None]:
+    """Writes ``ending`` on every way out of the command, with the exit code it has."""
+    try:
+        yield
+    except SystemExit as exc:
+        ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
+        raise
+    except click.exceptions.Exit as exc:
+        ending.write(exc.exit_code)
+        raise
+    except click.ClickException as exc:  # a RetentlyError, shown by click once this ends
+        ending.write(exc.exit_code)
+        raise
+    except KeyboardInterrupt:
+        ending.interrupted = True
+        ending.write(EXIT_INTERRUPTED)
+        raise
+    except BaseException:
+        ending.write(EXIT_PROBLEMS)
+        raise
 
 
-def _with_summary_json(command):
-    """Gives ``send`` its ``_Ending`` and writes it on every way out of the command."""
+@dataclasses.dataclass(frozen=True)
+class SendOptions:
+    """``send``'s options and arguments, as click parsed them (see ``send --help``)."""
 
-    @functools.wraps(command)
-    def wrapper(*args, summary_json=None, **kwargs):
-        global _ending
-        _ending = ending = _Ending(summary_json)
-        try:
-            return command(*args, **kwargs)
-        except SystemExit as exc:
-            ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
-            raise
-        except click.exceptions.Exit as exc:
-            ending.write(exc.exit_code)
-            raise
-        except click.ClickException as exc:  # a RetentlyError, shown by click once this ends
-            ending.write(exc.exit_code)
-            raise
-        except KeyboardInterrupt:
-            ending.interrupted = True
-            ending.write(EXIT_INTERRUPTED)
-            raise
-        except BaseException:
-            ending.write(EXIT_PROBLEMS)
-            raise
+    paths: tuple[str, ...]
+    config_path: str | None
+    dry_run: bool
+    output: str
+    all_rows: bool
+    max_rows: int
+    api_key_file: str | None
+    ledger_path: str | None
+    no_ledger: bool
+    retry_uncertain: bool
+    failed_path: str | None
+    report_path: str | None
+    since: datetime | None
+    until: datetime | None
+    events: tuple[str, ...]
+    campaigns: tuple[str, ...]
+    limit: int | None
+    grace: float
+    yes: bool
+    summary_json: str | None
+    max_lateness: float
+    includes: tuple[str, ...]
+    excludes: tuple[str, ...]
+    max_line_bytes: int
+    no_progress: bool
+    verbose: int
+    quiet: bool
 
-    return wrapper
+    def filters(self) -> Filters:
+        """A fresh planner's filters (each ``Planner`` counts its own --limit)."""
+        return Filters(
+            self.since, self.until, frozenset(self.events), frozenset(self.campaigns), self.limit
+        )
 
 
 @click.command(
@@ -282,35 +313,7 @@ Examples:
 @click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
-@_with_summary_json
-def send(
-    config_path,
-    dry_run,
-    output,
-    all_rows,
-    max_rows,
-    api_key_file,
-    ledger_path,
-    no_ledger,
-    retry_uncertain,
-    failed_path,
-    report_path,
-    since,
-    until,
-    events,
-    campaigns,
-    limit,
-    grace,
-    max_lateness,
-    includes,
-    excludes,
-    max_line_bytes,
-    no_progress,
-    verbose,
-    quiet,
-    paths,
-    yes,
-):
+def send(**params):
     """Survey the customers that Segment Track events in PATHS map to.
 
     PATHS are files or folders (walked recursively, in name order) of Segment messages: NDJSON,
@@ -325,27 +328,36 @@ def send(
     A live send from files first shows its plan and, on a terminal, asks (-y skips that).
     Filtered events are reported as skipped, never dropped. See the README.
     """
+    options = SendOptions(**params)
+    ending = _Ending(options.summary_json)
+    with _written_at_exit(ending):
+        _send(options, ending)
+
+
+def _send(o: SendOptions, ending: _Ending) -> None:
     console = stderr_console()
-    ending = _ending
-    ending.dry_run = dry_run
-    if ending.path == "-" and (output == "ndjson" or "-" in (report_path, failed_path)):
+    ending.dry_run = o.dry_run
+    if ending.path == "-" and (o.output == "ndjson" or "-" in (o.report_path, o.failed_path)):
         ending.path = None
         raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
-    config = load_or_exit(console, config_path, verbose, quiet)
-    refuse_unknown_filters(config, campaigns, events)
-    refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
+    config = load_or_exit(console, o.config_path, o.verbose, o.quiet)
+    refuse_unknown_filters(config, o.campaigns, o.events)
+    refuse_placeholders(console, config, warn_only=o.dry_run, quiet=o.quiet)
     # --summary-json last: a clash with another output is then named as its own.
-    outputs = {"--report": report_path, "--failed": failed_path, "--summary-json": ending.path}
+    outputs = {"--report": o.report_path, "--failed": o.failed_path, "--summary-json": ending.path}
     selection = Selection(
-        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
+        o.includes,
+        o.excludes,
+        _new_files(outputs.values()),
+        Window(o.since, o.until, o.max_lateness),
     )
-    sources = open_inputs(console, paths, max_line_bytes, selection)
+    sources = open_inputs(console, o.paths, o.max_line_bytes, selection)
     if config.from_identify and (problem := rereading_problem(sources)) is not None:
         raise UsageFailure([problem])  # before the ledger or anything else is opened
-    if verbose:
+    if o.verbose:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(config)
-    ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
+    ledger_where = None if o.no_ledger else Path(o.ledger_path or default_ledger_path(base_url))
     paths_check = check_output_paths(
         outputs,
         sources.local_files()
@@ -361,31 +373,32 @@ def send(
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
     dispatcher = None
-    if not dry_run:
-        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
+    if not o.dry_run:
+        dispatcher = _dispatcher(console, config, o.api_key_file, sources, o.verbose)
     ledger_new = ledger_where is not None and not ledger_where.exists()
-    ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
+    ledger = _ledger(console, o.ledger_path, o.no_ledger, base_url, o.dry_run, o.verbose)
     # A plan reads the inputs once before the send reads them again: a pipe cannot be.
     unplanned = sources.reads_stdin or rereading_problem(sources) is not None
-    if ledger is not None and not (dry_run or quiet):
+    if ledger is not None and not (o.dry_run or o.quiet):
         # A plan, shown to all but unplanned runs, names the ledger itself.
         tell_where(console, ledger.path, ledger_new, sources, name_it=unplanned)
-    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
+    identities = identities_for_run(
+        console, [config], o.paths, o.max_line_bytes, selection, o.verbose
+    )
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
-        asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
+        asking = not o.yes and sys.stdin.isatty() and sys.stderr.isatty()
         if unplanned:
-            if not quiet:
+            if not o.quiet:
                 what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
                 console.print(Text(f"events from {what} cannot be planned: sending as they come"))
-        elif asking or not quiet:
+        elif asking or not o.quiet:
             # Its own inputs: a selection counts the folders it prunes, and what a walk passes
             # over is said once, by the run itself.
             plan_selection = dataclasses.replace(selection, pruned_folders=0)
-            plan_inputs = open_inputs(console, paths, max_line_bytes, plan_selection)
+            plan_inputs = open_inputs(console, o.paths, o.max_line_bytes, plan_selection)
             plan_inputs.warn = lambda text: None
-            filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
-            planner = Planner(filters, ledger, retry_uncertain)
+            planner = Planner(o.filters(), ledger, o.retry_uncertain)
             # Its own matcher: a matcher remembers the messageIds it saw.
             matcher = Matcher(config, identities)
             ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
@@ -399,75 +412,73 @@ def send(
         job.halt(out.describe_error())
 
     stdout = Output("stdout", sys.stdout.buffer, output_failed)
-    streams = [stdout] if output == "ndjson" else []
-    report_file = _open_output(console, report_path, stdout, output_failed)
+    streams = [stdout] if o.output == "ndjson" else []
+    report_file = _open_output(console, o.report_path, stdout, output_failed)
     if report_file is not None and report_file not in streams:
         streams.append(report_file)
     report = Report(
         console,
         streams,
-        table=output == "table",
-        all_rows=all_rows,
-        quiet=quiet,
-        max_rows=max_rows,
+        table=o.output == "table",
+        all_rows=o.all_rows,
+        quiet=o.quiet,
+        max_rows=o.max_rows,
     )
     failed_file: Output | None
-    if "--failed" in paths_check.replaced:
-        failed_file = ReplacingOutput(Path(failed_path), output_failed)
+    if o.failed_path is not None and "--failed" in paths_check.replaced:
+        failed_file = ReplacingOutput(Path(o.failed_path), output_failed)
     else:
-        failed_file = _open_output(console, failed_path, stdout, output_failed)
+        failed_file = _open_output(console, o.failed_path, stdout, output_failed)
     dead_letters = DeadLetters(failed_file) if failed_file is not None else None
-    planner = Planner(
-        Filters(since, until, frozenset(events), frozenset(campaigns), limit),
-        ledger,
-        retry_uncertain,
-    )
+    planner = Planner(o.filters(), ledger, o.retry_uncertain)
     matcher = Matcher(config, identities)
     job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
     cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
     ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
-        job.replaced_path = failed_path
+        job.replaced_path = o.failed_path
 
     def on_source(source):
-        if verbose > 1:
+        if o.verbose > 1:
             console.print(Text(f"reading {visible(source.name)}", style="dim"))
 
     interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _progress(console, job, report, sources, dry_run, quiet or no_progress) as progress:
+        with _progress(
+            console, job, report, sources, o.dry_run, o.quiet or o.no_progress
+        ) as progress:
             job.on_progress = progress.update
             try:
                 job.read(sources, on_source)
                 if job.halted_by is None:
                     job.finish()
                 else:
-                    clean = job.stop(grace)
+                    clean = job.stop(o.grace)
             except KeyboardInterrupt:
                 interrupted = True
-                clean = _stop_after_interrupt(console, job, grace, streams)
+                clean = _stop_after_interrupt(console, job, o.grace, streams, ending)
             except Exception as exc:  # settle what was sent before anything else
                 failure = exc
-                clean = _stop_after_failure(console, job, grace, streams)
+                clean = _stop_after_failure(console, job, o.grace, streams, ending)
     finally:
         signal.signal(signal.SIGTERM, previous)
     ending.interrupted = interrupted
     job.stats.pruned_folders = sources.pruned_folders
     try:
-        if job.read_complete and not quiet:
+        if job.read_complete and not o.quiet:
             warn_of_empty_inputs(console, sources, job.stats)
         report.summary(job.stats, interrupted, job.read_complete)
         conflicts = type_conflicts(job.matcher.property_types)
-        if conflicts and not quiet:
+        if conflicts and not o.quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
-        _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
-        if not quiet:
+        _say_why_it_stopped(console, report, job, failure, ledger_where, o.verbose)
+        if not o.quiet:
             _say_what_next(console, report, job, interrupted, ledger_where)
-        if dry_run and not quiet and job.requests:
+        if o.dry_run and not o.quiet and job.requests:
             console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
-        if dead_letters is not None and dead_letters.count and not quiet:
-            console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
+        if dead_letters is not None and dead_letters.count and not o.quiet:
+            console.print(Text(f"{dead_letters.count:,} events written to {o.failed_path}"))
         if isinstance(failed_file, ReplacingOutput):
             kept = failed_file.finish(input_read=job.read_complete and not job.kept_back)
             if kept:
@@ -609,20 +620,22 @@ def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
         raise UsageFailure([f"{path}: cannot write it ({exc.strerror})"]) from None
 
 
-def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -> bool:
+def _stop_after_failure(console: Console, job: SendJob, grace: float, streams, ending) -> bool:
     """An unexpected error: stop reading, and still give requests in flight their answer."""
-    return _stop_within_grace(console, job, grace, streams, "interrupted: quitting now")
+    return _stop_within_grace(console, job, grace, streams, ending, "interrupted: quitting now")
 
 
-def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on_ctrl_c) -> bool:
+def _stop_within_grace(
+    console: Console, job: SendJob, grace: float, streams, ending: _Ending, on_ctrl_c: str
+) -> bool:
     """``job.stop``; a Ctrl-C meanwhile leaves at once (the ledger stays consistent)."""
     try:
         return job.stop(grace)
     except KeyboardInterrupt:
         console.print(Text(on_ctrl_c))
         _flush_all(streams)
-        _ending.interrupted = True
-        _ending.write(EXIT_INTERRUPTED)
+        ending.interrupted = True
+        ending.write(EXIT_INTERRUPTED)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         return False
@@ -780,7 +793,7 @@ def _progress(console, job, report, sources: Inputs, dry_run, quiet):
     return SendProgress(console, job.stats, report, total)
 
 
-def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams) -> bool:
+def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams, ending) -> bool:
     """First Ctrl-C: stop reading, give requests in flight ``grace`` seconds, account for
     every survey read. A second Ctrl-C leaves at once: the ledger stays consistent (SQLite),
     and what was in flight is reported as uncertain by the next run."""
@@ -791,7 +804,9 @@ def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams)
             f"interrupted: finishing requests in flight, at most {grace:g} s (Ctrl-C again to quit)"
         )
     )
-    return _stop_within_grace(console, job, grace, streams, "interrupted again: quitting now")
+    return _stop_within_grace(
+        console, job, grace, streams, ending, "interrupted again: quitting now"
+    )
 
 
 def _flush_all(streams) -> None:
