@@ -70,6 +70,7 @@ from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
 from retently_cli.progress import SendProgress
 from retently_cli.pruning import Window
+from retently_cli.readers import ReadStats
 from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -81,7 +82,15 @@ from retently_cli.report import (
     Report,
     requests_line,
 )
-from retently_cli.run import Plan, SendJob, make_plan
+from retently_cli.run import (
+    Delivery,
+    DryRunDelivery,
+    LiveDelivery,
+    Plan,
+    Records,
+    SendJob,
+    make_plan,
+)
 from retently_cli.sources import Inputs, Selection
 from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
@@ -129,9 +138,8 @@ class _Ending:
         if job is not None:
             record["requests"] = job.requests
             record["read_complete"] = job.read_complete
-        if job is not None and job.dispatcher is not None:
-            sender = job.dispatcher.sender
-            record["api_unavailable"] = sender.unavailable
+        if job is not None and not self.dry_run:
+            record["api_unavailable"] = job.delivery.unavailable
         if self.plan is not None:
             record["plan"] = {
                 "surveys": self.plan.total,
@@ -372,9 +380,9 @@ def _send(o: SendOptions, ending: _Ending) -> None:
         raise UsageFailure(paths_check.problems)
     for warning in paths_check.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
-    dispatcher = None
+    client = None
     if not o.dry_run:
-        dispatcher = _dispatcher(console, config, o.api_key_file, sources, o.verbose)
+        client = api_client(console, config, o.api_key_file, sources.reads_stdin, o.verbose)
     ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, o.ledger_path, o.no_ledger, base_url, o.dry_run, o.verbose)
     # A plan reads the inputs once before the send reads them again: a pipe cannot be.
@@ -385,8 +393,7 @@ def _send(o: SendOptions, ending: _Ending) -> None:
     identities = identities_for_run(
         console, [config], o.paths, o.max_line_bytes, selection, o.verbose
     )
-    if dispatcher is not None:
-        dispatcher.sender.ledger = ledger
+    if client is not None:
         asking = not o.yes and sys.stdin.isatty() and sys.stderr.isatty()
         if unplanned:
             if not o.quiet:
@@ -432,11 +439,20 @@ def _send(o: SendOptions, ending: _Ending) -> None:
     dead_letters = DeadLetters(failed_file) if failed_file is not None else None
     planner = Planner(o.filters(), ledger, o.retry_uncertain)
     matcher = Matcher(config, identities)
-    job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
+    replaced = o.failed_path if isinstance(failed_file, ReplacingOutput) else None
+    records = Records(report, dead_letters, replaced)
+    stats = ReadStats()
+    progress = _progress(console, stats, report, sources, o.dry_run, o.quiet or o.no_progress)
+    batch_size = config.delivery.batch_size
+    delivery: Delivery
+    if client is not None:
+        dispatcher = _dispatcher(console, config, client, ledger, o.verbose)
+        delivery = LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
+    else:
+        delivery = DryRunDelivery(records, batch_size)
+    job = SendJob(matcher, records, delivery, planner, stats)
     cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
     ending.report, ending.job = report, job
-    if isinstance(failed_file, ReplacingOutput):
-        job.replaced_path = o.failed_path
 
     def on_source(source):
         if o.verbose > 1:
@@ -445,10 +461,7 @@ def _send(o: SendOptions, ending: _Ending) -> None:
     interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _progress(
-            console, job, report, sources, o.dry_run, o.quiet or o.no_progress
-        ) as progress:
-            job.on_progress = progress.update
+        with progress:
             try:
                 job.read(sources, on_source)
                 if job.halted_by is None:
@@ -457,7 +470,8 @@ def _send(o: SendOptions, ending: _Ending) -> None:
                     clean = job.stop(o.grace)
             except KeyboardInterrupt:
                 interrupted = True
-                clean = _stop_after_interrupt(console, job, o.grace, streams, ending)
+                if not o.dry_run:  # a dry-run has nothing in flight
+                    clean = _stop_after_interrupt(console, job, o.grace, streams, ending)
             except Exception as exc:  # settle what was sent before anything else
                 failure = exc
                 clean = _stop_after_failure(console, job, o.grace, streams, ending)
@@ -472,21 +486,21 @@ def _send(o: SendOptions, ending: _Ending) -> None:
         conflicts = type_conflicts(job.matcher.property_types)
         if conflicts and not o.quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
-        _say_why_it_stopped(console, report, job, failure, ledger_where, o.verbose)
-        if not o.quiet:
+        _say_why_it_stopped(console, report, job, failure, base_url, ledger_where, o.verbose)
+        if not (o.quiet or o.dry_run):
             _say_what_next(console, report, job, interrupted, ledger_where)
         if o.dry_run and not o.quiet and job.requests:
             console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
         if dead_letters is not None and dead_letters.count and not o.quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {o.failed_path}"))
         if isinstance(failed_file, ReplacingOutput):
-            kept = failed_file.finish(input_read=job.read_complete and not job.kept_back)
+            kept = failed_file.finish(input_read=job.replaced_input_settled)
             if kept:
                 console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
     except OSError:  # stderr itself is gone: the exit code still tells
         pass
-    code = _exit_code(report, job, dispatcher, interrupted, failure)
-    if dispatcher is not None and dispatcher.sender.unauthorized:
+    code = _exit_code(report, job, interrupted, failure)
+    if job.delivery.unauthorized:
         console.print(
             Text("retently: Retently refused the API key (401/403): nothing more was sent. "
                  "Check the key."),
@@ -565,9 +579,7 @@ def _confirm(plan: Plan) -> bool:
 
 
 def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, ledger_where):
-    """The next command, when the run leaves something to do."""
-    if job.dispatcher is None:
-        return
+    """The next command, when a live send leaves something to do."""
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     if interrupted:
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
@@ -644,7 +656,8 @@ def _stop_within_grace(
 _LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
 
 
-def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) -> None:
+def _say_why_it_stopped(console, report, job, failure, base_url, ledger_where, verbose) -> None:
+    delivery = job.delivery
     reason = None
     if isinstance(failure, _LEDGER_ERRORS):
         reason = f"ledger {ledger_where}: {failure}"
@@ -652,20 +665,19 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         reason = f"internal error ({type(failure).__name__}: {failure})"
         if verbose > 1:
             console.print_exception()
-    elif job.dispatcher is not None and job.dispatcher.sender.ledger_error is not None:
-        reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
+    elif delivery.ledger_error is not None:
+        reason = f"ledger {ledger_where} cannot be written ({delivery.ledger_error})"
     elif job.halted_by is not None:
         reason = job.halted_by
-    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
-        sender = job.dispatcher.sender
-        reason = f"the API at {sender.client.base_url} is unavailable: {sender.unavailable}"
+    elif delivery.unavailable is not None:
+        reason = f"the API at {base_url} is unavailable: {delivery.unavailable}"
     if reason is None:
         return
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     then = f"; {not_sent:,} surveys not sent" if not_sent else ""
     if job.read_complete and not not_sent:  # everything was read and settled all the same
         line = f"retently: {reason}"
-    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+    elif delivery.unavailable is not None:
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         line = (
             f"retently: {reason}; stopped sending{then}{unread}. "
@@ -696,16 +708,17 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
+def _exit_code(report, job, interrupted, failure) -> int:
+    delivery = job.delivery
     if interrupted:
         return EXIT_INTERRUPTED
-    if dispatcher is not None and dispatcher.sender.unauthorized:
+    if delivery.unauthorized:
         return EXIT_UNAUTHORIZED
-    if dispatcher is not None and dispatcher.sender.unavailable is not None:
+    if delivery.unavailable is not None:
         return EXIT_UNAVAILABLE
     if isinstance(failure, _LEDGER_ERRORS):
         return EXIT_USAGE
-    if dispatcher is not None and dispatcher.sender.ledger_error is not None:
+    if delivery.ledger_error is not None:
         return EXIT_USAGE  # nothing more could be recorded, so the run stopped sending
     if failure is not None or job.halted_by is not None:
         return max(report.exit_code(), EXIT_PROBLEMS)
@@ -751,9 +764,8 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     return ledger
 
 
-def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
+def _dispatcher(console, config, client, ledger, verbose) -> Dispatcher:
     delivery = config.delivery
-    client = api_client(console, config, api_key_file, sources.reads_stdin, verbose)
 
     def log(lines: str) -> None:
         shown = "\n".join(visible(line) for line in lines.split("\n"))
@@ -766,6 +778,7 @@ def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
         threading.Event(),
         log=log if verbose else None,
         log_bodies=verbose > 1,
+        ledger=ledger,
         warn=lambda line: console.print(Text(line, style="yellow"), soft_wrap=True),
     )
     return Dispatcher(sender, delivery.concurrency)
@@ -782,7 +795,7 @@ class _NoProgress:
         return None
 
 
-def _progress(console, job, report, sources: Inputs, dry_run, quiet):
+def _progress(console, stats, report, sources: Inputs, dry_run, quiet):
     if dry_run or quiet or not console.file.isatty():  # --color always colours a pipe, no more
         return _NoProgress()
 
@@ -790,15 +803,13 @@ def _progress(console, job, report, sources: Inputs, dry_run, quiet):
         """The bytes listed so far: folders are listed as the run reaches them."""
         return None if sources.reads_stdin or sources.unsized else sources.listed_bytes
 
-    return SendProgress(console, job.stats, report, total)
+    return SendProgress(console, stats, report, total)
 
 
 def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams, ending) -> bool:
     """First Ctrl-C: stop reading, give requests in flight ``grace`` seconds, account for
     every survey read. A second Ctrl-C leaves at once: the ledger stays consistent (SQLite),
     and what was in flight is reported as uncertain by the next run."""
-    if job.dispatcher is None:
-        return True
     console.print(
         Text(
             f"interrupted: finishing requests in flight, at most {grace:g} s (Ctrl-C again to quit)"
