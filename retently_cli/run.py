@@ -144,6 +144,12 @@ class Delivery(Protocol):
         account for every survey added. True when nothing was left unanswered."""
         ...
 
+    def __enter__(self) -> Delivery: ...
+
+    def __exit__(self, *exc) -> None:
+        """The run is over: what the delivery holds is let go."""
+        ...
+
 
 class DryRunDelivery:
     """Sends nothing: each survey is batched all the same, so its record names the request

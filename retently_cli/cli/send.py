@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import click
 from rich.console import Console
@@ -45,6 +45,7 @@ from retently_cli.cli.options import (
     verbosity_options,
     warn_of_empty_inputs,
 )
+from retently_cli.client import RetentlyClient
 from retently_cli.config import Config
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import (
@@ -66,7 +67,7 @@ from retently_cli.ledger import (
     default_ledger_path,
 )
 from retently_cli.matching import Matcher
-from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
+from retently_cli.outputs import Output, PathCheck, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
 from retently_cli.progress import SendProgress
 from retently_cli.pruning import Window
@@ -342,9 +343,61 @@ def send(**params):
         _send(options, ending)
 
 
-def _send(o: SendOptions, ending: _Ending) -> None:
+def _send(o: SendOptions, ending: _Ending) -> NoReturn:
     console = stderr_console()
     ending.dry_run = o.dry_run
+    checked = _check(console, o, ending)
+    config = checked.config
+    with contextlib.ExitStack() as opened:
+        client = None if o.dry_run else _client(console, o, checked)
+        ledger = _open_ledger(opened, console, o, checked)
+        identities = identities_for_run(
+            console, [config], o.paths, o.max_line_bytes, checked.selection, o.verbose
+        )
+        if client is not None:
+            ending.plan = _plan_and_ask(console, o, checked, identities, ledger)
+        job: SendJob  # made last; an output that cannot be written halts it
+        outputs = opened.enter_context(
+            _Outputs.open(console, o, checked, lambda out: job.halt(out.describe_error()))
+        )
+        report = _report(console, o, outputs)
+        records = Records(report, outputs.dead_letters, outputs.replaced_path)
+        planner = Planner(o.filters(), ledger, o.retry_uncertain)
+        stats = ReadStats()
+        progress = _progress(console, o, stats, report, checked.sources)
+        delivery = opened.enter_context(
+            _delivery(console, o, config, client, ledger, records, planner, progress)
+        )
+        job = SendJob(Matcher(config, identities), records, delivery, planner, stats)
+        cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
+        ending.report, ending.job = report, job
+        ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
+        code = _conclude(console, o, checked, job, ledger, outputs, ended)
+        if not ended.clean:  # a worker is still waiting for an answer: do not wait for it
+            _flush_all(outputs.streams)
+            ending.write(code)
+            os._exit(code)
+    if outputs.stdout.error is not None:
+        _quiet_stdout()
+    sys.exit(code)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """What ``send`` makes sure of before it opens anything: a usage error ends it there."""
+
+    config: Config
+    selection: Selection
+    sources: Inputs
+    base_url: str
+    ledger_where: Path | None
+    ledger_new: bool  # no ledger there yet: no earlier run is known
+    paths: PathCheck
+    # A plan reads the inputs once before the send reads them again: a pipe cannot be.
+    unplanned: bool
+
+
+def _check(console: Console, o: SendOptions, ending: _Ending) -> _Checked:
     if ending.path == "-" and (o.output == "ndjson" or "-" in (o.report_path, o.failed_path)):
         ending.path = None
         raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
@@ -366,7 +419,7 @@ def _send(o: SendOptions, ending: _Ending) -> None:
         console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
     base_url = base_url_in_use(config)
     ledger_where = None if o.no_ledger else Path(o.ledger_path or default_ledger_path(base_url))
-    paths_check = check_output_paths(
+    paths = check_output_paths(
         outputs,
         sources.local_files()
         + sources.inputs_among(outputs.values())
@@ -374,110 +427,194 @@ def _send(o: SendOptions, ending: _Ending) -> None:
         sources.local_folders(),
         ledger_where,
     )
-    if paths_check.problems:
-        if any(problem.startswith("--summary-json ") for problem in paths_check.problems):
+    if paths.problems:
+        if any(problem.startswith("--summary-json ") for problem in paths.problems):
             ending.path = None  # written at the exit all the same, it would destroy that file
-        raise UsageFailure(paths_check.problems)
-    for warning in paths_check.warnings:
+        raise UsageFailure(paths.problems)
+    for warning in paths.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
-    client = None
-    if not o.dry_run:
-        client = api_client(console, config, o.api_key_file, sources.reads_stdin, o.verbose)
     ledger_new = ledger_where is not None and not ledger_where.exists()
-    ledger = _ledger(console, o.ledger_path, o.no_ledger, base_url, o.dry_run, o.verbose)
-    # A plan reads the inputs once before the send reads them again: a pipe cannot be.
     unplanned = sources.reads_stdin or rereading_problem(sources) is not None
-    if ledger is not None and not (o.dry_run or o.quiet):
-        # A plan, shown to all but unplanned runs, names the ledger itself.
-        tell_where(console, ledger.path, ledger_new, sources, name_it=unplanned)
-    identities = identities_for_run(
-        console, [config], o.paths, o.max_line_bytes, selection, o.verbose
+    return _Checked(
+        config, selection, sources, base_url, ledger_where, ledger_new, paths, unplanned
     )
-    if client is not None:
-        asking = not o.yes and sys.stdin.isatty() and sys.stderr.isatty()
-        if unplanned:
-            if not o.quiet:
-                what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
-                console.print(Text(f"events from {what} cannot be planned: sending as they come"))
-        elif asking or not o.quiet:
-            # Its own inputs: a selection counts the folders it prunes, and what a walk passes
-            # over is said once, by the run itself.
-            plan_selection = dataclasses.replace(selection, pruned_folders=0)
-            plan_inputs = open_inputs(console, o.paths, o.max_line_bytes, plan_selection)
-            plan_inputs.warn = lambda text: None
-            planner = Planner(o.filters(), ledger, o.retry_uncertain)
-            # Its own matcher: a matcher remembers the messageIds it saw.
-            matcher = Matcher(config, identities)
-            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
-            where = (base_url, ledger, ledger_where, ledger_new)
-            _show_plan(console, ending.plan, config, *where)
-            if asking and ending.plan.total and not _confirm(ending.plan):
-                console.print(Text("retently: nothing was sent"))
-                sys.exit(EXIT_PROBLEMS)
 
-    def output_failed(out: Output) -> None:
-        job.halt(out.describe_error())
 
-    stdout = Output("stdout", sys.stdout.buffer, output_failed)
-    streams = [stdout] if o.output == "ndjson" else []
-    report_file = _open_output(console, o.report_path, stdout, output_failed)
-    if report_file is not None and report_file not in streams:
-        streams.append(report_file)
-    report = Report(
+def _client(console: Console, o: SendOptions, checked: _Checked) -> RetentlyClient:
+    sources = checked.sources
+    return api_client(console, checked.config, o.api_key_file, sources.reads_stdin, o.verbose)
+
+
+def _open_ledger(
+    opened: contextlib.ExitStack, console: Console, o: SendOptions, checked: _Checked
+) -> Ledger | None:
+    """The run's ledger, closed with ``opened``; a live send names it."""
+    ledger = _ledger(console, o, checked.base_url)
+    if ledger is None:
+        return None
+    opened.callback(ledger.close)
+    if not (o.dry_run or o.quiet):
+        # A plan, shown to all but unplanned runs, names the ledger itself.
+        name_it = checked.unplanned
+        tell_where(console, ledger.path, checked.ledger_new, checked.sources, name_it=name_it)
+    return ledger
+
+
+def _plan_and_ask(
+    console: Console, o: SendOptions, checked: _Checked, identities, ledger: Ledger | None
+) -> Plan | None:
+    """The plan of a live send from files, shown; on a terminal, the question whether to send
+    it (anything but yes ends the run)."""
+    asking = not o.yes and sys.stdin.isatty() and sys.stderr.isatty()
+    if checked.unplanned:
+        if not o.quiet:
+            sources = checked.sources
+            what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
+            console.print(Text(f"events from {what} cannot be planned: sending as they come"))
+        return None
+    if not asking and o.quiet:
+        return None
+    # Its own inputs: a selection counts the folders it prunes, and what a walk passes over is
+    # said once, by the run itself.
+    plan_selection = dataclasses.replace(checked.selection, pruned_folders=0)
+    plan_inputs = open_inputs(console, o.paths, o.max_line_bytes, plan_selection)
+    plan_inputs.warn = lambda text: None
+    planner = Planner(o.filters(), ledger, o.retry_uncertain)
+    # Its own matcher: a matcher remembers the messageIds it saw.
+    matcher = Matcher(checked.config, identities)
+    plan = _make_plan(console, checked.config, matcher, plan_inputs, planner)
+    where = (checked.base_url, ledger, checked.ledger_where, checked.ledger_new)
+    _show_plan(console, plan, checked.config, *where)
+    if asking and plan.total and not _confirm(plan):
+        console.print(Text("retently: nothing was sent"))
+        sys.exit(EXIT_PROBLEMS)
+    return plan
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """Where the run writes: stdout, and the --report and --failed files. A write that fails
+    calls ``on_failure`` (the run stops reading); closing them flushes stdout last."""
+
+    stdout: Output
+    streams: list[Output]  # the records' destinations
+    report_file: Output | None
+    failed_file: Output | None
+    dead_letters: DeadLetters | None  # written to the --failed file
+    replaced_path: str | None  # --failed F F: the input that the --failed file replaces
+
+    @classmethod
+    def open(cls, console: Console, o: SendOptions, checked: _Checked, on_failure) -> _Outputs:
+        stdout = Output("stdout", sys.stdout.buffer, on_failure)
+        streams = [stdout] if o.output == "ndjson" else []
+        report_file = _open_output(console, o.report_path, stdout, on_failure)
+        if report_file is not None and report_file not in streams:
+            streams.append(report_file)
+        failed_file: Output | None
+        replaced_path = None
+        if o.failed_path is not None and "--failed" in checked.paths.replaced:
+            failed_file = ReplacingOutput(Path(o.failed_path), on_failure)
+            replaced_path = o.failed_path
+        else:
+            failed_file = _open_output(console, o.failed_path, stdout, on_failure)
+        dead_letters = DeadLetters(failed_file) if failed_file is not None else None
+        return cls(stdout, streams, report_file, failed_file, dead_letters, replaced_path)
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for opened in (self.report_file, self.failed_file):
+            if opened is not None and opened is not self.stdout:
+                opened.close()
+        self.stdout.flush()
+
+
+def _report(console: Console, o: SendOptions, outputs: _Outputs) -> Report:
+    return Report(
         console,
-        streams,
+        outputs.streams,
         table=o.output == "table",
         all_rows=o.all_rows,
         quiet=o.quiet,
         max_rows=o.max_rows,
     )
-    failed_file: Output | None
-    if o.failed_path is not None and "--failed" in paths_check.replaced:
-        failed_file = ReplacingOutput(Path(o.failed_path), output_failed)
-    else:
-        failed_file = _open_output(console, o.failed_path, stdout, output_failed)
-    dead_letters = DeadLetters(failed_file) if failed_file is not None else None
-    planner = Planner(o.filters(), ledger, o.retry_uncertain)
-    matcher = Matcher(config, identities)
-    replaced = o.failed_path if isinstance(failed_file, ReplacingOutput) else None
-    records = Records(report, dead_letters, replaced)
-    stats = ReadStats()
-    progress = _progress(console, stats, report, sources, o.dry_run, o.quiet or o.no_progress)
+
+
+def _delivery(
+    console: Console,
+    o: SendOptions,
+    config: Config,
+    client: RetentlyClient | None,
+    ledger: Ledger | None,
+    records: Records,
+    planner: Planner,
+    progress: SendProgress | _NoProgress,
+) -> Delivery:
+    """A live send's, through the dispatcher's workers, or a dry-run's."""
     batch_size = config.delivery.batch_size
-    delivery: Delivery
-    if client is not None:
-        dispatcher = _dispatcher(console, config, client, ledger, o.verbose)
-        delivery = LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
-    else:
-        delivery = DryRunDelivery(records, batch_size)
-    job = SendJob(matcher, records, delivery, planner, stats)
-    cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
-    ending.report, ending.job = report, job
+    if client is None:
+        return DryRunDelivery(records, batch_size)
+    dispatcher = _dispatcher(console, config, client, ledger, o.verbose)
+    return LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ended:
+    """How the reading and delivering ended."""
+
+    interrupted: bool = False
+    clean: bool = True  # every request had its answer
+    failure: Exception | None = None  # an unexpected error stopped the run
+
+
+def _run(
+    console: Console,
+    o: SendOptions,
+    job: SendJob,
+    sources: Inputs,
+    progress: SendProgress | _NoProgress,
+    streams: list[Output],
+    ending: _Ending,
+) -> _Ended:
+    """Reads and delivers; SIGTERM meanwhile ends the run as Ctrl-C does. What was sent is
+    settled before anything else, however the run ends."""
 
     def on_source(source):
         if o.verbose > 1:
             console.print(Text(f"reading {visible(source.name)}", style="dim"))
 
-    interrupted, clean, failure = False, True, None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with progress:
-            try:
-                job.read(sources, on_source)
-                if job.halted_by is None:
-                    job.finish()
-                else:
-                    clean = job.stop(o.grace)
-            except KeyboardInterrupt:
-                interrupted = True
-                if not o.dry_run:  # a dry-run has nothing in flight
-                    clean = _stop_after_interrupt(console, job, o.grace, streams, ending)
-            except Exception as exc:  # settle what was sent before anything else
-                failure = exc
-                clean = _stop_after_failure(console, job, o.grace, streams, ending)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    ending.interrupted = interrupted
+    ended = _Ended()
+    with _sigterm_interrupts(), progress:
+        try:
+            job.read(sources, on_source)
+            if job.halted_by is None:
+                job.finish()
+            else:
+                ended = _Ended(clean=job.stop(o.grace))
+        except KeyboardInterrupt:
+            clean = o.dry_run or _stop_after_interrupt(console, job, o.grace, streams, ending)
+            ended = _Ended(interrupted=True, clean=clean)
+        except Exception as exc:
+            clean = _stop_after_failure(console, job, o.grace, streams, ending)
+            ended = _Ended(clean=clean, failure=exc)
+    ending.interrupted = ended.interrupted
+    return ended
+
+
+def _conclude(
+    console: Console,
+    o: SendOptions,
+    checked: _Checked,
+    job: SendJob,
+    ledger: Ledger | None,
+    outputs: _Outputs,
+    ended: _Ended,
+) -> int:
+    """The summary and what to do next, on stderr; the exit code."""
+    config, sources, ledger_where = checked.config, checked.sources, checked.ledger_where
+    report = job.report
+    interrupted, failure = ended.interrupted, ended.failure
     job.stats.pruned_folders = sources.pruned_folders
     try:
         if job.read_complete and not o.quiet:
@@ -486,15 +623,18 @@ def _send(o: SendOptions, ending: _Ending) -> None:
         conflicts = type_conflicts(job.matcher.property_types)
         if conflicts and not o.quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
-        _say_why_it_stopped(console, report, job, failure, base_url, ledger_where, o.verbose)
+        _say_why_it_stopped(
+            console, report, job, failure, checked.base_url, ledger_where, o.verbose
+        )
         if not (o.quiet or o.dry_run):
             _say_what_next(console, report, job, interrupted, ledger_where)
         if o.dry_run and not o.quiet and job.requests:
             console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
+        dead_letters = outputs.dead_letters
         if dead_letters is not None and dead_letters.count and not o.quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {o.failed_path}"))
-        if isinstance(failed_file, ReplacingOutput):
-            kept = failed_file.finish(input_read=job.replaced_input_settled)
+        if isinstance(outputs.failed_file, ReplacingOutput):
+            kept = outputs.failed_file.finish(input_read=job.replaced_input_settled)
             if kept:
                 console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
     except OSError:  # stderr itself is gone: the exit code still tells
@@ -510,29 +650,14 @@ def _send(o: SendOptions, ending: _Ending) -> None:
     if lost is not None:  # the ledger vanished under the run: it stopped sending
         code = EXIT_USAGE
         console.print(Text(visible(f"retently: {lost}")), soft_wrap=True)
-    if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
-        _flush_all(streams)
-        ending.write(code)
-        os._exit(code)
-    for opened in (report_file, failed_file):
-        if opened is not None and opened is not stdout:
-            opened.close()
-    stdout.flush()
-    if ledger is not None:
-        ledger.close()
-    if stdout.error is not None:
-        _quiet_stdout()
-    sys.exit(code)
+    return code
 
 
 def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(console, table=False, quiet=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
-    try:
+    with _sigterm_interrupts():
         return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _requests_line(requests: int, config: Config) -> str:
@@ -616,8 +741,17 @@ def _new_files(paths) -> tuple[str, ...]:
     return tuple(p for p in paths if p and p != "-" and not os.path.lexists(p))
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Meanwhile, SIGTERM stops a run the way Ctrl-C does."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _interrupt(signum, frame):
-    """SIGTERM stops a run the way Ctrl-C does."""
     raise KeyboardInterrupt
 
 
@@ -732,8 +866,9 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | None:
-    if no_ledger:
+def _ledger(console: Console, o: SendOptions, base_url: str) -> Ledger | None:
+    path, dry_run, verbose = o.ledger_path, o.dry_run, o.verbose
+    if o.no_ledger:
         if verbose:
             console.print(Text("ledger: none (--no-ledger)", style="dim"))
         return None
@@ -795,8 +930,9 @@ class _NoProgress:
         return None
 
 
-def _progress(console, stats, report, sources: Inputs, dry_run, quiet):
-    if dry_run or quiet or not console.file.isatty():  # --color always colours a pipe, no more
+def _progress(console, o: SendOptions, stats, report, sources: Inputs):
+    # --color always colours a pipe, no more
+    if o.dry_run or o.quiet or o.no_progress or not console.file.isatty():
         return _NoProgress()
 
     def total() -> int | None:
