@@ -17,6 +17,7 @@ from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batch, Batcher, Dispatcher, Outcome, Survey
+from retently_cli.fanout import FanOut, Settled
 from retently_cli.matching import DUPLICATE, RETENTLY_RECORD, Decision, Matcher
 from retently_cli.outputs import same_file
 from retently_cli.planning import ALREADY_SENT, EARLIER_RUN, UNCERTAIN_OUTCOME, Planner
@@ -42,13 +43,18 @@ class Plan:
 
 
 def make_plan(
-    matcher: Matcher, planner: Planner, sources: Iterable[Source], batch_size: int, report: Report
+    matcher: Matcher,
+    planner: Planner,
+    sources: Iterable[Source],
+    batch_size: int,
+    report: Report,
+    fanout: FanOut | None = None,
 ) -> Plan:
     """The first pass of a live send: the dry-run's reading, matching, planning and batching,
     counted but written nowhere (``report`` has no stream and no table), so it costs a
     dry-run's time and no more memory. ``planner`` must be a fresh one: it counts --limit."""
     records = Records(report)
-    job = SendJob(matcher, records, DryRunDelivery(records, batch_size), planner)
+    job = SendJob(matcher, records, DryRunDelivery(records, batch_size), planner, fanout=fanout)
     job.read(sources)
     counts = report.counts
     return Plan(
@@ -322,6 +328,7 @@ class SendJob:
         delivery: Delivery,
         planner: Planner | None = None,
         stats: ReadStats | None = None,
+        fanout: FanOut | None = None,
     ):
         self.matcher = matcher
         self.records = records
@@ -331,6 +338,9 @@ class SendJob:
         self.delivery = delivery
         self.planner = planner or Planner()
         self.stats = stats or ReadStats()
+        # Worker processes that read local files and settle the events skipped at first
+        # sight; only where nothing is sent (a dry-run, a plan).
+        self.fanout = fanout
         self.read_complete = False
         self.halted_by: str | None = None
         self._own_record_sources: set[str] = set()
@@ -362,11 +372,16 @@ class SendJob:
     def read(self, sources: Iterable[Source], on_source: Callable[[Source], None] = lambda s: None):
         report, decide, check = self.report, self.matcher.decide, self.planner.check
         skipped = self.matcher.skipped if self.fast_path else lambda item: None
-        for source in sources:
+        for source, entries in self._sources(sources):
             on_source(source)
             name = source.name
             watched = self.replaced_path is not None and same_file(name, self.replaced_path)
-            for line, item in self._until_stopped(read_source(source, self.stats, self._idle)):
+            for entry in self._until_stopped(entries):
+                if type(entry) is Settled:
+                    report.settled(entry)
+                    self.kept_back += watched and entry.count
+                    continue
+                line, item = entry
                 if type(item) is BadInput:
                     report.bad_input(name, line, item)
                     self.kept_back += watched
@@ -400,6 +415,11 @@ class SendJob:
             if self.stopped:
                 return
         self.read_complete = True
+
+    def _sources(self, sources: Iterable[Source]):
+        if self.fanout is None:
+            return ((s, read_source(s, self.stats, self._idle)) for s in sources)
+        return self.fanout.read(sources, self.stats, self._idle)
 
     def _until_stopped(self, items):
         """``items``, until the run stops: checked before the next line is taken, so that

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, cast
 import click
 from rich.console import Console
 from rich.text import Text
+from rich.traceback import Traceback
 
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
@@ -33,6 +34,7 @@ from retently_cli.cli.options import (
     api_key_file_option,
     base_url_in_use,
     config_option,
+    jobs_option,
     ledger_option,
     load_or_exit,
     max_lateness_option,
@@ -56,6 +58,7 @@ from retently_cli.delivery import (
     Sender,
 )
 from retently_cli.errors import UsageFailure
+from retently_cli.fanout import FanOut
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
     PENDING,
@@ -211,6 +214,7 @@ class SendOptions:
     includes: tuple[str, ...]
     excludes: tuple[str, ...]
     max_line_bytes: int
+    jobs: int | None
     no_progress: bool
     verbose: int
     quiet: bool
@@ -319,6 +323,7 @@ Examples:
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
+@jobs_option
 @click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
@@ -368,7 +373,11 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
         delivery = opened.enter_context(
             _delivery(console, o, config, client, ledger, records, planner, progress)
         )
-        job = SendJob(Matcher(config, identities), records, delivery, planner, stats)
+        fanout = _fanout(o, config, report)
+        if fanout is not None:
+            opened.callback(fanout.close)
+        matcher = Matcher(config, identities)
+        job = SendJob(matcher, records, delivery, planner, stats, fanout)
         cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
         ending.report, ending.job = report, job
         ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
@@ -482,7 +491,8 @@ def _plan_and_ask(
     planner = Planner(o.filters(), ledger, o.retry_uncertain)
     # Its own matcher: a matcher remembers the messageIds it saw.
     matcher = Matcher(checked.config, identities)
-    plan = _make_plan(console, checked.config, matcher, plan_inputs, planner)
+    fanout = FanOut.for_run(o.jobs, checked.config.campaigns_by_event(), records=False)
+    plan = _make_plan(console, checked.config, matcher, plan_inputs, planner, fanout)
     where = (checked.base_url, ledger, checked.ledger_where, checked.ledger_new)
     _show_plan(console, plan, checked.config, *where)
     if asking and plan.total and not _confirm(plan):
@@ -557,6 +567,17 @@ def _delivery(
         return DryRunDelivery(records, batch_size)
     dispatcher = _dispatcher(console, config, client, ledger, o.verbose)
     return LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
+
+
+def _fanout(o: SendOptions, config: Config, report: Report) -> FanOut | None:
+    """Worker processes that read local files, for a dry-run: they settle skipped events, so
+    only where their rows are counted, not shown."""
+    if not o.dry_run or (report.table and o.all_rows):
+        return None
+    fanout = FanOut.for_run(o.jobs, config.campaigns_by_event(), records=bool(report.streams))
+    if fanout is not None:
+        fanout.warn = report.warn
+    return fanout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -653,11 +674,13 @@ def _conclude(
     return code
 
 
-def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
+def _make_plan(
+    console, config, matcher: Matcher, inputs: Inputs, planner: Planner, fanout: FanOut | None
+) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(console, table=False, quiet=True)
     with _sigterm_interrupts():
-        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
+        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting, fanout)
 
 
 def _requests_line(requests: int, config: Config) -> str:
@@ -797,8 +820,8 @@ def _say_why_it_stopped(console, report, job, failure, base_url, ledger_where, v
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
-        if verbose > 1:
-            console.print_exception()
+        if verbose > 1:  # not in an except block: the traceback is the failure's own
+            console.print(Traceback.from_exception(type(failure), failure, failure.__traceback__))
     elif delivery.ledger_error is not None:
         reason = f"ledger {ledger_where} cannot be written ({delivery.ledger_error})"
     elif job.halted_by is not None:
