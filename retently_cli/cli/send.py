@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from retently_cli import render
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
     CONTEXT,
@@ -78,7 +79,6 @@ from retently_cli.report import (
     FAILED,
     UNCERTAIN,
     Report,
-    requests_line,
 )
 from retently_cli.run import Plan, SendJob, make_plan
 from retently_cli.sources import Inputs, Selection
@@ -404,7 +404,7 @@ def send(
     if report_file is not None and report_file not in streams:
         streams.append(report_file)
     report = Report(
-        console,
+        render.EventScreen(console),
         streams,
         table=output == "table",
         all_rows=all_rows,
@@ -457,7 +457,9 @@ def send(
     try:
         if job.read_complete and not quiet:
             warn_of_empty_inputs(console, sources, job.stats)
-        report.summary(job.stats, interrupted, job.read_complete)
+        report.flush()
+        if not quiet:
+            render.summary(console, report, job.stats, interrupted, job.read_complete)
         conflicts = type_conflicts(job.matcher.property_types)
         if conflicts and not quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
@@ -502,7 +504,7 @@ def send(
 
 def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
-    counting = Report(console, table=False, quiet=True)
+    counting = Report(None, table=False, quiet=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
     try:
         return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
@@ -511,37 +513,16 @@ def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Plann
 
 
 def _requests_line(requests: int, config: Config) -> str:
-    return requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
+    return render.requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
 
 
 def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):
-    """The plan of a live send, on stderr: what it will send, how, where and against what."""
-    if plan.total:
-        lines = [f"Plan: {plan.total:,} surveys in {_requests_line(plan.requests, config)}"]
-    else:
-        lines = ["Plan: nothing to send"]
-    for campaign, count in sorted(plan.surveys.items()):
-        lines.append(f"  {visible(campaign)}: {count:,} surveys")
-    if plan.already_sent:
-        lines.append(f"  already sent by earlier runs: {plan.already_sent:,} (not sent again)")
-    if plan.uncertain:
-        lines.append(
-            f"  uncertain from earlier runs: {plan.uncertain:,} (not resent without "
-            "--retry-uncertain)"
-        )
-    lines.append(f"  API: {base_url}")
-    if ledger is None:
-        lines.append("  ledger: none (--no-ledger): a re-run may survey again")
-    elif ledger_new:
-        lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
-    else:
-        held = ledger.states()
-        uncertain = held.get(UNCERTAIN, 0) + held.get(PENDING, 0)
-        lines.append(
-            f"  ledger: {ledger_where} (holding {held.get(SENT, 0):,} sent, "
-            f"{uncertain:,} uncertain)"
-        )
-    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
+    held = None
+    if ledger is not None and not ledger_new:
+        states = ledger.states()
+        held = (states.get(SENT, 0), states.get(UNCERTAIN, 0) + states.get(PENDING, 0))
+    where = ledger_where if ledger is not None else None
+    render.plan(console, plan, config.delivery, base_url, where, held)
 
 
 def _confirm(plan: Plan) -> bool:
