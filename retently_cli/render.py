@@ -1,8 +1,9 @@
-"""The tables and summaries of ``send``, drawn from plain counts and rows.
+"""Every table and summary the commands print, drawn from plain counts and rows.
 
-The counting happens in ``Report``; the consoles are made in ``cli.options``. Here is only how
-things look: the per-event table (printed in chunks with fixed column widths, so it streams
-and its rows line up), the summary and the plan.
+The counting happens elsewhere (``Report``, ``Differ``, ``Coverage``); the consoles are made
+in ``cli.options``. Here is only how things look: the per-event table of ``send`` (printed in
+chunks with fixed column widths, so it streams and its rows line up), its summary and plan,
+the previews' tables and the account's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from retently_cli.visible import visible
 from retently_cli.vocabulary import Outcome
 
 if TYPE_CHECKING:
-    from retently_cli.config import Delivery
+    from retently_cli.config import Config, Delivery
+    from retently_cli.diffing import Differ
     from retently_cli.report import Report, Row
     from retently_cli.run import Plan
 
@@ -296,3 +298,176 @@ def _event_text(event: str | None) -> str:
 
 def _tail(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+# -- diff and coverage --------------------------------------------------------------------------
+
+
+def input_note(console: Console, stats: ReadStats, bad: Counter) -> None:
+    """What a preview read, and what it ignored as malformed."""
+    note = f"{stats.lines:,} lines read from {stats.sources:,} source(s)"
+    if stats.skipped_files:
+        note += f", {stats.skipped_files:,} file(s) skipped (not JSON)"
+    if bad:
+        note += "; malformed and ignored: " + ", ".join(f"{r} {n:,}" for r, n in bad.items())
+    console.print(Text(note, style="dim"))
+
+
+def diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
+    """Surveys per campaign before and after, then the event names that change and how."""
+    campaigns = sorted(
+        set(differ.before) | set(differ.after) | {c.id for c in old.campaigns + new.campaigns}
+    )
+    table = Table(box=None, pad_edge=False, header_style="bold", title="surveys per campaign",
+                  title_justify="left", title_style="bold")  # fmt: skip
+    for column in ("campaign", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "campaign" else "right")
+    for campaign in campaigns:
+        before, after = differ.before[campaign], differ.after[campaign]
+        delta = after - before
+        style = "green" if delta > 0 else "red" if delta < 0 else "dim"
+        table.add_row(
+            Text(visible(campaign)), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style)
+        )
+    out.print(table)
+    if not differ.changed:
+        out.print(Text("No change: both configs send the same surveys for these events."))
+        return
+    out.print(Text("\nevent names", style="bold"))
+    for name, entry in sorted(differ.names.items(), key=lambda kv: _weight(kv[1]), reverse=True):
+        out.print(Text(f"{name!r} {entry.verdict}", style="bold"))
+        for kind, sign in (("removed", "-"), ("added", "+"), ("changed", "~")):
+            for campaign, count in getattr(entry, kind).most_common():
+                examples = ", ".join(entry.examples.get((kind, campaign), []))
+                line = f"  {sign} {_WHAT[kind]} {campaign}: {count:,} events   e.g. {examples}"
+                out.print(Text(visible(line)), soft_wrap=True)
+        for change, count in entry.fields.most_common():
+            line = f"      {change} in {count:,} survey{'s' if count != 1 else ''}"
+            out.print(Text(visible(line)), soft_wrap=True)
+
+
+_WHAT = {"removed": "no longer in", "added": "now in", "changed": "sends differently to"}
+
+
+def _weight(entry) -> int:
+    return sum(entry.added.values()) + sum(entry.removed.values()) + sum(entry.changed.values())
+
+
+def coverage(out: Console, summary: dict) -> None:
+    """``Coverage.summary()`` as tables: every event name, then the properties."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("event", "count", "campaigns", "notes"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in summary["events"]:
+        notes = []
+        if row["near_miss_of"]:
+            notes.append(f"near miss of {row['near_miss_of']!r}")
+        if row["missing_email"]:
+            where = ", ".join(f"{p} {n:,}" for p, n in row["email_found_at"].items())
+            notes.append(
+                f"{row['missing_email']:,} without email"
+                + (f" (found at {where})" if where else "")
+            )
+        if row["invalid_email"]:
+            notes.append(f"{row['invalid_email']:,} invalid email")
+        if row.get("email_from_identify"):
+            notes.append(f"{row['email_from_identify']:,} with the email from identify calls")
+        style = "" if row["campaigns"] else "dim"
+        table.add_row(
+            Text(repr(row["event"]), style=style),
+            f"{row['count']:,}",
+            Text(visible(", ".join(row["campaigns"])) or "-", style=style),
+            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
+        )
+    out.print(table)
+    counts = f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages"
+    out.print(Text(visible(f"{counts}; email looked up at {', '.join(summary['email_paths'])}")))
+    if summary["mapped_never_seen"]:
+        names = ", ".join(repr(n) for n in summary["mapped_never_seen"])
+        out.print(Text(f"mapped but never seen (typos?): {names}", style="yellow"), soft_wrap=True)
+    if summary["properties"]:
+        _properties(out, summary["properties"])
+
+
+def _properties(out: Console, rows: list[dict]) -> None:
+    """What the customers' properties would be: one type each, and what does not fit."""
+    table = Table(box=None, pad_edge=False, header_style="bold", title="properties sent",
+                  title_justify="left", title_style="bold")  # fmt: skip
+    for column in ("property", "count", "type", "notes"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    fixes = []
+    for row in rows:
+        notes = [f"{kind} {n:,}" for kind, n in row["conflicts"].items()]
+        notes = [f"also seen as {', '.join(notes)}"] if notes else []
+        if row["left_out"]:
+            notes.append(f"{row['left_out']:,} left out (not {row['type']})")
+        if row["empty"]:
+            notes.append(f"{row['empty']:,} empty, left out")
+        if row["other_date_format"]:
+            notes.append(f"{row['other_date_format']:,} dates like MM/DD/YYYY, not read as dates")
+        kind = (row["type"] or "-") + (" (forced)" if row["forced"] else "")
+        table.add_row(
+            Text(visible(row["name"])),
+            f"{row['count']:,}",
+            kind,
+            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
+        )
+        if row["fix"]:
+            fixes.append(row["fix"])
+    out.print(table)
+    if fixes:
+        out.print(Text("to give each property one type that fits its values, add to the config:"))
+        for fix in fixes:
+            out.print(Text(visible(f"  {fix}"), style="yellow"), soft_wrap=True)
+
+
+# -- check and campaigns ------------------------------------------------------------------------
+
+
+def mapping(out: Console, config: Config) -> None:
+    """The config as understood: campaign -> events, event -> campaigns, and the rest."""
+    out.print(Text(f"{visible(str(config.path))}: OK", style="green"))
+    out.print(Text("campaign -> events", style="bold"))
+    campaigns = Table(box=None, pad_edge=False)
+    campaigns.add_column("campaign", style="bold")
+    campaigns.add_column("delay")
+    campaigns.add_column("events")
+    for campaign in config.campaigns:
+        delay = "campaign's own" if campaign.delay is None else f"{campaign.delay} d"
+        campaigns.add_row(
+            Text(visible(campaign.id)), delay, Text(", ".join(repr(e) for e in campaign.events))
+        )
+    out.print(campaigns)
+    out.print(Text("event -> campaigns", style="bold"))
+    events = Table(box=None, pad_edge=False)
+    events.add_column("event", style="bold")
+    events.add_column("campaigns")
+    for name, mapped in sorted(config.campaigns_by_event().items()):
+        events.add_row(Text(repr(name)), Text(visible(", ".join(c.id for c in mapped))))
+    out.print(events)
+    paths = ", ".join(config.email_paths)
+    out.print(Text(visible(f"email looked up at: {paths}")))
+    if config.from_identify:
+        out.print(Text("else the email learned from Identify calls (identities.from_identify)"))
+    if config.exclude:
+        out.print(Text(visible(f"properties excluded: {', '.join(sorted(config.exclude))}")))
+    if config.types:
+        forced = ", ".join(f"{k}: {v}" for k, v in sorted(config.types.items()))
+        out.print(Text(visible(f"property types forced: {forced}")))
+
+
+def campaigns(out: Console, found: list[dict], mapped: set[str]) -> None:
+    """The account's campaigns; those the config maps in bold."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("id", "name", "metric", "type", "channel", "active"):
+        table.add_column(column)
+    for c in found:
+        table.add_row(
+            Text(visible(str(c.get("id"))), style="bold" if str(c.get("id")) in mapped else ""),
+            Text(visible(str(c.get("name", "")))),
+            Text(visible(str(c.get("metric", "")))),
+            Text(visible(str(c.get("type", "")))),
+            Text(visible(str(c.get("channel", "")))),
+            "yes" if c.get("isActive") else "no",
+        )
+    out.print(table)
