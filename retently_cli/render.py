@@ -1,14 +1,15 @@
 """Every table and summary the commands print, drawn from plain counts and rows.
 
-The counting happens elsewhere (``Report``, ``Differ``, ``Coverage``); the consoles are made
-in ``cli.options``. Here is only how things look: the per-event table of ``send`` (printed in
-chunks with fixed column widths, so it streams and its rows line up), its summary and plan,
-the previews' tables and the account's.
+The counting happens elsewhere (``Report``, ``Differ``, ``Coverage``, the ledger); the
+consoles are made in ``cli.options``. Here is only how things look: the per-event table of
+``send`` (printed in chunks with fixed column widths, so it streams and its rows line up), its
+summary and plan, the previews' tables, the account's and the ledger's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -421,7 +422,7 @@ def _properties(out: Console, rows: list[dict]) -> None:
             out.print(Text(visible(f"  {fix}"), style="yellow"), soft_wrap=True)
 
 
-# -- check and campaigns ------------------------------------------------------------------------
+# -- check, campaigns and the ledger ------------------------------------------------------------
 
 
 def mapping(out: Console, config: Config) -> None:
@@ -471,3 +472,25 @@ def campaigns(out: Console, found: list[dict], mapped: set[str]) -> None:
             "yes" if c.get("isActive") else "no",
         )
     out.print(table)
+
+
+LEDGER_COLUMNS = ("state", "recorded", "campaign", "event", "email", "messageId", "status")
+
+
+def ledger_entries(out: Console, rows: Iterable[tuple]) -> None:
+    """``ledger list``: one row of ``LEDGER_COLUMNS`` values per survey."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in LEDGER_COLUMNS:
+        table.add_column(column, no_wrap=column in ("state", "recorded"))
+    for row in rows:
+        table.add_row(*(Text(visible(str(value))) for value in row))
+    out.print(table)
+
+
+def ledger_counts(per_campaign: dict[str, Counter], states: list[str]) -> list[str]:
+    """``ledger status``: surveys per campaign and state, as lines of plain text."""
+    width = max(len(c) for c in per_campaign)
+    lines = [f"{'campaign':<{width}}  " + "  ".join(f"{s:>9}" for s in states)]
+    for campaign, counts in sorted(per_campaign.items()):
+        lines.append(f"{campaign:<{width}}  " + "  ".join(f"{counts[s]:>9,}" for s in states))
+    return lines

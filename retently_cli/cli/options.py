@@ -86,6 +86,7 @@ class TolerantStream:
 # How wide a console draws when its stream is not a terminal (a terminal says its own width).
 PIPED_WIDTH = 160  # stderr (unless $COLUMNS says otherwise), and the tables on stdout
 MAPPING_WIDTH = 120  # check's mapping
+LEDGER_WIDTH = 200  # ledger list: keys, emails and event names side by side
 
 
 def stderr_console() -> Console:
@@ -94,7 +95,8 @@ def stderr_console() -> Console:
 
 
 def stdout_console(width_when_piped: int = PIPED_WIDTH) -> Console:
-    """For what a command prints on stdout (check's mapping, a preview's tables, campaigns)."""
+    """For what a command prints on stdout (check's mapping, a preview's tables, the ledger's
+    entries). Every console of the tool is made here or by ``stderr_console``."""
     return _console(sys.stdout, width_when_piped)
 
 
