@@ -19,6 +19,7 @@ from typing import Any, cast
 import click
 from rich.console import Console
 from rich.text import Text
+from rich.traceback import Traceback
 
 from retently_cli import render
 from retently_cli.cli.ledger import tell_where
@@ -33,6 +34,7 @@ from retently_cli.cli.options import (
     api_key_file_option,
     base_url_in_use,
     config_option,
+    jobs_option,
     ledger_option,
     load_or_exit,
     max_lateness_option,
@@ -55,6 +57,7 @@ from retently_cli.delivery import (
     Sender,
 )
 from retently_cli.errors import UsageFailure
+from retently_cli.fanout import FanOut
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
     PENDING,
@@ -279,6 +282,7 @@ Examples:
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
+@jobs_option
 @click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
@@ -305,6 +309,7 @@ def send(
     includes,
     excludes,
     max_line_bytes,
+    jobs,
     no_progress,
     verbose,
     quiet,
@@ -388,7 +393,8 @@ def send(
             planner = Planner(filters, ledger, retry_uncertain)
             # Its own matcher: a matcher remembers the messageIds it saw.
             matcher = Matcher(config, identities)
-            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
+            fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=False)
+            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner, fanout)
             where = (base_url, ledger, ledger_where, ledger_new)
             _show_plan(console, ending.plan, config, *where)
             if asking and ending.plan.total and not _confirm(ending.plan):
@@ -423,7 +429,16 @@ def send(
         retry_uncertain,
     )
     matcher = Matcher(config, identities)
-    job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
+    # Workers settle skipped events only where their rows are counted, not shown.
+    fanout = None
+    if dispatcher is None and not (report.table and all_rows):
+        fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=bool(streams))
+        if fanout is not None:
+            fanout.warn = report.warn
+    job = SendJob(
+        matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters,
+        fanout=fanout,
+    )  # fmt: skip
     cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
     ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
@@ -502,12 +517,14 @@ def send(
     sys.exit(code)
 
 
-def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
+def _make_plan(
+    console, config, matcher: Matcher, inputs: Inputs, planner: Planner, fanout: FanOut | None
+) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(None, table=False, quiet=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
     try:
-        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
+        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting, fanout)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -618,8 +635,8 @@ def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) ->
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
-        if verbose > 1:
-            console.print_exception()
+        if verbose > 1:  # not in an except block: the traceback is the failure's own
+            console.print(Traceback.from_exception(type(failure), failure, failure.__traceback__))
     elif job.dispatcher is not None and job.dispatcher.sender.ledger_error is not None:
         reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
     elif job.halted_by is not None:
