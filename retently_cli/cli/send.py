@@ -534,6 +534,7 @@ def _requests_line(requests: int, config: Config) -> str:
 
 
 def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):
+    """The plan, drawn by ``render.plan`` from what the ledger holds (read here)."""
     held = None
     if ledger is not None and not ledger_new:
         states = ledger.states()
