@@ -17,7 +17,6 @@ the records already taken, and its later files are read here too.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import pickle
@@ -95,9 +94,13 @@ class FanOut:
     def for_run(cls, jobs: int | None, mapped: Iterable[str], records: bool) -> FanOut | None:
         """Workers as ``--jobs`` asks (None: one per CPU this process may use, up to
         ``_DEFAULT_JOBS_MAX``), or None for none."""
+        if sys.platform == "win32":  # select() takes no pipes there
+            return None
         forced = jobs is not None
         if jobs is None:
-            jobs = min(len(os.sched_getaffinity(0)), _DEFAULT_JOBS_MAX)
+            usable = getattr(os, "sched_getaffinity", None)
+            cpus = len(usable(0)) if usable is not None else os.cpu_count() or 1
+            jobs = min(cpus, _DEFAULT_JOBS_MAX)
         if jobs < 2:
             return None
         return cls(Sieve(tuple(mapped), records), jobs, forced)
@@ -322,8 +325,10 @@ class _Frames:
 
 def _widen(fd: int) -> None:
     try:
+        import fcntl  # not on Windows, where no worker starts
+
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
-    except OSError:
+    except (ImportError, OSError):
         pass
 
 
