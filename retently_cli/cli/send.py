@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.traceback import Traceback
 
+from retently_cli import render
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
     CONTEXT,
@@ -84,7 +85,6 @@ from retently_cli.report import (
     FAILED,
     UNCERTAIN,
     Report,
-    requests_line,
 )
 from retently_cli.run import (
     Delivery,
@@ -542,7 +542,7 @@ class _Outputs:
 
 def _report(console: Console, o: SendOptions, outputs: _Outputs) -> Report:
     return Report(
-        console,
+        render.EventScreen(console),
         outputs.streams,
         table=o.output == "table",
         all_rows=o.all_rows,
@@ -640,7 +640,9 @@ def _conclude(
     try:
         if job.read_complete and not o.quiet:
             warn_of_empty_inputs(console, sources, job.stats)
-        report.summary(job.stats, interrupted, job.read_complete)
+        report.flush()
+        if not o.quiet:
+            render.summary(console, report, job.stats, interrupted, job.read_complete)
         conflicts = type_conflicts(job.matcher.property_types)
         if conflicts and not o.quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
@@ -678,43 +680,23 @@ def _make_plan(
     console, config, matcher: Matcher, inputs: Inputs, planner: Planner, fanout: FanOut | None
 ) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
-    counting = Report(console, table=False, quiet=True)
+    counting = Report(None, table=False, quiet=True)
     with _sigterm_interrupts():
         return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting, fanout)
 
 
 def _requests_line(requests: int, config: Config) -> str:
-    return requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
+    return render.requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
 
 
 def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):
-    """The plan of a live send, on stderr: what it will send, how, where and against what."""
-    if plan.total:
-        lines = [f"Plan: {plan.total:,} surveys in {_requests_line(plan.requests, config)}"]
-    else:
-        lines = ["Plan: nothing to send"]
-    for campaign, count in sorted(plan.surveys.items()):
-        lines.append(f"  {visible(campaign)}: {count:,} surveys")
-    if plan.already_sent:
-        lines.append(f"  already sent by earlier runs: {plan.already_sent:,} (not sent again)")
-    if plan.uncertain:
-        lines.append(
-            f"  uncertain from earlier runs: {plan.uncertain:,} (not resent without "
-            "--retry-uncertain)"
-        )
-    lines.append(f"  API: {base_url}")
-    if ledger is None:
-        lines.append("  ledger: none (--no-ledger): a re-run may survey again")
-    elif ledger_new:
-        lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
-    else:
-        held = ledger.states()
-        uncertain = held.get(UNCERTAIN, 0) + held.get(PENDING, 0)
-        lines.append(
-            f"  ledger: {ledger_where} (holding {held.get(SENT, 0):,} sent, "
-            f"{uncertain:,} uncertain)"
-        )
-    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
+    """The plan, drawn by ``render.plan`` from what the ledger holds (read here)."""
+    held = None
+    if ledger is not None and not ledger_new:
+        states = ledger.states()
+        held = (states.get(SENT, 0), states.get(UNCERTAIN, 0) + states.get(PENDING, 0))
+    where = ledger_where if ledger is not None else None
+    render.plan(console, plan, config.delivery, base_url, where, held)
 
 
 def _confirm(plan: Plan) -> bool:
