@@ -83,13 +83,20 @@ class TolerantStream:
         return getattr(self._stream, name)
 
 
+# How wide a console draws when its stream is not a terminal (a terminal says its own width).
+PIPED_WIDTH = 160  # stderr (unless $COLUMNS says otherwise), and the tables on stdout
+MAPPING_WIDTH = 120  # check's mapping
+LEDGER_WIDTH = 200  # ledger list: keys, emails and event names side by side
+
+
 def stderr_console() -> Console:
-    piped_width = int(os.environ.get("COLUMNS") or 160)
+    piped_width = int(os.environ.get("COLUMNS") or PIPED_WIDTH)
     return _console(TolerantStream(sys.stderr), piped_width)
 
 
-def stdout_console(width_when_piped: int) -> Console:
-    """For what a command prints on stdout (check's mapping, a preview's tables)."""
+def stdout_console(width_when_piped: int = PIPED_WIDTH) -> Console:
+    """For what a command prints on stdout (check's mapping, a preview's tables, the ledger's
+    entries). Every console of the tool is made here or by ``stderr_console``."""
     return _console(sys.stdout, width_when_piped)
 
 
