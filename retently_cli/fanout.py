@@ -166,10 +166,12 @@ class FanOut:
         for worker in self._workers:
             self._lost(worker)
             worker.process.wait()
-            for fd in (worker.tasks.fileno(), worker.frames.fd):
+            # Closed as the file objects they are, so none closes the numbers again when freed.
+            for pipe in (worker.tasks, worker.process.stdout):
                 try:
-                    os.close(fd)
-                except OSError:
+                    if pipe is not None:
+                        pipe.close()
+                except OSError:  # a task left unwritten: the worker is gone
                     pass
         self._workers.clear()
 

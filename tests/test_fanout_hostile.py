@@ -1,6 +1,7 @@
 """A second reader's attempts at ``--jobs``: inputs and endings a user meets, where a run with
 workers must still say byte for byte what a run in one process says."""
 
+import gc
 import os
 import re
 import resource
@@ -244,3 +245,23 @@ def test_workers_that_cannot_be_started_leave_the_reading_to_this_process(tmp_pa
     assert (runs[1].returncode, runs[1].stdout, runs[1].stderr) == (
         runs[0].returncode, runs[0].stdout, runs[0].stderr,
     )  # fmt: skip
+
+
+def test_closing_the_workers_leaves_no_descriptor_to_be_closed_again_later(tmp_path):
+    """close() closed the pipes' descriptors under their file objects: a run stopped part
+    way (its reading frame kept alive, as an output's error keeps it) then freed those
+    objects later, and they closed whatever file had been given the same numbers since."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(EVENTS * 3)
+    fanout = FanOut.for_run(2, ["Order Completed"], records=False)
+    assert fanout is not None
+    reading = fanout.read([_file_source(path)], ReadStats())
+    _, entries = next(reading)
+    next(entries)  # stopped part way: the entries still hold the worker
+    fanout.close()
+    opened = [open(path, "rb") for _ in range(4)]  # given the numbers the pipes had
+    del entries, reading
+    gc.collect()
+    for file in opened:
+        assert file.read(1) == b"{"
+        file.close()
