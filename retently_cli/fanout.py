@@ -85,6 +85,7 @@ class _Turn:
     worker: _Worker | None = None
     task: int = -1
     said: tuple[str, ...] = ()  # what listing it said (a walk's warnings), said before it
+    version: tuple[int, ...] | None = None  # the file as handed to the worker (see _version)
 
 
 class FanOut:
@@ -196,7 +197,7 @@ class FanOut:
         except OSError:
             self._lost(worker)
             return _Turn(source)
-        return _Turn(source, worker, task)
+        return _Turn(source, worker, task, version=_version(source.path))
 
     def _start(self) -> None:
         for _ in range(self.jobs):
@@ -228,35 +229,52 @@ class FanOut:
                 self._lost(worker)
 
     def _entries(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
-        taken = 0
+        taken, last_line = 0, 0
         if turn.worker is not None:
             before = _counts(stats)
             stopped = yield from self._from_worker(turn, stats, before_wait)
             if stopped is None:
                 return
-            taken, why = stopped
+            taken, last_line, why = stopped
             _set_counts(stats, before)  # the file is counted as the reading here finds it
             if why is not None:
                 self.warn(f"{turn.source.name}: {why}; read here instead")
+        changed = bool(taken) and _version(turn.source.path) != turn.version
+        if changed:
+            self._changed(turn.source.name, last_line)
         for entry in read_source(turn.source, stats, before_wait):
             if taken and entry[0]:  # given already, by the worker (line 0: it cannot open now)
                 taken -= 1
+                if not (taken or changed) and entry[0] != last_line:
+                    changed = True
+                    self._changed(turn.source.name, last_line)
             else:
                 yield entry
+        if taken and not changed:
+            self._changed(turn.source.name, last_line)
+
+    def _changed(self, name: str, last_line: int) -> None:
+        """The events passed over on reading again are not those the worker gave: the file
+        was truncated or replaced in between. Said, as records may repeat or be missing."""
+        self.warn(
+            f"{name}: changed while it was read (the worker had given its events up to line "
+            f"{last_line:,}); records from there on may repeat or miss events"
+        )
 
     def _from_worker(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
         """Yields the worker's entries for the file. Returns None once it is read whole, else
-        (events taken, why the rest must be read here: None if there is nothing to say)."""
+        (events taken, the line of the last, why the rest must be read here: None if there is
+        nothing to say)."""
         worker = turn.worker
         assert worker is not None
         if not worker.alive:  # said when it stopped
-            return 0, None
+            return 0, 0, None
         before = _counts(stats)
         # Counted as the entries are taken, as read_source counts: a run that stops part way
         # (stdout closed, Ctrl-C) has read the file's lines up to the last entry it took.
         stats.sources += 1
         lines_before = before[0]
-        taken = 0
+        taken = last_line = 0
         loads = orjson.loads
         why = "the worker reading it stopped"
         while True:
@@ -271,12 +289,14 @@ class FanOut:
                     if len(entry) == 2:
                         taken += 1
                         line, item = entry
+                        last_line = line
                         stats.lines = lines_before + line
                         yield (line, loads(item)) if type(item) is bytes else entry
                     else:
                         settled = Settled(*entry)
                         taken += settled.count
-                        stats.lines = lines_before + settled.last_line
+                        last_line = settled.last_line
+                        stats.lines = lines_before + last_line
                         yield settled
                 lines, blank_lines, bytes_read = frame[3]
                 stats.lines, stats.blank_lines = before[0] + lines, before[1] + blank_lines
@@ -290,12 +310,12 @@ class FanOut:
                     stats.per_source[turn.source.name] = frame[3]
                 return None
             elif kind == "hand back":  # an event it cannot pass on: the worker goes on
-                return taken, None
+                return taken, last_line, None
             else:  # "crash"
                 why = f"the worker reading it failed ({frame[2]})"
                 break
         self._lost(worker)
-        return taken, why
+        return taken, last_line, why
 
     def _lost(self, worker: _Worker) -> None:
         if worker.alive:
@@ -304,6 +324,15 @@ class FanOut:
 
 
 _Counts = tuple[int, int, int, int, int]
+
+
+def _version(path: str | None) -> tuple[int, ...] | None:
+    """What tells a file rewritten or replaced (a rotation) from the one a worker read."""
+    try:
+        info = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _counts(stats: ReadStats) -> _Counts:

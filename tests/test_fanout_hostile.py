@@ -265,3 +265,39 @@ def test_closing_the_workers_leaves_no_descriptor_to_be_closed_again_later(tmp_p
     for file in opened:
         assert file.read(1) == b"{"
         file.close()
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    [EVENTS[: len(EVENTS) // 2], ndjson(track(message_id="new", email="n@x.co")) + HANDED_BACK],
+    ids=["truncated", "lines-inserted-before"],
+)
+def test_a_file_changed_before_the_main_process_reads_it_again_is_said(tmp_path, replacement):
+    """Read again after a hand-back, a file's first events are passed over by count: if it
+    was truncated or rewritten in between, those are not the events the worker gave."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(HANDED_BACK + EVENTS)
+    fanout = FanOut.for_run(2, ["Order Completed"], records=False)
+    assert fanout is not None
+    said: list[str] = []
+    fanout.warn = said.append
+    taken = 0
+    for _, entries in fanout.read([_file_source(path)], ReadStats()):
+        for _entry in entries:
+            if not taken:
+                path.write_bytes(replacement)
+            taken += 1
+    assert any("changed while it was read" in text and "line 20" in text for text in said)
+
+
+def test_a_file_read_again_unchanged_says_nothing(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(HANDED_BACK + EVENTS)
+    fanout = FanOut.for_run(2, ["Order Completed"], records=False)
+    assert fanout is not None
+    said: list[str] = []
+    fanout.warn = said.append
+    got = [
+        entry for _, entries in fanout.read([_file_source(path)], ReadStats()) for entry in entries
+    ]
+    assert said == [] and len(got) == 41
