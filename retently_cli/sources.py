@@ -224,8 +224,20 @@ def _file_source(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Source:
         info = None
     size = info.st_size if info is not None else None
     return Source(
-        str(path), lambda: open(path, "rb"), size, max_line_bytes, path=_shared_path(path, info)
-    )
+        _name_of(path), lambda: open(path, "rb"), size, max_line_bytes,
+        path=_shared_path(path, info),
+    )  # fmt: skip
+
+
+def _name_of(path: Path) -> str:
+    """A file's name in records and messages. Bytes of a name that are not UTF-8 (a file
+    system takes names as they come) show as U+FFFD: JSON cannot carry them as they are."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "replace")
+    return text
 
 
 def _shared_path(path: Path, info: os.stat_result | None) -> str | None:
