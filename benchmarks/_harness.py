@@ -37,27 +37,28 @@ MB = 1_000_000  # decimal megabytes throughout the benchmark output
 
 
 class _VmHWMPoller(threading.Thread):
-    """Poll the peak resident set (VmHWM) of a process and of its descendants (worker
-    processes) until stopped. ``peak_bytes`` is the sum of each one's peak: at least the most
-    they ever held at once, so a run split over processes is not made to look smaller."""
+    """Poll the resident memory of a process and of its descendants (worker processes) until
+    stopped. ``peak_bytes`` is the most they held at once (the largest sum of their VmRSS seen),
+    or the process's own peak (VmHWM) if that is larger."""
 
     def __init__(self, pid: int, interval: float = 0.005):
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
-        self.peaks: dict[int, int] = {}
+        self.own_peak = 0
+        self.most_at_once = 0
         self._stop_event = threading.Event()
 
     @property
     def peak_bytes(self) -> int:
-        return sum(self.peaks.values())
+        return max(self.own_peak, self.most_at_once)
 
     @staticmethod
-    def _read(pid: int) -> int | None:
+    def _read(pid: int, field: bytes) -> int | None:
         try:
             with open(f"/proc/{pid}/status", "rb") as f:
                 for line in f:
-                    if line.startswith(b"VmHWM:"):
+                    if line.startswith(field):
                         return int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             return None
@@ -71,11 +72,12 @@ class _VmHWMPoller(threading.Thread):
         except (OSError, ValueError):
             return []
 
-    def _look(self, pids) -> None:
-        for pid in pids:
-            v = self._read(pid)
-            if v is not None and v > self.peaks.get(pid, 0):
-                self.peaks[pid] = v
+    def _look(self, tree: list[int]) -> None:
+        own = self._read(self.pid, b"VmHWM:")
+        if own is not None and own > self.own_peak:
+            self.own_peak = own
+        total = sum(self._read(pid, b"VmRSS:") or 0 for pid in tree)
+        self.most_at_once = max(self.most_at_once, total)
 
     def run(self) -> None:
         polls = 0

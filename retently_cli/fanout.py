@@ -210,9 +210,7 @@ class FanOut:
                     # (a worker still starting would die of it with a traceback). A worker ends at
                     # the end of its pipes, so none outlives the main process, however it ends.
                     start_new_session=True,
-                    env={
-                        name: value for name, value in os.environ.items() if name not in self.hidden
-                    },
+                    env=self._worker_environment(),
                 )
             except OSError:  # no process or pipe to be had (a limit): the files are read here
                 if not self._workers:
@@ -227,6 +225,13 @@ class FanOut:
                 _put(worker.tasks, self.sieve)
             except OSError:
                 self._lost(worker)
+
+    def _worker_environment(self) -> dict[str, str]:
+        env = {name: value for name, value in os.environ.items() if name not in self.hidden}
+        # One malloc arena: a worker's reading thread would otherwise get its own, about
+        # 7 MB more resident per worker for no speed (glibc; ignored elsewhere).
+        env.setdefault("MALLOC_ARENA_MAX", "1")
+        return env
 
     def _entries(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
         taken, last_line = 0, 0
