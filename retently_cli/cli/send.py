@@ -331,7 +331,7 @@ def send(
     if ending.path == "-" and (output == "ndjson" or "-" in (report_path, failed_path)):
         ending.path = None
         raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
-    config = load_or_exit(console, config_path, verbose, quiet)
+    config = load_or_exit(console, config_path, quiet)
     refuse_unknown_filters(config, campaigns, events)
     refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
     # --summary-json last: a clash with another output is then named as its own.
@@ -362,7 +362,7 @@ def send(
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
     dispatcher = None
     if not dry_run:
-        dispatcher = _dispatcher(console, config, api_key_file, sources, verbose)
+        dispatcher = _dispatcher(console, config, api_key_file, sources)
     ledger_new = ledger_where is not None and not ledger_where.exists()
     ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
     # A plan reads the inputs once before the send reads them again: a pipe cannot be.
@@ -738,21 +738,14 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
     return ledger
 
 
-def _dispatcher(console, config, api_key_file, sources, verbose) -> Dispatcher:
+def _dispatcher(console, config, api_key_file, sources) -> Dispatcher:
     delivery = config.delivery
-    client = api_client(console, config, api_key_file, sources.reads_stdin, verbose)
-
-    def log(lines: str) -> None:
-        shown = "\n".join(visible(line) for line in lines.split("\n"))
-        console.print(Text(shown, style="dim"), soft_wrap=True)
-
+    client = api_client(config, api_key_file, sources.reads_stdin)
     sender = Sender(
         client,
         RateLimiter(delivery.rate_limit),
         RetryPolicy(max_attempts=delivery.max_attempts),
         threading.Event(),
-        log=log if verbose else None,
-        log_bodies=verbose > 1,
         warn=lambda line: console.print(Text(line, style="yellow"), soft_wrap=True),
     )
     return Dispatcher(sender, delivery.concurrency)
