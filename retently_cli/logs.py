@@ -62,7 +62,9 @@ class StderrHandler(RichHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.console.print(self.render_message(record, record.getMessage()), soft_wrap=True)
+            message = record.getMessage()
+            if message:  # a traceback may come alone
+                self.console.print(self.render_message(record, message), soft_wrap=True)
             if record.exc_info and record.exc_info[1] is not None:
                 self.console.print(Traceback.from_exception(*record.exc_info))
         except Exception:

@@ -126,3 +126,21 @@ def test_log_lines_are_coloured_as_color_says(tmp_path, color):
     result = run("check", "-v", "--color", color, "-c", delivery_config(tmp_path))
     line = next(line for line in result.stderr.splitlines() if "config: " in line)
     assert ("\x1b[" in line) == (color == "always")
+
+
+def test_vv_shows_where_an_internal_error_happened(tmp_path, monkeypatch):
+    from retently_cli import run as running
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(running.SendJob, "read", broken)
+    config, events = delivery_config(tmp_path), numbered_events(tmp_path, 1)
+    once = run("send", "-n", "-v", "-c", config, events)
+    twice = run("send", "-n", "-vv", "-c", config, events)
+    stopped = "retently: internal error (RuntimeError: a bug); the run stopped (-vv shows where)"
+    for result in (once, twice):
+        assert isinstance(result.exception, SystemExit) and result.exit_code == 1
+        assert stopped in result.stderr.splitlines()
+    assert "Traceback" not in once.stderr
+    assert "Traceback" in twice.stderr and "in broken" in twice.stderr

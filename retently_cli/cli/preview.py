@@ -120,7 +120,7 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
     console = stderr_console()
     old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
     selection = Selection(includes, excludes)
-    identities = identities_for_run(console, [old, new], paths, max_line_bytes, selection, verbose)
+    identities = identities_for_run([old, new], paths, max_line_bytes, selection)
     differ = Differ(old, new, identities)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
@@ -232,7 +232,7 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     console = stderr_console()
     config = load_or_exit(console, config_path, quiet)
     selection = Selection(includes, excludes)
-    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
+    identities = identities_for_run([config], paths, max_line_bytes, selection)
     result = Coverage(config, identities=identities)
     stats, bad, messages = _read(
         paths, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet

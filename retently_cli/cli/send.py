@@ -64,6 +64,7 @@ from retently_cli.ledger import (
     LedgerLost,
     default_ledger_path,
 )
+from retently_cli.logs import get_logger
 from retently_cli.matching import Matcher
 from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
@@ -342,8 +343,7 @@ def send(
     sources = open_inputs(console, paths, max_line_bytes, selection)
     if config.from_identify and (problem := rereading_problem(sources)) is not None:
         raise UsageFailure([problem])  # before the ledger or anything else is opened
-    if verbose:
-        console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
+    log.info("inputs: %s", ", ".join(sources.paths))
     base_url = base_url_in_use(config)
     ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
     paths_check = check_output_paths(
@@ -364,13 +364,13 @@ def send(
     if not dry_run:
         dispatcher = _dispatcher(console, config, api_key_file, sources)
     ledger_new = ledger_where is not None and not ledger_where.exists()
-    ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run, verbose)
+    ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run)
     # A plan reads the inputs once before the send reads them again: a pipe cannot be.
     unplanned = sources.reads_stdin or rereading_problem(sources) is not None
     if ledger is not None and not (dry_run or quiet):
         # A plan, shown to all but unplanned runs, names the ledger itself.
         tell_where(console, ledger.path, ledger_new, sources, name_it=unplanned)
-    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
+    identities = identities_for_run([config], paths, max_line_bytes, selection)
     if dispatcher is not None:
         dispatcher.sender.ledger = ledger
         asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
@@ -430,8 +430,7 @@ def send(
         job.replaced_path = failed_path
 
     def on_source(source):
-        if verbose > 1:
-            console.print(Text(f"reading {visible(source.name)}", style="dim"))
+        log.debug("reading %s", source.name)
 
     interrupted, clean, failure = False, True, None
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -461,7 +460,7 @@ def send(
         conflicts = type_conflicts(job.matcher.property_types)
         if conflicts and not quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
-        _say_why_it_stopped(console, report, job, failure, ledger_where, verbose)
+        _say_why_it_stopped(console, report, job, failure, ledger_where)
         if not quiet:
             _say_what_next(console, report, job, interrupted, ledger_where)
         if dry_run and not quiet and job.requests:
@@ -628,17 +627,18 @@ def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on
         return False
 
 
+log = get_logger(__name__)
+
 _LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
 
 
-def _say_why_it_stopped(console, report, job, failure, ledger_where, verbose) -> None:
+def _say_why_it_stopped(console, report, job, failure, ledger_where) -> None:
     reason = None
     if isinstance(failure, _LEDGER_ERRORS):
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
-        if verbose > 1:
-            console.print_exception()
+        log.debug("", exc_info=failure)  # -vv: its traceback
     elif job.dispatcher is not None and job.dispatcher.sender.ledger_error is not None:
         reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
     elif job.halted_by is not None:
@@ -706,10 +706,9 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | None:
+def _ledger(console, path, no_ledger, base_url, dry_run) -> Ledger | None:
     if no_ledger:
-        if verbose:
-            console.print(Text("ledger: none (--no-ledger)", style="dim"))
+        log.info("ledger: none (--no-ledger)")
         return None
     where = Path(path) if path else default_ledger_path(base_url)
     try:
@@ -732,9 +731,9 @@ def _ledger(console, path, no_ledger, base_url, dry_run, verbose) -> Ledger | No
                  "records (in its -wal file); the dry-run may show some as not yet sent"),
             soft_wrap=True,
         )  # fmt: skip
-    if verbose and dry_run:  # a live send names it anyway (tell_where)
+    if dry_run:  # a live send names it anyway (tell_where)
         state = "" if ledger is not None else " (none yet: nothing recorded)"
-        console.print(Text(f"ledger: {visible(str(where))}{state}", style="dim"))
+        log.info("ledger: %s%s", where, state)
     return ledger
 
 
