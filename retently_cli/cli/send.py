@@ -86,6 +86,8 @@ from retently_cli.sources import Inputs, Selection
 from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
 
+log = get_logger(__name__)
+
 
 class _Ending:
     """--summary-json: the run's counts, exit code and timings, written once however the run
@@ -626,8 +628,6 @@ def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on
     except Exception:
         return False
 
-
-log = get_logger(__name__)
 
 _LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
 
