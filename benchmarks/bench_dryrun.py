@@ -4,7 +4,8 @@
 Every row of issue 10's table, each as a ratio to its own baseline measured in the same run
 (runs of the two alternate, the median of each is taken), so a busy machine slows both alike:
 
-  send -n -o ndjson        with PYTHONUNBUFFERED=1 and without it
+  send -n -o ndjson        with PYTHONUNBUFFERED=1 and without it (worker processes by default)
+  send -n -o ndjson --jobs 1   the same in one process
   send -n (table)          with PYTHONUNBUFFERED=1 and without it
   diff, coverage           (diff: the example config against a copy that maps one more name)
   stdin                    gzip -dc FILES | retently send -n -o ndjson -
@@ -205,6 +206,12 @@ def main(argv=None) -> int:
 
     rows = [
         ("ndjson", "send -n -o ndjson", base, f"{retently} send -n -o ndjson -c {q(config)} {gz}"),
+        (
+            "one",
+            "send -n -o ndjson --jobs 1 (one process)",
+            base,
+            f"{retently} send -n -o ndjson --jobs 1 -c {q(config)} {gz}",
+        ),
         ("table", "send -n (table)", base, f"{retently} send -n -c {q(config)} {gz}"),
         ("diff", "diff", base, f"{retently} diff {q(config)} {q(new_config)} {gz}"),
         ("coverage", "coverage", base, f"{retently} coverage -c {q(config)} {gz}"),
@@ -279,11 +286,12 @@ def main(argv=None) -> int:
             continue
         variants = (
             [("set", env_unbuf), ("unset", env_plain)]
-            if name in ("ndjson", "table")
+            if name in ("ndjson", "one", "table")
             else [("set", env_unbuf)]
         )
         for flag, env in variants:
-            for suffix, tree in trees if name != "jq" else trees[:1]:
+            # jq is no tree's; --jobs is unknown to trees from before it
+            for suffix, tree in trees if name not in ("jq", "one") else trees[:1]:
                 tree_env = dict(env, PYTHONPATH=tree + os.pathsep + outer_path)
                 b, c, rss, b_cpu, c_cpu = paired(args.repeat, base_cmd, cand_cmd, tree_env, tree)
                 cpu_ratio = c_cpu / b_cpu if b_cpu else float("inf")

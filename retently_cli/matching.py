@@ -91,7 +91,10 @@ class Matcher:
         self._exclude = config.exclude
         # The run's one type per property name: the same in a dry-run and a send.
         self.property_types = PropertyTypes(config.types)
-        self._near = NearMisses(self._by_event)
+        self.first_sight = FirstSight(self._by_event)
+        self.skipped = self.first_sight.skipped
+        self.passes_over = self.first_sight.passes_over
+        self._near = self.first_sight.near
         self._surveyed = SeenKeys()
         self._identities = identities if config.from_identify else None
 
@@ -165,34 +168,6 @@ class Matcher:
             )
             for c in campaigns
         ]
-
-    def skipped(self, event: dict) -> tuple | None:
-        """(messageId, event name, reason, detail, hint) for an event that ``decide`` skips at
-        first sight: a Track call whose name no campaign maps (``no_campaign``) or a call of
-        another type (``not_track``); None for any other event (``decide`` then says).
-
-        The hot path of a run: most events of a log are such calls, and this spares them a
-        ``Decision`` and a record built field by field (``Report.skipped``)."""
-        kind = event.get("type")
-        name = event.get("event")
-        if kind == "track":
-            if type(name) is not str or not name or name in self._by_event:
-                return None
-            hint = self._near.hint(name)
-            return message_id_of(event), name, NO_CAMPAIGN, near_miss(hint), hint
-        if type(kind) is str:
-            label = name if type(name) is str else None
-            return message_id_of(event), label, NOT_TRACK, f"{kind} call", None
-        return None
-
-    def passes_over(self, event: dict) -> bool:
-        """Whether ``skipped`` answers for the event (``decide`` surveys nothing), without
-        the detail: for callers that only need to know, as ``diff`` does."""
-        kind = event.get("type")
-        if kind == "track":
-            name = event.get("event")
-            return type(name) is str and bool(name) and name not in self._by_event
-        return type(kind) is str
 
     def find_email(self, event: dict) -> tuple[str | None, str | None, str | None]:
         """(email, None, None), or (email or None, missing_email or invalid_email, why)."""
@@ -361,6 +336,44 @@ def _lookup(event: dict, path: tuple[str, ...]) -> Any:
             return None
         value = value.get(key)
     return value
+
+
+class FirstSight:
+    """What can be said of an event from its type and name alone, knowing only which names
+    are mapped: the judgement ``Matcher.decide`` makes first, without a ``Decision``. It holds
+    no run state, so worker processes judge with it as the matcher would (``fanout``)."""
+
+    def __init__(self, mapped_names):
+        self._mapped = frozenset(mapped_names)
+        self.near = NearMisses(mapped_names)
+
+    def skipped(self, event: dict) -> tuple | None:
+        """(messageId, event name, reason, detail, hint) for an event that ``decide`` skips at
+        first sight: a Track call whose name no campaign maps (``no_campaign``) or a call of
+        another type (``not_track``); None for any other event (``decide`` then says).
+
+        The hot path of a run: most events of a log are such calls, and this spares them a
+        ``Decision`` and a record built field by field (``Report.skipped``)."""
+        kind = event.get("type")
+        name = event.get("event")
+        if kind == "track":
+            if type(name) is not str or not name or name in self._mapped:
+                return None
+            hint = self.near.hint(name)
+            return message_id_of(event), name, NO_CAMPAIGN, near_miss(hint), hint
+        if type(kind) is str:
+            label = name if type(name) is str else None
+            return message_id_of(event), label, NOT_TRACK, f"{kind} call", None
+        return None
+
+    def passes_over(self, event: dict) -> bool:
+        """Whether ``skipped`` answers for the event (``decide`` surveys nothing), without
+        the detail: for callers that only need to know, as ``diff`` does."""
+        kind = event.get("type")
+        if kind == "track":
+            name = event.get("event")
+            return type(name) is str and bool(name) and name not in self._mapped
+        return type(kind) is str
 
 
 class NearMisses:

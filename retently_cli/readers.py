@@ -17,6 +17,7 @@ try:
 except ImportError:  # Windows
     pass
 import json
+import math
 import os
 import queue
 import re
@@ -105,6 +106,7 @@ class Source:
     # Set for a file found by a folder walk: a file that does not start like JSON is then
     # skipped, and this is called with the warning. A file named on its own is read line by line.
     skip_unless_json: Callable[[str], None] | None = None
+    path: str | None = None  # a local file's: one a worker process can open too (fanout)
 
 
 # (line, message or BadInput) per message; returns the line at which reading goes on.
@@ -1503,9 +1505,24 @@ def _unless_hiding(region: list[bytes], records: list) -> list | None:
     return records
 
 
+_INFINITE = "number is infinity when parsed as double"  # orjson's words
+
+
 def _int_as_orjson_does(text: str) -> int | float:
     value = int(text)
-    return value if -(2**63) <= value < 2**64 else float(value)
+    if -(2**63) <= value < 2**64:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(_INFINITE) from None
+
+
+def _float_as_orjson_does(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(_INFINITE)
+    return value
 
 
 def _no_constants(name: str):
@@ -1513,7 +1530,11 @@ def _no_constants(name: str):
 
 
 # Parses documents as orjson parses lines: no NaN or Infinity, huge integers become floats.
-_DECODER = json.JSONDecoder(parse_int=_int_as_orjson_does, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(
+    parse_int=_int_as_orjson_does,
+    parse_float=_float_as_orjson_does,
+    parse_constant=_no_constants,
+)
 
 
 def _array_items(

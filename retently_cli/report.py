@@ -17,6 +17,7 @@ from rich.text import Text
 
 from retently_cli.client import SURVEY_PATH, survey_body
 from retently_cli.delivery import sending_time
+from retently_cli.fanout import Settled
 from retently_cli.matching import (
     DUPLICATE,
     INVALID_EMAIL,
@@ -25,6 +26,7 @@ from retently_cli.matching import (
 )
 from retently_cli.planning import ALREADY_SENT, FILTERED
 from retently_cli.readers import BadInput, ReadStats
+from retently_cli.skipped_records import SkippedRecords
 from retently_cli.visible import visible
 from retently_cli.vocabulary import ExitCode, Outcome, Reason
 
@@ -53,7 +55,6 @@ _STYLES = {
     SKIPPED: "dim",
 }
 _TABLE_CHUNK = 50
-_TAILS_KEPT = 10_000  # event names whose unmapped record ends are remembered
 _NAME_KEPT = 200  # characters: longer names are not remembered, so memory stays small
 _NEAR_MISSES_SHOWN = 20
 _NAMES_COUNTED = 1_000  # distinct near-miss names counted one by one; the rest together
@@ -111,9 +112,7 @@ class Report:
         self._widths = _column_widths(console.width)
         self._dumps = orjson.dumps
         self._newline = orjson.OPT_APPEND_NEWLINE
-        self._head_source: str | None = None  # a source, and the start of its records
-        self._head = b""
-        self._tails: dict[tuple, bytes] = {}  # (event, reason, detail) -> its records' end
+        self._skipped_records = SkippedRecords()
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -214,16 +213,7 @@ class Report:
         if hint is not None and event is not None:  # hints are for named events
             counts.near_miss(event, hint)
         if self.streams:
-            head = self._head
-            if source is not self._head_source:  # sources come one after another
-                head = self._head = self._dumps({"source": source})[:-1] + b',"line":'
-                self._head_source = source
-            tail = self._tails.get((event, reason, detail))
-            if tail is None:
-                tail = self._skipped_tail(event, reason, detail)
-            record = b"".join(
-                (head, b"%d" % line, b',"message_id":', self._dumps(message_id), tail)
-            )
+            record = self._skipped_records.record(source, line, message_id, event, reason, detail)
             for stream in self.streams:
                 stream.write(record)
         if self.table:
@@ -232,20 +222,19 @@ class Report:
             else:
                 self.rows_hidden += 1
 
-    def _skipped_tail(self, event: str | None, reason: str, detail: str | None) -> bytes:
-        rest = {
-            "event": event,
-            "campaign": None,
-            "email": None,
-            "email_source": None,
-            "outcome": SKIPPED,
-            "reason": reason,
-            "detail": detail,
-        }
-        tail = b"," + self._dumps(rest, option=self._newline)[1:]
-        if len(self._tails) < _TAILS_KEPT and len(event or "") + len(detail or "") <= _NAME_KEPT:
-            self._tails[(event, reason, detail)] = tail
-        return tail
+    def settled(self, settled: Settled) -> None:
+        """What ``skipped`` does for each event of a stretch a worker process skipped."""
+        counts = self.counts
+        counts.outcomes[SKIPPED] += settled.count
+        for reason, events in settled.reasons.items():
+            counts.reasons[(SKIPPED, reason)] += events
+        for event, hint in settled.near_misses:
+            counts.near_miss(event, hint)
+        if self.streams:
+            for stream in self.streams:
+                stream.write(settled.records)
+        if self.table:  # a worker settles nothing when every row is shown
+            self.rows_hidden += settled.count
 
     def _emit(self, record: dict) -> None:
         line = self._dumps(record, option=self._newline)

@@ -15,6 +15,7 @@ from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batcher, Dispatcher, Outcome, Survey
+from retently_cli.fanout import FanOut, Settled
 from retently_cli.matching import DUPLICATE, RETENTLY_RECORD, Matcher
 from retently_cli.outputs import same_file
 from retently_cli.planning import ALREADY_SENT, EARLIER_RUN, UNCERTAIN_OUTCOME, Planner
@@ -40,12 +41,17 @@ class Plan:
 
 
 def make_plan(
-    matcher: Matcher, planner: Planner, sources: Iterable[Source], batch_size: int, report: Report
+    matcher: Matcher,
+    planner: Planner,
+    sources: Iterable[Source],
+    batch_size: int,
+    report: Report,
+    fanout: FanOut | None = None,
 ) -> Plan:
     """The first pass of a live send: the dry-run's reading, matching, planning and batching,
     counted but written nowhere (``report`` has no stream and no table), so it costs a
     dry-run's time and no more memory. ``planner`` must be a fresh one: it counts --limit."""
-    job = SendJob(matcher, report, None, batch_size, planner)
+    job = SendJob(matcher, report, None, batch_size, planner, fanout=fanout)
     job.read(sources)
     counts = report.counts
     return Plan(
@@ -67,6 +73,7 @@ class SendJob:
         planner: Planner | None = None,
         dead_letters: DeadLetters | None = None,
         on_progress: Callable[[], None] | None = None,
+        fanout: FanOut | None = None,
     ):
         self.matcher = matcher
         self.report = report
@@ -76,6 +83,9 @@ class SendJob:
         self.batcher = Batcher(batch_size)
         self.stats = ReadStats()
         self.on_progress = on_progress or (lambda: None)
+        # Worker processes that read local files and settle the events skipped at first
+        # sight; only where nothing is sent (a dry-run, a plan).
+        self.fanout = fanout if dispatcher is None else None
         self._lines_when_idle = -1
         self._idle_since = 0.0
         self._unreported: dict[int, Survey] = {}  # handed to the dispatcher, no outcome yet
@@ -110,11 +120,16 @@ class SendJob:
     def read(self, sources: Iterable[Source], on_source: Callable[[Source], None] = lambda s: None):
         report, decide, check = self.report, self.matcher.decide, self.planner.check
         skipped = self.matcher.skipped if self.fast_path else lambda item: None
-        for source in sources:
+        for source, entries in self._sources(sources):
             on_source(source)
             name = source.name
             watched = self.replaced_path is not None and same_file(name, self.replaced_path)
-            for line, item in self._until_stopped(read_source(source, self.stats, self._idle)):
+            for entry in self._until_stopped(entries):
+                if type(entry) is Settled:
+                    report.settled(entry)
+                    self.kept_back += watched and entry.count
+                    continue
+                line, item = entry
                 if type(item) is BadInput:
                     report.bad_input(name, line, item)
                     self.kept_back += watched
@@ -155,6 +170,11 @@ class SendJob:
             if self.stopped:
                 return
         self.read_complete = True
+
+    def _sources(self, sources: Iterable[Source]):
+        if self.fanout is None:
+            return ((s, read_source(s, self.stats, self._idle)) for s in sources)
+        return self.fanout.read(sources, self.stats, self._idle)
 
     def _until_stopped(self, items):
         """``items``, until the run stops: checked before the next line is taken, so that

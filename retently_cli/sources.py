@@ -222,4 +222,4 @@ def _file_source(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Source:
         size = path.stat().st_size
     except OSError:
         size = None
-    return Source(str(path), lambda: open(path, "rb"), size, max_line_bytes)
+    return Source(str(path), lambda: open(path, "rb"), size, max_line_bytes, path=str(path))

@@ -143,7 +143,7 @@ def test_the_fast_path_gives_the_plain_paths_records_byte_for_byte(monkeypatch, 
 
 
 def test_the_fast_path_holds_for_files_and_for_names_beyond_those_remembered(monkeypatch, tmp_path):
-    monkeypatch.setattr("retently_cli.report._TAILS_KEPT", 2)
+    monkeypatch.setattr("retently_cli.skipped_records._TAILS_KEPT", 2)
     names = [f"Name {n}" for n in range(6)] * 2
     path = tmp_path / 'odd "name" \u00e9.ndjson'
     path.write_bytes(b"\n".join([*(orjson.dumps(track(n, n)) for n in names), *MIXED]))

@@ -20,6 +20,7 @@ from helpers import (
     track,
 )
 
+import retently_cli.fanout as fanout
 import retently_cli.readers as readers
 from retently_cli.config import parse_config
 from retently_cli.diffing import Differ
@@ -147,6 +148,7 @@ def test_each_input_is_read_once(tmp_path, monkeypatch):
         return real(source, *args, **kwargs)
 
     monkeypatch.setattr(readers, "read_source", counting)
+    monkeypatch.setattr(fanout, "read_source", counting)  # where diff reads, worker or not
     data = tmp_path / "e.ndjson"
     data.write_bytes(ndjson(*EVENTS))
     old, new = configs(tmp_path)

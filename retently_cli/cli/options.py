@@ -391,6 +391,17 @@ def max_line_bytes_option(f):
     )(f)
 
 
+def jobs_option(f):
+    return click.option(
+        "--jobs",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="Worker processes that read local files, where nothing is sent (a dry-run, a "
+        "send's plan, diff). Default: one per CPU, up to 4, once the files reach 16 MiB; "
+        "1 reads everything in this process.",
+    )(f)
+
+
 class _InputPath(click.Path):
     """A path that must exist, ``-`` for stdin, or a URL (``s3://bucket/prefix``), taken as
     it is here and checked, extra and bucket, before the run starts."""

@@ -23,6 +23,7 @@ from retently_cli.cli.options import (
     api_key_file_option,
     config_option,
     exit_if_key_refused,
+    jobs_option,
     load_or_exit,
     max_line_bytes_option,
     open_inputs,
@@ -38,6 +39,7 @@ from retently_cli.config import Config, load_config
 from retently_cli.coverage import Coverage
 from retently_cli.diffing import Differ
 from retently_cli.errors import UsageFailure
+from retently_cli.fanout import FanOut, Settled
 from retently_cli.identities import identities_for_run
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
@@ -55,17 +57,34 @@ def _stdout_console() -> Console:
 
 
 def _read(
-    paths, before_wait=lambda: None, max_line_bytes=MAX_LINE_BYTES, selection=None, quiet=False
+    paths,
+    before_wait=lambda: None,
+    max_line_bytes=MAX_LINE_BYTES,
+    selection=None,
+    quiet=False,
+    fanout: FanOut | None = None,
 ):
     """Every message of the inputs, once; malformed lines are counted in ``stats``. A URL that
-    cannot be read at all fails here (exit 2); an empty input is warned of once read."""
+    cannot be read at all fails here (exit 2); an empty input is warned of once read. With
+    ``fanout``, the messages its workers settle are not given at all."""
     stats = ReadStats()
     bad: Counter[str] = Counter()
     console = stderr_console()
     inputs = open_inputs(console, paths, max_line_bytes, selection)
 
+    def read():
+        if fanout is None:
+            yield from iter_messages(inputs, stats, before_wait)
+            return
+        fanout.warn = inputs.warn
+        for source, entries in fanout.read(inputs, stats, before_wait):
+            for entry in entries:
+                if not isinstance(entry, Settled):
+                    line, item = entry
+                    yield source.name, line, item
+
     def messages():
-        for name, line, item in iter_messages(inputs, stats, before_wait):
+        for name, line, item in read():
             if type(item) is BadInput:
                 bad[item.reason] += 1
             else:
@@ -108,9 +127,12 @@ Exit codes:
 )  # fmt: skip
 @selection_options
 @max_line_bytes_option
+@jobs_option
 @verbosity_options
 @PATHS
-def diff(old_config, new_config, output, includes, excludes, max_line_bytes, verbose, quiet, paths):
+def diff(
+    old_config, new_config, output, includes, excludes, max_line_bytes, jobs, verbose, quiet, paths
+):
     """What changing OLD_CONFIG into NEW_CONFIG does to the events in PATHS.
 
     Both configs run over the same events in one pass (stdin is fine). Per campaign: surveys
@@ -125,7 +147,10 @@ def diff(old_config, new_config, output, includes, excludes, max_line_bytes, ver
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
     flush = out.flush if ndjson else lambda: None
-    stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet)
+    # Workers settle what neither config surveys: any name either maps is decided here.
+    mapped = {**old.campaigns_by_event(), **new.campaigns_by_event()}
+    fanout = FanOut.for_run(jobs, mapped, records=False)
+    stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet, fanout)
     try:
         for source, line, message in messages:
             for change in differ.compare(message):

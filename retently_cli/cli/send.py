@@ -32,6 +32,7 @@ from retently_cli.cli.options import (
     api_key_file_option,
     base_url_in_use,
     config_option,
+    jobs_option,
     ledger_option,
     load_or_exit,
     max_lateness_option,
@@ -54,6 +55,7 @@ from retently_cli.delivery import (
     Sender,
 )
 from retently_cli.errors import UsageFailure
+from retently_cli.fanout import FanOut
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.ledger import (
     PENDING,
@@ -282,6 +284,7 @@ Examples:
 @max_lateness_option
 @selection_options
 @max_line_bytes_option
+@jobs_option
 @click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
@@ -308,6 +311,7 @@ def send(
     includes,
     excludes,
     max_line_bytes,
+    jobs,
     no_progress,
     verbose,
     quiet,
@@ -390,7 +394,8 @@ def send(
             planner = Planner(filters, ledger, retry_uncertain)
             # Its own matcher: a matcher remembers the messageIds it saw.
             matcher = Matcher(config, identities)
-            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner)
+            fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=False)
+            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner, fanout)
             where = (base_url, ledger, ledger_where, ledger_new)
             _show_plan(console, ending.plan, config, *where)
             if asking and ending.plan.total and not _confirm(ending.plan):
@@ -425,7 +430,16 @@ def send(
         retry_uncertain,
     )
     matcher = Matcher(config, identities)
-    job = SendJob(matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters)
+    # Workers settle skipped events only where their rows are counted, not shown.
+    fanout = None
+    if dispatcher is None and not (report.table and all_rows):
+        fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=bool(streams))
+        if fanout is not None:
+            fanout.warn = report.warn
+    job = SendJob(
+        matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters,
+        fanout=fanout,
+    )  # fmt: skip
     cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
     ending.report, ending.job = report, job
     if isinstance(failed_file, ReplacingOutput):
@@ -501,12 +515,14 @@ def send(
     sys.exit(code)
 
 
-def _make_plan(console, config, matcher: Matcher, inputs: Inputs, planner: Planner) -> Plan:
+def _make_plan(
+    console, config, matcher: Matcher, inputs: Inputs, planner: Planner, fanout: FanOut | None
+) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(console, table=False, quiet=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
     try:
-        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting)
+        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting, fanout)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -1,0 +1,455 @@
+"""Reading local files in worker processes, for the runs that only look (a dry-run, a plan, a diff).
+
+Most events of a log are skipped at first sight (``matching.FirstSight``: another call type, or a
+name no campaign maps), yet each costs an inflate, a parse and a record. Worker processes do that
+part, one file each, while the main process takes the files in their order: from a worker it gets
+the events it must decide itself as they were read, and each stretch of events skipped at first
+sight as one ``Settled``, holding their records already written and their counts. The run's state
+(the messageIds seen, the type of each property, the ledger, the batches) stays in the main
+process, so every record, and its order, is the one a run in one process writes.
+
+A worker is ``python -m retently_cli.fanout``: tasks come in on its stdin and frames go out on its
+stdout, each a 4-byte length and a pickle. Workers take tasks in turn (the n-th local file goes to
+worker n mod N), so each worker's frames come in the order the main process reads the files. A
+worker that dies is not a lost event: its file is read again here, from the start, passing over
+the records already taken, and its later files are read here too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+import orjson
+
+from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
+from retently_cli.matching import FirstSight
+from retently_cli.readers import BadInput, ReadStats, Source, read_source
+from retently_cli.skipped_records import SkippedRecords
+
+# Local files are read by workers once the files listed so far hold this many bytes (as
+# stored): below it, starting the workers costs more than it saves.
+FANOUT_ABOVE = 16 * 1024 * 1024
+_FRAME_ENTRIES = 2_000  # entries a frame holds at most
+_FRAME_BYTES = 256 * 1024  # of records written ahead, a frame holds at most about this
+_PIPE_BYTES = 1024 * 1024  # asked of the kernel for each pipe (its limit for a user)
+_AHEAD_PER_WORKER = 4  # files handed to each worker before the main process reaches them
+_HEADER = struct.Struct("<I")
+_DEFAULT_JOBS_MAX = 4  # the main process takes every event in turn: more would wait on it
+
+
+@dataclass(slots=True)
+class Settled:
+    """Consecutive events of one file that a worker skipped at first sight."""
+
+    count: int
+    last_line: int
+    reasons: dict[str, int]  # reason -> events
+    near_misses: list[tuple[str, str]]  # (event name, hint), in order
+    records: bytes  # their NDJSON records, when the run writes records
+
+
+@dataclass(frozen=True)
+class Sieve:
+    """What a worker settles by itself: events that no matcher of the run would survey, judged
+    by their type and name against ``mapped`` (every name any matcher maps, in config order).
+    ``records`` says whether to write their records (``send``) or only count them (``diff``)."""
+
+    mapped: tuple[str, ...]
+    records: bool
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen
+    tasks: IO[bytes]
+    frames: _Frames
+    alive: bool = True
+
+
+@dataclass
+class _Turn:
+    """A source in the order of reading: read here, or by ``worker`` as ``task``."""
+
+    source: Source
+    worker: _Worker | None = None
+    task: int = -1
+
+
+class FanOut:
+    """``jobs``: the worker processes (1: none). ``forced``: workers read every local file,
+    however small the input (``--jobs`` given on the command line)."""
+
+    @classmethod
+    def for_run(cls, jobs: int | None, mapped: Iterable[str], records: bool) -> FanOut | None:
+        """Workers as ``--jobs`` asks (None: one per CPU this process may use, up to
+        ``_DEFAULT_JOBS_MAX``), or None for none."""
+        if sys.platform == "win32":  # select() takes no pipes there
+            return None
+        forced = jobs is not None
+        if jobs is None:
+            usable = getattr(os, "sched_getaffinity", None)
+            cpus = len(usable(0)) if usable is not None else os.cpu_count() or 1
+            jobs = min(cpus, _DEFAULT_JOBS_MAX)
+        if jobs < 2:
+            return None
+        return cls(Sieve(tuple(mapped), records), jobs, forced)
+
+    def __init__(self, sieve: Sieve, jobs: int, forced: bool = False):
+        self.sieve = sieve
+        self.jobs = jobs
+        self.forced = forced
+        self.warn: Callable[[str], None] = lambda text: None  # of a worker that stopped
+        self._workers: list[_Worker] = []
+        self._listed = 0
+        self._tasks = 0
+
+    def read(
+        self,
+        sources: Iterable[Source],
+        stats: ReadStats,
+        before_wait: Callable[[], None] = lambda: None,
+    ) -> Iterator[tuple[Source, Iterator[tuple[int, dict | BadInput] | Settled]]]:
+        """Each source, with its entries: (line, message or BadInput), or a ``Settled``
+        stretch where a worker read it. Take each source's entries before the next source."""
+        upcoming: deque[_Turn] = deque()
+        pending = iter(sources)
+        try:
+            while True:
+                while len(upcoming) < 1 + _AHEAD_PER_WORKER * len(self._workers):
+                    source = next(pending, None)
+                    if source is None:
+                        break
+                    upcoming.append(self._turn(source))
+                if not upcoming:
+                    return
+                turn = upcoming.popleft()
+                yield turn.source, self._entries(turn, stats, before_wait)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            self._lost(worker)
+            worker.process.wait()
+            for fd in (worker.tasks.fileno(), worker.frames.fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._workers.clear()
+
+    def _turn(self, source: Source) -> _Turn:
+        if source.path is None or self.jobs < 2:
+            return _Turn(source)
+        self._listed += source.size or 0
+        if not self.forced and self._listed < FANOUT_ABOVE:
+            return _Turn(source)
+        if not self._workers:
+            self._start()
+        live = [worker for worker in self._workers if worker.alive]
+        if not live:
+            return _Turn(source)
+        task = self._tasks
+        self._tasks += 1
+        worker = live[task % len(live)]
+        walked = source.skip_unless_json is not None
+        try:
+            _put(worker.tasks, (task, source.name, source.path, source.size,
+                                source.max_line_bytes, walked))  # fmt: skip
+        except OSError:
+            self._lost(worker)
+            return _Turn(source)
+        return _Turn(source, worker, task)
+
+    def _start(self) -> None:
+        for _ in range(self.jobs):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "retently_cli.fanout"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                # Out of the terminal's process group: Ctrl-C is the main process's to handle
+                # (a worker still starting would die of it with a traceback). A worker ends at
+                # the end of its pipes, so none outlives the main process, however it ends.
+                start_new_session=True,
+            )
+            assert process.stdin is not None and process.stdout is not None
+            _widen(process.stdin.fileno())
+            _widen(process.stdout.fileno())
+            worker = _Worker(process, process.stdin, _Frames(process.stdout.fileno()))
+            self._workers.append(worker)
+            try:
+                _put(worker.tasks, self.sieve)
+            except OSError:
+                self._lost(worker)
+
+    def _entries(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
+        taken = 0
+        if turn.worker is not None:
+            before = _counts(stats)
+            stopped = yield from self._from_worker(turn, stats, before_wait)
+            if stopped is None:
+                return
+            taken, why = stopped
+            _set_counts(stats, before)  # the file is counted as the reading here finds it
+            if why is not None:
+                self.warn(f"{turn.source.name}: {why}; read here instead")
+        for entry in read_source(turn.source, stats, before_wait):
+            if taken:  # given already, by the worker
+                taken -= 1
+            else:
+                yield entry
+
+    def _from_worker(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
+        """Yields the worker's entries for the file. Returns None once it is read whole, else
+        (events taken, why the rest must be read here: None if there is nothing to say)."""
+        worker = turn.worker
+        assert worker is not None
+        if not worker.alive:  # said when it stopped
+            return 0, None
+        before = _counts(stats)
+        taken = 0
+        loads = orjson.loads
+        why = "the worker reading it stopped"
+        while True:
+            if not worker.frames.ready():
+                before_wait()
+            frame = worker.frames.take()
+            if frame is None or frame[1] != turn.task:  # frames come in the order of tasks
+                break
+            kind = frame[0]
+            if kind == "entries":
+                for entry in frame[2]:
+                    if len(entry) == 2:
+                        taken += 1
+                        line, item = entry
+                        yield (line, loads(item)) if type(item) is bytes else entry
+                    else:
+                        settled = Settled(*entry)
+                        taken += settled.count
+                        yield settled
+                lines, blank_lines, bytes_read = frame[3]
+                stats.lines, stats.blank_lines = before[0] + lines, before[1] + blank_lines
+                stats.bytes_read = before[3] + bytes_read
+            elif kind == "warn":
+                assert turn.source.skip_unless_json is not None  # a walk's file only
+                turn.source.skip_unless_json(frame[2])
+            elif kind == "end":
+                _set_counts(stats, tuple(map(sum, zip(before, frame[2], strict=True))))
+                if frame[2][2]:  # read, not skipped as not JSON
+                    stats.per_source[turn.source.name] = frame[2][0]
+                return None
+            elif kind == "hand back":  # an event it cannot pass on: the worker goes on
+                return taken, None
+            else:  # "crash"
+                why = f"the worker reading it failed ({frame[2]})"
+                break
+        self._lost(worker)
+        return taken, why
+
+    def _lost(self, worker: _Worker) -> None:
+        if worker.alive:
+            worker.alive = False
+            worker.process.kill()
+
+
+_Counts = tuple[int, int, int, int, int]
+
+
+def _counts(stats: ReadStats) -> _Counts:
+    return stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files
+
+
+def _set_counts(stats: ReadStats, counts: tuple) -> None:
+    (stats.lines, stats.blank_lines, stats.sources, stats.bytes_read,
+     stats.skipped_files) = counts  # fmt: skip
+
+
+# -- frames ---------------------------------------------------------------------------------
+
+
+def _put(pipe: IO[bytes], value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(_HEADER.pack(len(data)) + data)
+    pipe.flush()
+
+
+class _Frames:
+    """Frames from a pipe, each read straight into a buffer of its size."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._pipe = io.FileIO(fd, "rb", closefd=False)
+
+    def ready(self) -> bool:
+        """Whether the pipe has something to read now (else a ``take`` would wait)."""
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+    def take(self) -> Any | None:
+        """The next frame, or None at the end of the pipe (or a frame cut short)."""
+        header = self._exactly(_HEADER.size)
+        if header is None:
+            return None
+        data = self._exactly(_HEADER.unpack(header)[0])
+        if data is None:
+            return None
+        try:
+            return pickle.loads(data)
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            return None
+
+    def _exactly(self, size: int) -> bytearray | None:
+        data = bytearray(size)
+        view = memoryview(data)
+        held = 0
+        while held < size:
+            try:
+                got = self._pipe.readinto(view[held:])
+            except OSError:
+                return None
+            if not got:
+                return None
+            held += got
+        return data
+
+
+def _widen(fd: int) -> None:
+    try:
+        import fcntl  # not on Windows, where no worker starts
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
+
+
+# -- the worker -----------------------------------------------------------------------------
+
+
+def _work(tasks: BinaryIO, frames: BinaryIO) -> None:
+    incoming = _Frames(tasks.fileno())
+    sieve = incoming.take()
+    if not isinstance(sieve, Sieve):
+        return
+    first_sight = FirstSight(sieve.mapped)
+    while True:
+        task = incoming.take()
+        if task is None:
+            return
+        try:
+            _read_one(frames, first_sight, sieve.records, *task)
+        except BrokenPipeError:
+            return
+        except BaseException as exc:  # said to the main process, which reads the file itself
+            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            _put(frames, ("crash", task[0], text))
+            return
+
+
+def _read_one(frames, first_sight, with_records, index, name, path, size, max_line_bytes, walked):
+    stats = ReadStats()
+    source = Source(name, lambda: open(path, "rb"), size, max_line_bytes)
+    if walked:
+        source.skip_unless_json = lambda text: _put(frames, ("warn", index, text))
+    out = _Entries(frames, index, name, stats, SkippedRecords() if with_records else None)
+    skipped = first_sight.skipped
+    for line, item in read_source(source, stats):
+        fate = None
+        if type(item) is not BadInput:
+            item.pop(DEAD_LETTER_FIELD, None)
+            fate = skipped(item)
+        if fate is None:
+            if not out.add(line, item):
+                out.send()
+                _put(frames, ("hand back", index))
+                return
+        else:
+            out.settle(line, *fate)
+    out.send()
+    counts = (stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files)
+    _put(frames, ("end", index, counts))
+
+
+class _Entries:
+    """A worker's entries for one file, sent in frames. On the way, an event is the JSON of
+    it (cheaper to write and read back than a pickle), a ``BadInput`` is itself, and a
+    stretch of settled events is a tuple of ``Settled``'s fields."""
+
+    def __init__(self, frames, index: int, name: str, stats: ReadStats, writer):
+        self.frames, self.index, self.name = frames, index, name
+        self.stats, self.writer = stats, writer
+        self.entries: list[tuple] = []
+        self.run: list | None = None  # the fields of the Settled being gathered
+        self.parts: list[bytes] = []  # its records
+        self.held = 0
+
+    def add(self, line: int, item: dict | BadInput) -> bool:
+        """False for an event that cannot go as JSON (a lone surrogate, deep nesting): the
+        main process must then read the file itself from there, as it reads any."""
+        if self.run is not None:
+            self._end_run()
+        entry: dict | BadInput | bytes = item
+        if type(item) is dict:
+            try:
+                entry = orjson.dumps(item)
+            except orjson.JSONEncodeError:
+                return False
+        self.entries.append((line, entry))
+        if len(self.entries) >= _FRAME_ENTRIES:
+            self.send()
+        return True
+
+    def settle(self, line, message_id, event, reason, detail, hint) -> None:
+        run = self.run
+        if run is None:
+            run = self.run = [0, line, {}, [], b""]
+        run[0] += 1
+        run[1] = line
+        reasons = run[2]
+        reasons[reason] = reasons.get(reason, 0) + 1
+        if hint is not None and event is not None:
+            run[3].append((event, hint))
+        if self.writer is not None:
+            record = self.writer.record(self.name, line, message_id, event, reason, detail)
+            self.parts.append(record)
+            self.held += len(record)
+            if self.held >= _FRAME_BYTES:
+                self.send()
+        elif run[0] >= _FRAME_ENTRIES:
+            self.send()
+
+    def send(self) -> None:
+        if self.run is not None:
+            self._end_run()
+        if self.entries:
+            stats = self.stats
+            seen = (stats.lines, stats.blank_lines, stats.bytes_read)
+            _put(self.frames, ("entries", self.index, self.entries, seen))
+            self.entries = []
+        self.held = 0
+
+    def _end_run(self) -> None:
+        run = self.run
+        assert run is not None
+        run[4] = b"".join(self.parts)
+        self.entries.append(tuple(run))
+        self.run, self.parts = None, []
+
+
+def main() -> None:
+    _work(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":  # run as a worker: take the classes the tasks were pickled with
+    from retently_cli import fanout
+
+    fanout.main()

@@ -1,0 +1,246 @@
+"""Worker processes reading files (``--jobs``) change nothing a user sees but the time taken:
+the same records in the same order, the same summary, and nothing lost when a worker dies."""
+
+import gzip
+import os
+import signal
+import subprocess
+import time
+
+import orjson
+import pytest
+from helpers import (
+    EXAMPLE_CONFIG,
+    RETENTLY,
+    ROOT,
+    delivery_config,
+    ndjson,
+    records,
+    run,
+    send,
+    track,
+)
+from test_fast_path import MIXED
+
+from retently_cli.fanout import FanOut
+
+
+def _export(tmp_path):
+    """A folder of every shape a worker must read as the main process does, and a file beside."""
+    folder = tmp_path / "logs"
+    (folder / "day").mkdir(parents=True)
+    data = b"\n".join(MIXED) + b"\n"
+    (folder / "day" / "a.ndjson").write_bytes(data)
+    (folder / "day" / "b.gz").write_bytes(gzip.compress(data * 2))
+    items = [orjson.loads(line) for line in MIXED[:8]]
+    (folder / "day" / "c.json").write_bytes(orjson.dumps({"batch": items, "context": {"x": 1}}))
+    (folder / "day" / "d.json").write_bytes(orjson.dumps(items, option=orjson.OPT_INDENT_2))
+    (folder / "day" / "e.txt").write_bytes(b"not events at all\n")  # a walk skips it, warned
+    (folder / "day" / "f.ndjson").write_bytes(b"")
+    (folder / "day" / "g.ndjson").symlink_to(tmp_path / "missing")  # unreadable
+    big = [track("Product Viewed", f"v{n}", note="x" * 400) for n in range(40)]
+    (folder / "day" / "h.ndjson").write_bytes(orjson.dumps(big))  # one long array
+    beside = tmp_path / "beside.ndjson"
+    beside.write_bytes(ndjson(*(track(message_id=f"s{n}", email=f"p{n}@x.co") for n in range(30))))
+    return [str(folder), "-", str(beside), str(folder / "day" / "a.ndjson")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-o", "ndjson"],
+        [],
+        ["-o", "ndjson", "--report", "REPORT"],
+        ["-o", "ndjson", "--max-line-bytes", "2000"],
+        ["--all-rows"],
+    ],
+)
+def test_workers_give_one_processs_records_and_summary_byte_for_byte(tmp_path, args):
+    inputs = _export(tmp_path)
+    stdin = b"\n".join(MIXED[::-1]) + b"\n"
+    results = {}
+    for jobs in (1, 2, 3):
+        report = tmp_path / f"report-{jobs}.ndjson"
+        typed = [str(report) if a == "REPORT" else a for a in args]
+        result = send("-n", "--jobs", jobs, *typed, *inputs, input=stdin)
+        assert "internal error" not in result.stderr
+        report_bytes = report.read_bytes() if report.exists() else b""
+        results[jobs] = (result.exit_code, result.stdout_bytes, result.stderr, report_bytes)
+    assert results[2] == results[1]
+    assert results[3] == results[1]
+    if "ndjson" in args:
+        got = records(results[1][1])
+        assert len({r["source"] for r in got}) >= 8
+        assert any(r["reason"] == "no_campaign" for r in got)
+
+
+def test_diff_with_workers_finds_the_same_changes(tmp_path):
+    new = tmp_path / "new.yaml"
+    text = EXAMPLE_CONFIG.read_text()
+    new.write_text(text.replace('"Onboarding Finished"', '"Onboarding Finished, Product Viewed"'))
+    inputs = [a for a in _export(tmp_path) if a != "-"]
+    outputs = [
+        run("diff", "--jobs", jobs, "-o", output, EXAMPLE_CONFIG, new, *inputs)
+        for jobs in (1, 2)
+        for output in ("table", "ndjson")
+    ]
+    assert [(r.exit_code, r.stdout, r.stderr) for r in outputs[:2]] == [
+        (r.exit_code, r.stdout, r.stderr) for r in outputs[2:]
+    ]
+    assert outputs[0].exit_code == 1 and "Product Viewed" in outputs[0].stdout
+
+
+def test_a_live_sends_plan_read_by_workers_is_the_plan_read_here(fake_env, tmp_path):
+    config = delivery_config(tmp_path, batch_size=3)
+    inputs = [a for a in _export(tmp_path) if a != "-"]
+    plans = []
+    for jobs in (1, 2):
+        ledger = tmp_path / f"ledger-{jobs}.sqlite3"
+        result = send("--jobs", jobs, "--ledger", ledger, *inputs, config=config)
+        plan = [line for line in result.stderr.splitlines() if line.startswith(("Plan", "  "))]
+        plans.append("\n".join(plan).replace(str(ledger), "LEDGER"))
+    assert plans[0] == plans[1]
+    assert "Plan: 33 surveys in 11 requests" in plans[0]
+
+
+def test_workers_start_only_for_large_inputs_unless_asked():
+    assert FanOut.for_run(1, ["a"], records=True) is None
+    assert FanOut.for_run(2, ["a"], records=True).forced
+    default = FanOut.for_run(None, ["a"], records=True)
+    assert default is None or not default.forced  # one CPU: none
+
+
+# -- workers as processes ------------------------------------------------------------------
+
+
+def _big(tmp_path, files=2, events=20_000):
+    names = ["Product Viewed", "Order Completed", "Page Loaded"]
+    paths = []
+    for f in range(files):
+        path = tmp_path / f"big-{f}.ndjson.gz"
+        lines = ndjson(
+            *(track(names[n % 3], f"{f}-{n}", email=f"u{n}@example.com") for n in range(events))
+        )
+        path.write_bytes(gzip.compress(lines, compresslevel=1))
+        paths.append(str(path))
+    return paths
+
+
+def _workers_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _wait_for_workers(proc, count=2, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _workers_of(proc.pid)
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError("no worker processes started")
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_file_loses_no_event_and_changes_no_record(tmp_path):
+    paths = _big(tmp_path)
+    command = [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *paths]
+    alone = subprocess.run([*command, "--jobs", "1"], capture_output=True, cwd=ROOT, timeout=120)
+    proc = subprocess.Popen(
+        [*command, "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    # Unread, stdout fills and the run waits on it, with both workers part way into their file.
+    workers = _wait_for_workers(proc)
+    time.sleep(1.0)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == alone.returncode
+    assert out == alone.stdout
+    text = err.decode()
+    assert "the worker reading it stopped; read here instead" in text
+    assert (
+        text.replace(
+            "warning: " + paths[0] + ": the worker reading it stopped; read here instead\n", ""
+        ).replace(
+            "warning: " + paths[1] + ": the worker reading it stopped; read here instead\n", ""
+        )
+        == alone.stderr.decode()
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
+    paths = _big(tmp_path)
+    proc = subprocess.Popen(
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", *paths],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    workers = _wait_for_workers(proc)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+    assert all(_gone(pid) for pid in workers)
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
+    paths = _big(tmp_path)
+    proc = subprocess.Popen(
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", *paths],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    workers = _wait_for_workers(proc)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert orjson.loads(first)["source"] == paths[0]
+    proc.stdout.close()  # as `| head -1` does
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert all(_gone(pid) for pid in workers)
+
+
+@pytest.mark.slow
+def test_no_worker_outlives_a_killed_run(tmp_path):
+    paths = _big(tmp_path)
+    proc = subprocess.Popen(
+        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", *paths],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    workers = _wait_for_workers(proc)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert all(_gone(pid) for pid in workers)
