@@ -54,7 +54,6 @@ class StderrHandler(RichHandler):
             markup=False,
             highlighter=None,
             keywords=[],
-            rich_tracebacks=True,
         )
 
     def render_message(self, record: logging.LogRecord, message: str) -> Text:
@@ -66,7 +65,8 @@ class StderrHandler(RichHandler):
             if message:  # a traceback may come alone
                 self.console.print(self.render_message(record, message), soft_wrap=True)
             if record.exc_info and record.exc_info[1] is not None:
-                self.console.print(Traceback.from_exception(*record.exc_info))
+                # never its locals: one of them could hold the key
+                self.console.print(Traceback.from_exception(*record.exc_info, show_locals=False))
         except Exception:
             self.handleError(record)
 
