@@ -616,6 +616,14 @@ class Dispatcher:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             worker.join(left)
 
+    def close(self) -> None:
+        """The run is over: idle workers end, and none is waited for (``finish`` waits)."""
+        for _ in self._workers:
+            try:
+                self._todo.put_nowait(None)
+            except queue.Full:  # only after a stop that left batches queued: daemons all
+                return
+
     def wait_for_outcome(self, timeout: float) -> Outcome | None:
         try:
             outcome = self._done.get(timeout=timeout)

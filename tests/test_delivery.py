@@ -375,3 +375,16 @@ def test_batches_never_exceed_the_size_even_when_repeats_pile_up():
         f"x{n}" for n in range(14)
     )
     assert batcher.seal_all() == []
+
+
+def test_a_closed_dispatcher_lets_its_idle_workers_end():
+    """A send's ExitStack closes its dispatcher: no worker thread outlives the run."""
+    before = set(threading.enumerate())
+    with FakeRetently(api_key=TEST_KEY) as server:
+        dispatcher = Dispatcher(sender_for(server), 3)
+        workers = [t for t in threading.enumerate() if t not in before and "send" in t.name]
+        assert len(workers) == 3 and all(w.is_alive() for w in workers)
+        dispatcher.close()
+        for worker in workers:
+            worker.join(10)
+        assert not any(w.is_alive() for w in workers)

@@ -13,7 +13,7 @@ from retently_cli.cli import cli
 from retently_cli.client import RetentlyClient
 from retently_cli.config import DEFAULT_BASE_URL, DELIVERY_DEFAULTS, parse_config
 from retently_cli.delivery import RetryPolicy
-from retently_cli.run import SendJob
+from retently_cli.run import DryRunDelivery, LiveDelivery
 from retently_cli.vocabulary import ExitCode, Outcome, Reason
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
@@ -97,7 +97,8 @@ def test_what_delivers_without_a_config_defaults_as_a_config_does():
         return inspect.signature(callable_).parameters[name].default
 
     assert RetryPolicy().max_attempts == DELIVERY_DEFAULTS.max_attempts
-    assert default(SendJob, "batch_size") == DELIVERY_DEFAULTS.batch_size
+    assert default(DryRunDelivery, "batch_size") == DELIVERY_DEFAULTS.batch_size
+    assert default(LiveDelivery, "batch_size") == DELIVERY_DEFAULTS.batch_size
     assert default(RetentlyClient, "timeout") == DELIVERY_DEFAULTS.timeout
 
 

@@ -176,7 +176,7 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
     """A bug in the reading thread must not leave surveys pending for ever."""
     from retently_cli import run
 
-    real = run.SendJob._submit
+    real = run.LiveDelivery._submit
     calls = {"n": 0}
 
     def flaky(self, batches):
@@ -185,7 +185,7 @@ def test_an_internal_error_mid_run_settles_in_flight_requests(slow_server, tmp_p
             raise RuntimeError("a bug")
         return real(self, batches)
 
-    monkeypatch.setattr(run.SendJob, "_submit", flaky)
+    monkeypatch.setattr(run.LiveDelivery, "_submit", flaky)
     monkeypatch.setenv("RETENTLY_BASE_URL", slow_server.url)
     monkeypatch.setenv("RETENTLY_API_KEY", TEST_KEY)
     ledger = tmp_path / "ledger.sqlite3"

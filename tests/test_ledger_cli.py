@@ -2,6 +2,7 @@
 Retently, and the ledger's location as a live send names it."""
 
 import os
+import pty
 import sqlite3
 import subprocess
 from collections import Counter
@@ -97,6 +98,31 @@ def test_list_shows_each_survey_and_filters_by_state_and_campaign(setup, fake):
                                 "status"]  # fmt: skip
     assert lines[1].split()[0] == "uncertain" and "u0@example.com" in lines[1]
     assert_no_key(table)
+
+
+@pytest.mark.slow
+def test_list_on_a_terminal_writes_no_escape_code_under_no_color(setup, fake):
+    """The table is drawn by the same console as every other one: NO_COLOR means no colour
+    and no bold either, as the README says of every output."""
+    send(setup, "-", input=tickets(1))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*RETENTLY, "ledger", "list", "-c", str(setup / "c.yaml")],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1"},
+        cwd=ROOT,
+    )
+    os.close(follower)
+    try:
+        seen = helpers.read_terminal(leader, proc)
+    finally:
+        proc.kill()
+        os.close(leader)
+    assert proc.returncode == 0
+    assert b"u1@example.com" in seen and b"messageId" in seen
+    assert b"\x1b" not in seen
 
 
 @pytest.mark.slow

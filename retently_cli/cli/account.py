@@ -7,13 +7,14 @@ import sys
 
 import click
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from retently_cli import render
 from retently_cli.account import account_answer, campaigns_from, check_campaigns
 from retently_cli.cli.options import (
     CONTEXT,
     EXIT_CODES,
+    MAPPING_WIDTH,
     RetentlyCommand,
     api_client,
     api_key_file_option,
@@ -65,35 +66,7 @@ def check(config_path, online, api_key_file, verbose, quiet):
     code = _check_online(console, config, api_key_file) if online else 0
     if quiet:
         sys.exit(code)
-    out = stdout_console(120)
-    out.print(Text(f"{visible(str(config.path))}: OK", style="green"))
-    out.print(Text("campaign -> events", style="bold"))
-    campaigns = Table(box=None, pad_edge=False)
-    campaigns.add_column("campaign", style="bold")
-    campaigns.add_column("delay")
-    campaigns.add_column("events")
-    for campaign in config.campaigns:
-        delay = "campaign's own" if campaign.delay is None else f"{campaign.delay} d"
-        campaigns.add_row(
-            Text(visible(campaign.id)), delay, Text(", ".join(repr(e) for e in campaign.events))
-        )
-    out.print(campaigns)
-    out.print(Text("event -> campaigns", style="bold"))
-    events = Table(box=None, pad_edge=False)
-    events.add_column("event", style="bold")
-    events.add_column("campaigns")
-    for name, mapped in sorted(config.campaigns_by_event().items()):
-        events.add_row(Text(repr(name)), Text(visible(", ".join(c.id for c in mapped))))
-    out.print(events)
-    paths = ", ".join(config.email_paths)
-    out.print(Text(visible(f"email looked up at: {paths}")))
-    if config.from_identify:
-        out.print(Text("else the email learned from Identify calls (identities.from_identify)"))
-    if config.exclude:
-        out.print(Text(visible(f"properties excluded: {', '.join(sorted(config.exclude))}")))
-    if config.types:
-        forced = ", ".join(f"{k}: {v}" for k, v in sorted(config.types.items()))
-        out.print(Text(visible(f"property types forced: {forced}")))
+    render.mapping(stdout_console(MAPPING_WIDTH), config)
     sys.exit(code)
 
 
@@ -163,18 +136,4 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     if output == "json":
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return
-    out = stdout_console(160)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "name", "metric", "type", "channel", "active"):
-        table.add_column(column)
-    mapped = {c.id for c in config.campaigns}
-    for c in found:
-        table.add_row(
-            Text(visible(str(c.get("id"))), style="bold" if str(c.get("id")) in mapped else ""),
-            Text(visible(str(c.get("name", "")))),
-            Text(visible(str(c.get("metric", "")))),
-            Text(visible(str(c.get("type", "")))),
-            Text(visible(str(c.get("channel", "")))),
-            "yes" if c.get("isActive") else "no",
-        )
-    out.print(table)
+    render.campaigns(stdout_console(), found, {c.id for c in config.campaigns})

@@ -14,16 +14,18 @@ from pathlib import Path
 import click
 import orjson
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from retently_cli import render
 from retently_cli.cli.options import (
     CONTEXT,
+    LEDGER_WIDTH,
     base_url_in_use,
     config_option,
     ledger_option,
     load_or_exit,
     stderr_console,
+    stdout_console,
 )
 from retently_cli.config import Config, find_config
 from retently_cli.errors import UsageFailure
@@ -179,11 +181,7 @@ def status(config_path, ledger_path):
     if holder is not None:
         out.append(f"a run is using this ledger now ({holder})")
     if per_campaign:
-        width = max(len(c) for c in per_campaign)
-        out.append("")
-        out.append(f"{'campaign':<{width}}  " + "  ".join(f"{s:>9}" for s in states))
-        for campaign, counts in sorted(per_campaign.items()):
-            out.append(f"{campaign:<{width}}  " + "  ".join(f"{counts[s]:>9,}" for s in states))
+        out += [""] + render.ledger_counts(per_campaign, states)
     if total[UNCERTAIN]:
         out += [""] + _next_steps(where, total[UNCERTAIN])
     _print(out)
@@ -275,27 +273,19 @@ def _record(entry, busy: bool) -> dict:
 
 
 def _table(entries, busy: bool) -> None:
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("state", "recorded", "campaign", "event", "email", "messageId", "status"):
-        table.add_column(column, no_wrap=column in ("state", "recorded"))
-    for e in entries:
-        message_id = "(content hash)" if e.key.startswith("sha256:") else e.key
-        table.add_row(
-            *(
-                Text(visible(str(value)))
-                for value in (
-                    _shown(e.state, busy),
-                    _time(e.updated_at),
-                    e.campaign,
-                    e.event or "",
-                    e.email or "",
-                    message_id,
-                    e.status or "",
-                )
-            )
+    rows = (
+        (
+            _shown(e.state, busy),
+            _time(e.updated_at),
+            e.campaign,
+            e.event or "",
+            e.email or "",
+            "(content hash)" if e.key.startswith("sha256:") else e.key,
+            e.status or "",
         )
-    out.print(table)
+        for e in entries
+    )
+    render.ledger_entries(stdout_console(LEDGER_WIDTH), rows)
 
 
 @ledger.command(

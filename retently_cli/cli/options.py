@@ -87,6 +87,11 @@ class TolerantStream:
         return getattr(self._stream, name)
 
 
+# How wide a console draws when its stream is not a terminal (a terminal says its own width).
+PIPED_WIDTH = 160  # stderr (unless $COLUMNS says otherwise), and the tables on stdout
+MAPPING_WIDTH = 120  # check's mapping
+LEDGER_WIDTH = 200  # ledger list: keys, emails and event names side by side
+
 _CONSOLE = "retently.console"
 
 
@@ -96,15 +101,16 @@ def stderr_console() -> Console:
     ctx = click.get_current_context(silent=True)
     if ctx is not None and _CONSOLE in ctx.meta:
         return ctx.meta[_CONSOLE]
-    piped_width = int(os.environ.get("COLUMNS") or 160)
+    piped_width = int(os.environ.get("COLUMNS") or PIPED_WIDTH)
     console = _console(TolerantStream(sys.stderr), piped_width)
     if ctx is not None:
         ctx.meta[_CONSOLE] = console
     return console
 
 
-def stdout_console(width_when_piped: int) -> Console:
-    """For what a command prints on stdout (check's mapping, a preview's tables)."""
+def stdout_console(width_when_piped: int = PIPED_WIDTH) -> Console:
+    """For what a command prints on stdout (check's mapping, a preview's tables, the ledger's
+    entries). Every console of the tool is made here or by ``stderr_console``."""
     return _console(sys.stdout, width_when_piped)
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 import orjson
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from retently_cli import render
 from retently_cli.account import account_answer, campaigns_from
 from retently_cli.cli.options import (
     CONTEXT,
@@ -50,10 +50,6 @@ from retently_cli.visible import visible
 from retently_cli.vocabulary import EnvVar, ExitCode
 
 PATHS = click.argument("paths", nargs=-1, type=INPUT_PATH)
-
-
-def _stdout_console() -> Console:
-    return stdout_console(160)
 
 
 def _read(
@@ -93,15 +89,6 @@ def _read(
             warn_of_empty_inputs(console, inputs, stats)
 
     return stats, bad, messages()
-
-
-def _input_note(console: Console, stats: ReadStats, bad: Counter) -> None:
-    note = f"{stats.lines:,} lines read from {stats.sources:,} source(s)"
-    if stats.skipped_files:
-        note += f", {stats.skipped_files:,} file(s) skipped (not JSON)"
-    if bad:
-        note += "; malformed and ignored: " + ", ".join(f"{r} {n:,}" for r, n in bad.items())
-    console.print(Text(note, style="dim"))
 
 
 @click.command(
@@ -163,8 +150,8 @@ def diff(
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
     if not quiet:
-        _show_diff(stderr_console() if ndjson else _stdout_console(), differ, old, new)
-        _input_note(console, stats, bad)
+        render.diff(stderr_console() if ndjson else stdout_console(), differ, old, new)
+        render.input_note(console, stats, bad)
     sys.exit(ExitCode.PROBLEMS if differ.changed else ExitCode.OK)
 
 
@@ -188,45 +175,6 @@ def _change_record(source: str, line: int, change) -> dict:
         "new_request": change.new,
         "fields": change.fields,
     }
-
-
-def _show_diff(out: Console, differ: Differ, old: Config, new: Config) -> None:
-    campaigns = sorted(
-        set(differ.before) | set(differ.after) | {c.id for c in old.campaigns + new.campaigns}
-    )
-    table = Table(box=None, pad_edge=False, header_style="bold", title="surveys per campaign",
-                  title_justify="left", title_style="bold")  # fmt: skip
-    for column in ("campaign", "before", "after", "change"):
-        table.add_column(column, justify="left" if column == "campaign" else "right")
-    for campaign in campaigns:
-        before, after = differ.before[campaign], differ.after[campaign]
-        delta = after - before
-        style = "green" if delta > 0 else "red" if delta < 0 else "dim"
-        table.add_row(
-            Text(visible(campaign)), f"{before:,}", f"{after:,}", Text(f"{delta:+,}", style=style)
-        )
-    out.print(table)
-    if not differ.changed:
-        out.print(Text("No change: both configs send the same surveys for these events."))
-        return
-    out.print(Text("\nevent names", style="bold"))
-    for name, entry in sorted(differ.names.items(), key=lambda kv: _weight(kv[1]), reverse=True):
-        out.print(Text(f"{name!r} {entry.verdict}", style="bold"))
-        for kind, sign in (("removed", "-"), ("added", "+"), ("changed", "~")):
-            for campaign, count in getattr(entry, kind).most_common():
-                examples = ", ".join(entry.examples.get((kind, campaign), []))
-                line = f"  {sign} {_WHAT[kind]} {campaign}: {count:,} events   e.g. {examples}"
-                out.print(Text(visible(line)), soft_wrap=True)
-        for change, count in entry.fields.most_common():
-            line = f"      {change} in {count:,} survey{'s' if count != 1 else ''}"
-            out.print(Text(visible(line)), soft_wrap=True)
-
-
-_WHAT = {"removed": "no longer in", "added": "now in", "changed": "sends differently to"}
-
-
-def _weight(entry) -> int:
-    return sum(entry.added.values()) + sum(entry.removed.values()) + sum(entry.changed.values())
 
 
 @click.command(
@@ -271,76 +219,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     if output == "json":
         sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     else:
-        _show_coverage(_stdout_console(), summary)
+        render.coverage(stdout_console(), summary)
     if not quiet:
-        _input_note(console, stats, bad)
-
-
-def _show_coverage(out: Console, summary: dict) -> None:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("event", "count", "campaigns", "notes"):
-        table.add_column(column, justify="right" if column == "count" else "left")
-    for row in summary["events"]:
-        notes = []
-        if row["near_miss_of"]:
-            notes.append(f"near miss of {row['near_miss_of']!r}")
-        if row["missing_email"]:
-            where = ", ".join(f"{p} {n:,}" for p, n in row["email_found_at"].items())
-            notes.append(
-                f"{row['missing_email']:,} without email"
-                + (f" (found at {where})" if where else "")
-            )
-        if row["invalid_email"]:
-            notes.append(f"{row['invalid_email']:,} invalid email")
-        if row.get("email_from_identify"):
-            notes.append(f"{row['email_from_identify']:,} with the email from identify calls")
-        style = "" if row["campaigns"] else "dim"
-        table.add_row(
-            Text(repr(row["event"]), style=style),
-            f"{row['count']:,}",
-            Text(visible(", ".join(row["campaigns"])) or "-", style=style),
-            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
-        )
-    out.print(table)
-    counts = f"{summary['track_events']:,} Track events, {summary['not_track']:,} other messages"
-    out.print(Text(visible(f"{counts}; email looked up at {', '.join(summary['email_paths'])}")))
-    if summary["mapped_never_seen"]:
-        names = ", ".join(repr(n) for n in summary["mapped_never_seen"])
-        out.print(Text(f"mapped but never seen (typos?): {names}", style="yellow"), soft_wrap=True)
-    if summary["properties"]:
-        _show_properties(out, summary["properties"])
-
-
-def _show_properties(out: Console, rows: list[dict]) -> None:
-    """What the customers' properties would be: one type each, and what does not fit."""
-    table = Table(box=None, pad_edge=False, header_style="bold", title="properties sent",
-                  title_justify="left", title_style="bold")  # fmt: skip
-    for column in ("property", "count", "type", "notes"):
-        table.add_column(column, justify="right" if column == "count" else "left")
-    fixes = []
-    for row in rows:
-        notes = [f"{kind} {n:,}" for kind, n in row["conflicts"].items()]
-        notes = [f"also seen as {', '.join(notes)}"] if notes else []
-        if row["left_out"]:
-            notes.append(f"{row['left_out']:,} left out (not {row['type']})")
-        if row["empty"]:
-            notes.append(f"{row['empty']:,} empty, left out")
-        if row["other_date_format"]:
-            notes.append(f"{row['other_date_format']:,} dates like MM/DD/YYYY, not read as dates")
-        kind = (row["type"] or "-") + (" (forced)" if row["forced"] else "")
-        table.add_row(
-            Text(visible(row["name"])),
-            f"{row['count']:,}",
-            kind,
-            Text(visible("; ".join(notes)), style="yellow" if notes else ""),
-        )
-        if row["fix"]:
-            fixes.append(row["fix"])
-    out.print(table)
-    if fixes:
-        out.print(Text("to give each property one type that fits its values, add to the config:"))
-        for fix in fixes:
-            out.print(Text(visible(f"  {fix}"), style="yellow"), soft_wrap=True)
+        render.input_note(console, stats, bad)
 
 
 @click.command(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import json
 import os
 import shlex
@@ -12,14 +12,16 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import click
 from rich.console import Console
 from rich.text import Text
 
+from retently_cli import render
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
     CONTEXT,
@@ -45,6 +47,7 @@ from retently_cli.cli.options import (
     verbosity_options,
     warn_of_empty_inputs,
 )
+from retently_cli.client import RetentlyClient
 from retently_cli.config import Config
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import (
@@ -68,10 +71,11 @@ from retently_cli.ledger import (
 )
 from retently_cli.logs import get_logger
 from retently_cli.matching import Matcher
-from retently_cli.outputs import Output, ReplacingOutput, check_output_paths
+from retently_cli.outputs import Output, PathCheck, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
 from retently_cli.progress import SendProgress
 from retently_cli.pruning import Window
+from retently_cli.readers import ReadStats
 from retently_cli.report import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -81,9 +85,16 @@ from retently_cli.report import (
     FAILED,
     UNCERTAIN,
     Report,
-    requests_line,
 )
-from retently_cli.run import Plan, SendJob, make_plan
+from retently_cli.run import (
+    Delivery,
+    DryRunDelivery,
+    LiveDelivery,
+    Plan,
+    Records,
+    SendJob,
+    make_plan,
+)
 from retently_cli.sources import Inputs, Selection
 from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
@@ -133,9 +144,8 @@ class _Ending:
         if job is not None:
             record["requests"] = job.requests
             record["read_complete"] = job.read_complete
-        if job is not None and job.dispatcher is not None:
-            sender = job.dispatcher.sender
-            record["api_unavailable"] = sender.unavailable
+        if job is not None and not self.dry_run:
+            record["api_unavailable"] = job.delivery.unavailable
         if self.plan is not None:
             record["plan"] = {
                 "surveys": self.plan.total,
@@ -155,36 +165,67 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-_ending = _Ending()
+@contextlib.contextmanager
+def _written_at_exit(ending: _Ending) -> Iterator[None]:
+    """Writes ``ending`` on every way out of the command, with the exit code it has."""
+    try:
+        yield
+    except SystemExit as exc:
+        ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
+        raise
+    except click.exceptions.Exit as exc:
+        ending.write(exc.exit_code)
+        raise
+    except click.ClickException as exc:  # a RetentlyError, shown by click once this ends
+        ending.write(exc.exit_code)
+        raise
+    except KeyboardInterrupt:
+        ending.interrupted = True
+        ending.write(EXIT_INTERRUPTED)
+        raise
+    except BaseException:
+        ending.write(EXIT_PROBLEMS)
+        raise
 
 
-def _with_summary_json(command):
-    """Gives ``send`` its ``_Ending`` and writes it on every way out of the command."""
+@dataclasses.dataclass(frozen=True)
+class SendOptions:
+    """``send``'s options and arguments, as click parsed them (see ``send --help``)."""
 
-    @functools.wraps(command)
-    def wrapper(*args, summary_json=None, **kwargs):
-        global _ending
-        _ending = ending = _Ending(summary_json)
-        try:
-            return command(*args, **kwargs)
-        except SystemExit as exc:
-            ending.write(exc.code if isinstance(exc.code, int) else EXIT_PROBLEMS)
-            raise
-        except click.exceptions.Exit as exc:
-            ending.write(exc.exit_code)
-            raise
-        except click.ClickException as exc:  # a RetentlyError, shown by click once this ends
-            ending.write(exc.exit_code)
-            raise
-        except KeyboardInterrupt:
-            ending.interrupted = True
-            ending.write(EXIT_INTERRUPTED)
-            raise
-        except BaseException:
-            ending.write(EXIT_PROBLEMS)
-            raise
+    paths: tuple[str, ...]
+    config_path: str | None
+    dry_run: bool
+    output: str
+    all_rows: bool
+    max_rows: int
+    api_key_file: str | None
+    ledger_path: str | None
+    no_ledger: bool
+    retry_uncertain: bool
+    failed_path: str | None
+    report_path: str | None
+    since: datetime | None
+    until: datetime | None
+    events: tuple[str, ...]
+    campaigns: tuple[str, ...]
+    limit: int | None
+    grace: float
+    yes: bool
+    summary_json: str | None
+    max_lateness: float
+    includes: tuple[str, ...]
+    excludes: tuple[str, ...]
+    max_line_bytes: int
+    jobs: int | None
+    no_progress: bool
+    verbose: int  # the retently logger's level, set by RetentlyCommand for the command
+    quiet: bool
 
-    return wrapper
+    def filters(self) -> Filters:
+        """A fresh planner's filters (each ``Planner`` counts its own --limit)."""
+        return Filters(
+            self.since, self.until, frozenset(self.events), frozenset(self.campaigns), self.limit
+        )
 
 
 @click.command(
@@ -288,36 +329,7 @@ Examples:
 @click.option("--no-progress", is_flag=True, help="Draw no progress line on a terminal.")
 @verbosity_options
 @click.argument("paths", nargs=-1, type=INPUT_PATH)
-@_with_summary_json
-def send(
-    config_path,
-    dry_run,
-    output,
-    all_rows,
-    max_rows,
-    api_key_file,
-    ledger_path,
-    no_ledger,
-    retry_uncertain,
-    failed_path,
-    report_path,
-    since,
-    until,
-    events,
-    campaigns,
-    limit,
-    grace,
-    max_lateness,
-    includes,
-    excludes,
-    max_line_bytes,
-    jobs,
-    no_progress,
-    verbose,
-    quiet,
-    paths,
-    yes,
-):
+def send(**params):
     """Survey the customers that Segment Track events in PATHS map to.
 
     PATHS are files or folders (walked recursively, in name order) of Segment messages: NDJSON,
@@ -332,27 +344,90 @@ def send(
     A live send from files first shows its plan and, on a terminal, asks (-y skips that).
     Filtered events are reported as skipped, never dropped. See the README.
     """
+    options = SendOptions(**params)
+    ending = _Ending(options.summary_json)
+    with _written_at_exit(ending):
+        _send(options, ending)
+
+
+def _send(o: SendOptions, ending: _Ending) -> NoReturn:
     console = stderr_console()
-    ending = _ending
-    ending.dry_run = dry_run
-    if ending.path == "-" and (output == "ndjson" or "-" in (report_path, failed_path)):
+    ending.dry_run = o.dry_run
+    checked = _check(console, o, ending)
+    config = checked.config
+    with contextlib.ExitStack() as opened:
+        client = None if o.dry_run else _client(console, o, checked)
+        ledger = _open_ledger(opened, console, o, checked)
+        identities = identities_for_run([config], o.paths, o.max_line_bytes, checked.selection)
+        if client is not None:
+            ending.plan = _plan_and_ask(console, o, checked, identities, ledger)
+        job: SendJob  # made last; an output that cannot be written halts it
+        outputs = opened.enter_context(
+            _Outputs.open(console, o, checked, lambda out: job.halt(out.describe_error()))
+        )
+        report = _report(console, o, outputs)
+        records = Records(report, outputs.dead_letters, outputs.replaced_path)
+        planner = Planner(o.filters(), ledger, o.retry_uncertain)
+        stats = ReadStats()
+        progress = _progress(console, o, stats, report, checked.sources)
+        delivery = opened.enter_context(
+            _delivery(console, o, config, client, ledger, records, planner, progress)
+        )
+        fanout = _fanout(o, config, report)
+        if fanout is not None:
+            opened.callback(fanout.close)
+        matcher = Matcher(config, identities)
+        job = SendJob(matcher, records, delivery, planner, stats, fanout)
+        cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
+        ending.report, ending.job = report, job
+        ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
+        code = _conclude(console, o, checked, job, ledger, outputs, ended)
+        if not ended.clean:  # a worker is still waiting for an answer: do not wait for it
+            _flush_all(outputs.streams)
+            ending.write(code)
+            os._exit(code)
+    if outputs.stdout.error is not None:
+        _quiet_stdout()
+    sys.exit(code)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """What ``send`` makes sure of before it opens anything: a usage error ends it there."""
+
+    config: Config
+    selection: Selection
+    sources: Inputs
+    base_url: str
+    ledger_where: Path | None
+    ledger_new: bool  # no ledger there yet: no earlier run is known
+    paths: PathCheck
+    # A plan reads the inputs once before the send reads them again: a pipe cannot be.
+    unplanned: bool
+
+
+def _check(console: Console, o: SendOptions, ending: _Ending) -> _Checked:
+    if ending.path == "-" and (o.output == "ndjson" or "-" in (o.report_path, o.failed_path)):
         ending.path = None
         raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
-    config = load_or_exit(console, config_path, quiet)
-    refuse_unknown_filters(config, campaigns, events)
-    refuse_placeholders(console, config, warn_only=dry_run, quiet=quiet)
+    config = load_or_exit(console, o.config_path, o.quiet)
+    refuse_unknown_filters(config, o.campaigns, o.events)
+    refuse_placeholders(console, config, warn_only=o.dry_run, quiet=o.quiet)
     # --summary-json last: a clash with another output is then named as its own.
-    outputs = {"--report": report_path, "--failed": failed_path, "--summary-json": ending.path}
+    outputs = {"--report": o.report_path, "--failed": o.failed_path, "--summary-json": ending.path}
     selection = Selection(
-        includes, excludes, _new_files(outputs.values()), Window(since, until, max_lateness)
+        o.includes,
+        o.excludes,
+        _new_files(outputs.values()),
+        Window(o.since, o.until, o.max_lateness),
     )
-    sources = open_inputs(console, paths, max_line_bytes, selection)
+    sources = open_inputs(console, o.paths, o.max_line_bytes, selection)
     if config.from_identify and (problem := rereading_problem(sources)) is not None:
         raise UsageFailure([problem])  # before the ledger or anything else is opened
     log.info("inputs: %s", ", ".join(sources.paths))
     base_url = base_url_in_use(config)
-    ledger_where = None if no_ledger else Path(ledger_path or default_ledger_path(base_url))
-    paths_check = check_output_paths(
+    ledger_where = None if o.no_ledger else Path(o.ledger_path or default_ledger_path(base_url))
+    paths = check_output_paths(
         outputs,
         sources.local_files()
         + sources.inputs_among(outputs.values())
@@ -360,137 +435,231 @@ def send(
         sources.local_folders(),
         ledger_where,
     )
-    if paths_check.problems:
-        if any(problem.startswith("--summary-json ") for problem in paths_check.problems):
+    if paths.problems:
+        if any(problem.startswith("--summary-json ") for problem in paths.problems):
             ending.path = None  # written at the exit all the same, it would destroy that file
-        raise UsageFailure(paths_check.problems)
-    for warning in paths_check.warnings:
+        raise UsageFailure(paths.problems)
+    for warning in paths.warnings:
         console.print(Text(f"warning: {visible(warning)}", style="yellow"), soft_wrap=True)
-    dispatcher = None
-    if not dry_run:
-        dispatcher = _dispatcher(console, config, api_key_file, sources)
     ledger_new = ledger_where is not None and not ledger_where.exists()
-    ledger = _ledger(console, ledger_path, no_ledger, base_url, dry_run)
-    # A plan reads the inputs once before the send reads them again: a pipe cannot be.
     unplanned = sources.reads_stdin or rereading_problem(sources) is not None
-    if ledger is not None and not (dry_run or quiet):
+    return _Checked(
+        config, selection, sources, base_url, ledger_where, ledger_new, paths, unplanned
+    )
+
+
+def _client(console: Console, o: SendOptions, checked: _Checked) -> RetentlyClient:
+    sources = checked.sources
+    return api_client(checked.config, o.api_key_file, sources.reads_stdin)
+
+
+def _open_ledger(
+    opened: contextlib.ExitStack, console: Console, o: SendOptions, checked: _Checked
+) -> Ledger | None:
+    """The run's ledger, closed with ``opened``; a live send names it."""
+    ledger = _ledger(console, o, checked.base_url)
+    if ledger is None:
+        return None
+    opened.callback(ledger.close)
+    if not (o.dry_run or o.quiet):
         # A plan, shown to all but unplanned runs, names the ledger itself.
-        tell_where(console, ledger.path, ledger_new, sources, name_it=unplanned)
-    identities = identities_for_run([config], paths, max_line_bytes, selection)
-    if dispatcher is not None:
-        dispatcher.sender.ledger = ledger
-        asking = not yes and sys.stdin.isatty() and sys.stderr.isatty()
-        if unplanned:
-            if not quiet:
-                what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
-                console.print(Text(f"events from {what} cannot be planned: sending as they come"))
-        elif asking or not quiet:
-            # Its own inputs: a selection counts the folders it prunes, and what a walk passes
-            # over is said once, by the run itself.
-            plan_selection = dataclasses.replace(selection, pruned_folders=0)
-            plan_inputs = open_inputs(console, paths, max_line_bytes, plan_selection)
-            plan_inputs.warn = lambda text: None
-            filters = Filters(since, until, frozenset(events), frozenset(campaigns), limit)
-            planner = Planner(filters, ledger, retry_uncertain)
-            # Its own matcher: a matcher remembers the messageIds it saw.
-            matcher = Matcher(config, identities)
-            fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=False)
-            ending.plan = _make_plan(console, config, matcher, plan_inputs, planner, fanout)
-            where = (base_url, ledger, ledger_where, ledger_new)
-            _show_plan(console, ending.plan, config, *where)
-            if asking and ending.plan.total and not _confirm(ending.plan):
-                console.print(Text("retently: nothing was sent"))
-                sys.exit(EXIT_PROBLEMS)
+        name_it = checked.unplanned
+        tell_where(console, ledger.path, checked.ledger_new, checked.sources, name_it=name_it)
+    return ledger
 
-    def output_failed(out: Output) -> None:
-        job.halt(out.describe_error())
 
-    stdout = Output("stdout", sys.stdout.buffer, output_failed)
-    streams = [stdout] if output == "ndjson" else []
-    report_file = _open_output(console, report_path, stdout, output_failed)
-    if report_file is not None and report_file not in streams:
-        streams.append(report_file)
-    report = Report(
-        console,
-        streams,
-        table=output == "table",
-        all_rows=all_rows,
-        quiet=quiet,
-        max_rows=max_rows,
-    )
+def _plan_and_ask(
+    console: Console, o: SendOptions, checked: _Checked, identities, ledger: Ledger | None
+) -> Plan | None:
+    """The plan of a live send from files, shown; on a terminal, the question whether to send
+    it (anything but yes ends the run)."""
+    asking = not o.yes and sys.stdin.isatty() and sys.stderr.isatty()
+    if checked.unplanned:
+        if not o.quiet:
+            sources = checked.sources
+            what = "stdin" if sources.reads_stdin else "a pipe or device, not a file,"
+            console.print(Text(f"events from {what} cannot be planned: sending as they come"))
+        return None
+    if not asking and o.quiet:
+        return None
+    # Its own inputs: a selection counts the folders it prunes, and what a walk passes over is
+    # said once, by the run itself.
+    plan_selection = dataclasses.replace(checked.selection, pruned_folders=0)
+    plan_inputs = open_inputs(console, o.paths, o.max_line_bytes, plan_selection)
+    plan_inputs.warn = lambda text: None
+    planner = Planner(o.filters(), ledger, o.retry_uncertain)
+    # Its own matcher: a matcher remembers the messageIds it saw.
+    matcher = Matcher(checked.config, identities)
+    fanout = FanOut.for_run(o.jobs, checked.config.campaigns_by_event(), records=False)
+    plan = _make_plan(console, checked.config, matcher, plan_inputs, planner, fanout)
+    where = (checked.base_url, ledger, checked.ledger_where, checked.ledger_new)
+    _show_plan(console, plan, checked.config, *where)
+    if asking and plan.total and not _confirm(plan):
+        console.print(Text("retently: nothing was sent"))
+        sys.exit(EXIT_PROBLEMS)
+    return plan
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """Where the run writes: stdout, and the --report and --failed files. A write that fails
+    calls ``on_failure`` (the run stops reading); closing them flushes stdout last."""
+
+    stdout: Output
+    streams: list[Output]  # the records' destinations
+    report_file: Output | None
     failed_file: Output | None
-    if "--failed" in paths_check.replaced:
-        failed_file = ReplacingOutput(Path(failed_path), output_failed)
-    else:
-        failed_file = _open_output(console, failed_path, stdout, output_failed)
-    dead_letters = DeadLetters(failed_file) if failed_file is not None else None
-    planner = Planner(
-        Filters(since, until, frozenset(events), frozenset(campaigns), limit),
-        ledger,
-        retry_uncertain,
+    dead_letters: DeadLetters | None  # written to the --failed file
+    replaced_path: str | None  # --failed F F: the input that the --failed file replaces
+
+    @classmethod
+    def open(cls, console: Console, o: SendOptions, checked: _Checked, on_failure) -> _Outputs:
+        stdout = Output("stdout", sys.stdout.buffer, on_failure)
+        streams = [stdout] if o.output == "ndjson" else []
+        report_file = _open_output(console, o.report_path, stdout, on_failure)
+        if report_file is not None and report_file not in streams:
+            streams.append(report_file)
+        failed_file: Output | None
+        replaced_path = None
+        if o.failed_path is not None and "--failed" in checked.paths.replaced:
+            failed_file = ReplacingOutput(Path(o.failed_path), on_failure)
+            replaced_path = o.failed_path
+        else:
+            failed_file = _open_output(console, o.failed_path, stdout, on_failure)
+        dead_letters = DeadLetters(failed_file) if failed_file is not None else None
+        return cls(stdout, streams, report_file, failed_file, dead_letters, replaced_path)
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for opened in (self.report_file, self.failed_file):
+            if opened is not None and opened is not self.stdout:
+                opened.close()
+        self.stdout.flush()
+
+
+def _report(console: Console, o: SendOptions, outputs: _Outputs) -> Report:
+    return Report(
+        render.EventScreen(console),
+        outputs.streams,
+        table=o.output == "table",
+        all_rows=o.all_rows,
+        quiet=o.quiet,
+        max_rows=o.max_rows,
     )
-    matcher = Matcher(config, identities)
-    # Workers settle skipped events only where their rows are counted, not shown.
-    fanout = None
-    if dispatcher is None and not (report.table and all_rows):
-        fanout = FanOut.for_run(jobs, config.campaigns_by_event(), records=bool(streams))
-        if fanout is not None:
-            fanout.warn = report.warn
-    job = SendJob(
-        matcher, report, dispatcher, config.delivery.batch_size, planner, dead_letters,
-        fanout=fanout,
-    )  # fmt: skip
-    cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
-    ending.report, ending.job = report, job
-    if isinstance(failed_file, ReplacingOutput):
-        job.replaced_path = failed_path
+
+
+def _delivery(
+    console: Console,
+    o: SendOptions,
+    config: Config,
+    client: RetentlyClient | None,
+    ledger: Ledger | None,
+    records: Records,
+    planner: Planner,
+    progress: SendProgress | _NoProgress,
+) -> Delivery:
+    """A live send's, through the dispatcher's workers, or a dry-run's."""
+    batch_size = config.delivery.batch_size
+    if client is None:
+        return DryRunDelivery(records, batch_size)
+    dispatcher = _dispatcher(console, config, client, ledger)
+    return LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
+
+
+def _fanout(o: SendOptions, config: Config, report: Report) -> FanOut | None:
+    """Worker processes that read local files, for a dry-run: they settle skipped events, so
+    only where their rows are counted, not shown."""
+    if not o.dry_run or (report.table and o.all_rows):
+        return None
+    fanout = FanOut.for_run(o.jobs, config.campaigns_by_event(), records=bool(report.streams))
+    if fanout is not None:
+        fanout.warn = report.warn
+    return fanout
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ended:
+    """How the reading and delivering ended."""
+
+    interrupted: bool = False
+    clean: bool = True  # every request had its answer
+    failure: Exception | None = None  # an unexpected error stopped the run
+
+
+def _run(
+    console: Console,
+    o: SendOptions,
+    job: SendJob,
+    sources: Inputs,
+    progress: SendProgress | _NoProgress,
+    streams: list[Output],
+    ending: _Ending,
+) -> _Ended:
+    """Reads and delivers; SIGTERM meanwhile ends the run as Ctrl-C does. What was sent is
+    settled before anything else, however the run ends."""
 
     def on_source(source):
         log.debug("reading %s", source.name)
 
-    interrupted, clean, failure = False, True, None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with _progress(console, job, report, sources, dry_run, quiet or no_progress) as progress:
-            job.on_progress = progress.update
-            try:
-                job.read(sources, on_source)
-                if job.halted_by is None:
-                    job.finish()
-                else:
-                    clean = job.stop(grace)
-            except KeyboardInterrupt:
-                interrupted = True
-                clean = _stop_after_interrupt(console, job, grace, streams)
-            except Exception as exc:  # settle what was sent before anything else
-                failure = exc
-                clean = _stop_after_failure(console, job, grace, streams)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    ending.interrupted = interrupted
+    ended = _Ended()
+    with _sigterm_interrupts(), progress:
+        try:
+            job.read(sources, on_source)
+            if job.halted_by is None:
+                job.finish()
+            else:
+                ended = _Ended(clean=job.stop(o.grace))
+        except KeyboardInterrupt:
+            clean = o.dry_run or _stop_after_interrupt(console, job, o.grace, streams, ending)
+            ended = _Ended(interrupted=True, clean=clean)
+        except Exception as exc:
+            clean = _stop_after_failure(console, job, o.grace, streams, ending)
+            ended = _Ended(clean=clean, failure=exc)
+    ending.interrupted = ended.interrupted
+    return ended
+
+
+def _conclude(
+    console: Console,
+    o: SendOptions,
+    checked: _Checked,
+    job: SendJob,
+    ledger: Ledger | None,
+    outputs: _Outputs,
+    ended: _Ended,
+) -> int:
+    """The summary and what to do next, on stderr; the exit code."""
+    config, sources, ledger_where = checked.config, checked.sources, checked.ledger_where
+    report = job.report
+    interrupted, failure = ended.interrupted, ended.failure
     job.stats.pruned_folders = sources.pruned_folders
     try:
-        if job.read_complete and not quiet:
+        if job.read_complete and not o.quiet:
             warn_of_empty_inputs(console, sources, job.stats)
-        report.summary(job.stats, interrupted, job.read_complete)
+        report.flush()
+        if not o.quiet:
+            render.summary(console, report, job.stats, interrupted, job.read_complete)
         conflicts = type_conflicts(job.matcher.property_types)
-        if conflicts and not quiet:
+        if conflicts and not o.quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
-        _say_why_it_stopped(console, report, job, failure, ledger_where)
-        if not quiet:
+        _say_why_it_stopped(console, report, job, failure, checked.base_url, ledger_where)
+        if not (o.quiet or o.dry_run):
             _say_what_next(console, report, job, interrupted, ledger_where)
-        if dry_run and not quiet and job.requests:
+        if o.dry_run and not o.quiet and job.requests:
             console.print(Text(f"A live send would take {_requests_line(job.requests, config)}"))
-        if dead_letters is not None and dead_letters.count and not quiet:
-            console.print(Text(f"{dead_letters.count:,} events written to {failed_path}"))
-        if isinstance(failed_file, ReplacingOutput):
-            kept = failed_file.finish(input_read=job.read_complete and not job.kept_back)
+        dead_letters = outputs.dead_letters
+        if dead_letters is not None and dead_letters.count and not o.quiet:
+            console.print(Text(f"{dead_letters.count:,} events written to {o.failed_path}"))
+        if isinstance(outputs.failed_file, ReplacingOutput):
+            kept = outputs.failed_file.finish(input_read=job.replaced_input_settled)
             if kept:
                 console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
     except OSError:  # stderr itself is gone: the exit code still tells
         pass
-    code = _exit_code(report, job, dispatcher, interrupted, failure)
-    if dispatcher is not None and dispatcher.sender.unauthorized:
+    code = _exit_code(report, job, interrupted, failure)
+    if job.delivery.unauthorized:
         console.print(
             Text("retently: Retently refused the API key (401/403): nothing more was sent. "
                  "Check the key."),
@@ -500,65 +669,30 @@ def send(
     if lost is not None:  # the ledger vanished under the run: it stopped sending
         code = EXIT_USAGE
         console.print(Text(visible(f"retently: {lost}")), soft_wrap=True)
-    if not clean:  # a worker is still waiting for an answer: do not wait for it at exit
-        _flush_all(streams)
-        ending.write(code)
-        os._exit(code)
-    for opened in (report_file, failed_file):
-        if opened is not None and opened is not stdout:
-            opened.close()
-    stdout.flush()
-    if ledger is not None:
-        ledger.close()
-    if stdout.error is not None:
-        _quiet_stdout()
-    sys.exit(code)
+    return code
 
 
 def _make_plan(
     console, config, matcher: Matcher, inputs: Inputs, planner: Planner, fanout: FanOut | None
 ) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
-    counting = Report(console, table=False, quiet=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # ends the run as Ctrl-C does
-    try:
+    counting = Report(None, table=False, quiet=True)
+    with _sigterm_interrupts():
         return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting, fanout)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _requests_line(requests: int, config: Config) -> str:
-    return requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
+    return render.requests_line(requests, config.delivery.batch_size, config.delivery.rate_limit)
 
 
 def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledger_new):
-    """The plan of a live send, on stderr: what it will send, how, where and against what."""
-    if plan.total:
-        lines = [f"Plan: {plan.total:,} surveys in {_requests_line(plan.requests, config)}"]
-    else:
-        lines = ["Plan: nothing to send"]
-    for campaign, count in sorted(plan.surveys.items()):
-        lines.append(f"  {visible(campaign)}: {count:,} surveys")
-    if plan.already_sent:
-        lines.append(f"  already sent by earlier runs: {plan.already_sent:,} (not sent again)")
-    if plan.uncertain:
-        lines.append(
-            f"  uncertain from earlier runs: {plan.uncertain:,} (not resent without "
-            "--retry-uncertain)"
-        )
-    lines.append(f"  API: {base_url}")
-    if ledger is None:
-        lines.append("  ledger: none (--no-ledger): a re-run may survey again")
-    elif ledger_new:
-        lines.append(f"  ledger: {ledger_where} (new: no earlier run is known)")
-    else:
-        held = ledger.states()
-        uncertain = held.get(UNCERTAIN, 0) + held.get(PENDING, 0)
-        lines.append(
-            f"  ledger: {ledger_where} (holding {held.get(SENT, 0):,} sent, "
-            f"{uncertain:,} uncertain)"
-        )
-    console.print(Text("\n".join(visible(line) for line in lines)), soft_wrap=True)
+    """The plan, drawn by ``render.plan`` from what the ledger holds (read here)."""
+    held = None
+    if ledger is not None and not ledger_new:
+        states = ledger.states()
+        held = (states.get(SENT, 0), states.get(UNCERTAIN, 0) + states.get(PENDING, 0))
+    where = ledger_where if ledger is not None else None
+    render.plan(console, plan, config.delivery, base_url, where, held)
 
 
 def _confirm(plan: Plan) -> bool:
@@ -571,9 +705,7 @@ def _confirm(plan: Plan) -> bool:
 
 
 def _say_what_next(console, report: Report, job: SendJob, interrupted: bool, ledger_where):
-    """The next command, when the run leaves something to do."""
-    if job.dispatcher is None:
-        return
+    """The next command, when a live send leaves something to do."""
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     if interrupted:
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
@@ -610,8 +742,17 @@ def _new_files(paths) -> tuple[str, ...]:
     return tuple(p for p in paths if p and p != "-" and not os.path.lexists(p))
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Meanwhile, SIGTERM stops a run the way Ctrl-C does."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _interrupt(signum, frame):
-    """SIGTERM stops a run the way Ctrl-C does."""
     raise KeyboardInterrupt
 
 
@@ -626,20 +767,22 @@ def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
         raise UsageFailure([f"{path}: cannot write it ({exc.strerror})"]) from None
 
 
-def _stop_after_failure(console: Console, job: SendJob, grace: float, streams) -> bool:
+def _stop_after_failure(console: Console, job: SendJob, grace: float, streams, ending) -> bool:
     """An unexpected error: stop reading, and still give requests in flight their answer."""
-    return _stop_within_grace(console, job, grace, streams, "interrupted: quitting now")
+    return _stop_within_grace(console, job, grace, streams, ending, "interrupted: quitting now")
 
 
-def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on_ctrl_c) -> bool:
+def _stop_within_grace(
+    console: Console, job: SendJob, grace: float, streams, ending: _Ending, on_ctrl_c: str
+) -> bool:
     """``job.stop``; a Ctrl-C meanwhile leaves at once (the ledger stays consistent)."""
     try:
         return job.stop(grace)
     except KeyboardInterrupt:
         console.print(Text(on_ctrl_c))
         _flush_all(streams)
-        _ending.interrupted = True
-        _ending.write(EXIT_INTERRUPTED)
+        ending.interrupted = True
+        ending.write(EXIT_INTERRUPTED)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         return False
@@ -648,27 +791,27 @@ def _stop_within_grace(console: Console, job: SendJob, grace: float, streams, on
 _LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
 
 
-def _say_why_it_stopped(console, report, job, failure, ledger_where) -> None:
+def _say_why_it_stopped(console, report, job, failure, base_url, ledger_where) -> None:
+    delivery = job.delivery
     reason = None
     if isinstance(failure, _LEDGER_ERRORS):
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
         log.debug("", exc_info=failure)  # -vv: its traceback
-    elif job.dispatcher is not None and job.dispatcher.sender.ledger_error is not None:
-        reason = f"ledger {ledger_where} cannot be written ({job.dispatcher.sender.ledger_error})"
+    elif delivery.ledger_error is not None:
+        reason = f"ledger {ledger_where} cannot be written ({delivery.ledger_error})"
     elif job.halted_by is not None:
         reason = job.halted_by
-    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
-        sender = job.dispatcher.sender
-        reason = f"the API at {sender.client.base_url} is unavailable: {sender.unavailable}"
+    elif delivery.unavailable is not None:
+        reason = f"the API at {base_url} is unavailable: {delivery.unavailable}"
     if reason is None:
         return
     not_sent = report.counts.reasons[(FAILED, NOT_SENT)]
     then = f"; {not_sent:,} surveys not sent" if not_sent else ""
     if job.read_complete and not not_sent:  # everything was read and settled all the same
         line = f"retently: {reason}"
-    elif job.dispatcher is not None and job.dispatcher.sender.unavailable is not None:
+    elif delivery.unavailable is not None:
         unread = "" if job.read_complete else " (and the rest of the input not yet read)"
         line = (
             f"retently: {reason}; stopped sending{then}{unread}. "
@@ -699,16 +842,17 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def _exit_code(report, job, dispatcher, interrupted, failure) -> int:
+def _exit_code(report, job, interrupted, failure) -> int:
+    delivery = job.delivery
     if interrupted:
         return EXIT_INTERRUPTED
-    if dispatcher is not None and dispatcher.sender.unauthorized:
+    if delivery.unauthorized:
         return EXIT_UNAUTHORIZED
-    if dispatcher is not None and dispatcher.sender.unavailable is not None:
+    if delivery.unavailable is not None:
         return EXIT_UNAVAILABLE
     if isinstance(failure, _LEDGER_ERRORS):
         return EXIT_USAGE
-    if dispatcher is not None and dispatcher.sender.ledger_error is not None:
+    if delivery.ledger_error is not None:
         return EXIT_USAGE  # nothing more could be recorded, so the run stopped sending
     if failure is not None or job.halted_by is not None:
         return max(report.exit_code(), EXIT_PROBLEMS)
@@ -722,8 +866,9 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _ledger(console, path, no_ledger, base_url, dry_run) -> Ledger | None:
-    if no_ledger:
+def _ledger(console: Console, o: SendOptions, base_url: str) -> Ledger | None:
+    path, dry_run = o.ledger_path, o.dry_run
+    if o.no_ledger:
         log.info("ledger: none (--no-ledger)")
         return None
     where = Path(path) if path else default_ledger_path(base_url)
@@ -753,14 +898,14 @@ def _ledger(console, path, no_ledger, base_url, dry_run) -> Ledger | None:
     return ledger
 
 
-def _dispatcher(console, config, api_key_file, sources) -> Dispatcher:
+def _dispatcher(console, config, client, ledger) -> Dispatcher:
     delivery = config.delivery
-    client = api_client(config, api_key_file, sources.reads_stdin)
     sender = Sender(
         client,
         RateLimiter(delivery.rate_limit),
         RetryPolicy(max_attempts=delivery.max_attempts),
         threading.Event(),
+        ledger=ledger,
         warn=lambda line: console.print(Text(line, style="yellow"), soft_wrap=True),
     )
     return Dispatcher(sender, delivery.concurrency)
@@ -777,29 +922,30 @@ class _NoProgress:
         return None
 
 
-def _progress(console, job, report, sources: Inputs, dry_run, quiet):
-    if dry_run or quiet or not console.file.isatty():  # --color always colours a pipe, no more
+def _progress(console, o: SendOptions, stats, report, sources: Inputs):
+    # --color always colours a pipe, no more
+    if o.dry_run or o.quiet or o.no_progress or not console.file.isatty():
         return _NoProgress()
 
     def total() -> int | None:
         """The bytes listed so far: folders are listed as the run reaches them."""
         return None if sources.reads_stdin or sources.unsized else sources.listed_bytes
 
-    return SendProgress(console, job.stats, report, total)
+    return SendProgress(console, stats, report, total)
 
 
-def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams) -> bool:
+def _stop_after_interrupt(console: Console, job: SendJob, grace: float, streams, ending) -> bool:
     """First Ctrl-C: stop reading, give requests in flight ``grace`` seconds, account for
     every survey read. A second Ctrl-C leaves at once: the ledger stays consistent (SQLite),
     and what was in flight is reported as uncertain by the next run."""
-    if job.dispatcher is None:
-        return True
     console.print(
         Text(
             f"interrupted: finishing requests in flight, at most {grace:g} s (Ctrl-C again to quit)"
         )
     )
-    return _stop_within_grace(console, job, grace, streams, "interrupted again: quitting now")
+    return _stop_within_grace(
+        console, job, grace, streams, ending, "interrupted again: quitting now"
+    )
 
 
 def _flush_all(streams) -> None:
