@@ -12,6 +12,16 @@ from retently_cli.vocabulary import EnvVar
 KEY_ENV = EnvVar.API_KEY
 
 
+def key_variables(*configs: Config) -> set[str]:
+    """The environment variables a key may be read from: what a process that needs no key
+    (a worker reading files, ``fanout``) is not given."""
+    names = {str(KEY_ENV)}
+    for config in configs:
+        if config.api_key is not None:
+            names.update(config.api_key.variables)
+    return names
+
+
 def resolve_api_key(
     config: Config, key_file: str | None, stdin, events_from_stdin: bool, environ=None
 ) -> tuple[str, str]:

@@ -86,6 +86,11 @@ class ApiKeySetting:
         return value
 
     @property
+    def variables(self) -> list[str]:
+        """The environment variables the value names."""
+        return [m.group(1) for m in _ENV_REF.finditer(self.template)]
+
+    @property
     def is_literal(self) -> bool:
         return not _ENV_REF.search(self.template)
 

@@ -84,6 +84,8 @@ class _Turn:
     source: Source
     worker: _Worker | None = None
     task: int = -1
+    said: tuple[str, ...] = ()  # what listing it said (a walk's warnings), said before it
+    version: tuple[int, ...] | None = None  # the file as handed to the worker (see _version)
 
 
 class FanOut:
@@ -91,9 +93,12 @@ class FanOut:
     however small the input (``--jobs`` given on the command line)."""
 
     @classmethod
-    def for_run(cls, jobs: int | None, mapped: Iterable[str], records: bool) -> FanOut | None:
+    def for_run(
+        cls, jobs: int | None, mapped: Iterable[str], records: bool, hidden: Iterable[str] = ()
+    ) -> FanOut | None:
         """Workers as ``--jobs`` asks (None: one per CPU this process may use, up to
-        ``_DEFAULT_JOBS_MAX``), or None for none."""
+        ``_DEFAULT_JOBS_MAX``), or None for none. ``hidden``: environment variables the
+        workers are not given (those the API key is read from)."""
         if sys.platform == "win32":  # select() takes no pipes there
             return None
         forced = jobs is not None
@@ -103,13 +108,16 @@ class FanOut:
             jobs = min(cpus, _DEFAULT_JOBS_MAX)
         if jobs < 2:
             return None
-        return cls(Sieve(tuple(mapped), records), jobs, forced)
+        fanout = cls(Sieve(tuple(mapped), records), jobs, forced)
+        fanout.hidden = frozenset(hidden)
+        return fanout
 
     def __init__(self, sieve: Sieve, jobs: int, forced: bool = False):
         self.sieve = sieve
         self.jobs = jobs
         self.forced = forced
         self.warn: Callable[[str], None] = lambda text: None  # of a worker that stopped
+        self.hidden: frozenset[str] = frozenset()  # environment variables workers are not given
         self._workers: list[_Worker] = []
         self._listed = 0
         self._tasks = 0
@@ -124,28 +132,47 @@ class FanOut:
         stretch where a worker read it. Take each source's entries before the next source."""
         upcoming: deque[_Turn] = deque()
         pending = iter(sources)
+        # Files are listed ahead of the reading: what a walk says on the way (an ``Inputs``'s
+        # warn) is held, and said where a run in one process says it.
+        listing: Any = sources
+        say = getattr(listing, "warn", None)
+        said: list[str] = []
+        hold = said.append
+        if say is not None:
+            listing.warn = hold
         try:
             while True:
                 while len(upcoming) < 1 + _AHEAD_PER_WORKER * len(self._workers):
                     source = next(pending, None)
                     if source is None:
                         break
+                    if source.skip_unless_json is hold:  # said as the file is read
+                        source.skip_unless_json = say
                     upcoming.append(self._turn(source))
-                if not upcoming:
+                    upcoming[-1].said = tuple(said)
+                    said.clear()
+                turn = upcoming.popleft() if upcoming else None
+                if say is not None:
+                    for text in turn.said if turn is not None else said:
+                        say(text)
+                if turn is None:
                     return
-                turn = upcoming.popleft()
                 yield turn.source, self._entries(turn, stats, before_wait)
         finally:
+            if say is not None:
+                listing.warn = say
             self.close()
 
     def close(self) -> None:
         for worker in self._workers:
             self._lost(worker)
             worker.process.wait()
-            for fd in (worker.tasks.fileno(), worker.frames.fd):
+            # Closed as the file objects they are, so none closes the numbers again when freed.
+            for pipe in (worker.tasks, worker.process.stdout):
                 try:
-                    os.close(fd)
-                except OSError:
+                    if pipe is not None:
+                        pipe.close()
+                except OSError:  # a task left unwritten: the worker is gone
                     pass
         self._workers.clear()
 
@@ -170,19 +197,27 @@ class FanOut:
         except OSError:
             self._lost(worker)
             return _Turn(source)
-        return _Turn(source, worker, task)
+        return _Turn(source, worker, task, version=_version(source.path))
 
     def _start(self) -> None:
         for _ in range(self.jobs):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "retently_cli.fanout"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                # Out of the terminal's process group: Ctrl-C is the main process's to handle
-                # (a worker still starting would die of it with a traceback). A worker ends at
-                # the end of its pipes, so none outlives the main process, however it ends.
-                start_new_session=True,
-            )
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "retently_cli.fanout"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    # Out of the terminal's process group: Ctrl-C is the main process's to handle
+                    # (a worker still starting would die of it with a traceback). A worker ends at
+                    # the end of its pipes, so none outlives the main process, however it ends.
+                    start_new_session=True,
+                    env={
+                        name: value for name, value in os.environ.items() if name not in self.hidden
+                    },
+                )
+            except OSError:  # no process or pipe to be had (a limit): the files are read here
+                if not self._workers:
+                    self.jobs = 1  # by this process alone, as --jobs 1 reads
+                break
             assert process.stdin is not None and process.stdout is not None
             _widen(process.stdin.fileno())
             _widen(process.stdout.fileno())
@@ -194,31 +229,52 @@ class FanOut:
                 self._lost(worker)
 
     def _entries(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
-        taken = 0
+        taken, last_line = 0, 0
         if turn.worker is not None:
             before = _counts(stats)
             stopped = yield from self._from_worker(turn, stats, before_wait)
             if stopped is None:
                 return
-            taken, why = stopped
+            taken, last_line, why = stopped
             _set_counts(stats, before)  # the file is counted as the reading here finds it
             if why is not None:
                 self.warn(f"{turn.source.name}: {why}; read here instead")
+        changed = bool(taken) and _version(turn.source.path) != turn.version
+        if changed:
+            self._changed(turn.source.name, last_line)
         for entry in read_source(turn.source, stats, before_wait):
-            if taken:  # given already, by the worker
+            if taken and entry[0]:  # given already, by the worker (line 0: it cannot open now)
                 taken -= 1
+                if not (taken or changed) and entry[0] != last_line:
+                    changed = True
+                    self._changed(turn.source.name, last_line)
             else:
                 yield entry
+        if taken and not changed:
+            self._changed(turn.source.name, last_line)
+
+    def _changed(self, name: str, last_line: int) -> None:
+        """The events passed over on reading again are not those the worker gave: the file
+        was truncated or replaced in between. Said, as records may repeat or be missing."""
+        self.warn(
+            f"{name}: changed while it was read (the worker had given its events up to line "
+            f"{last_line:,}); records from there on may repeat or miss events"
+        )
 
     def _from_worker(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
         """Yields the worker's entries for the file. Returns None once it is read whole, else
-        (events taken, why the rest must be read here: None if there is nothing to say)."""
+        (events taken, the line of the last, why the rest must be read here: None if there is
+        nothing to say)."""
         worker = turn.worker
         assert worker is not None
         if not worker.alive:  # said when it stopped
-            return 0, None
+            return 0, 0, None
         before = _counts(stats)
-        taken = 0
+        # Counted as the entries are taken, as read_source counts: a run that stops part way
+        # (stdout closed, Ctrl-C) has read the file's lines up to the last entry it took.
+        stats.sources += 1
+        lines_before = before[0]
+        taken = last_line = 0
         loads = orjson.loads
         why = "the worker reading it stopped"
         while True:
@@ -233,10 +289,14 @@ class FanOut:
                     if len(entry) == 2:
                         taken += 1
                         line, item = entry
+                        last_line = line
+                        stats.lines = lines_before + line
                         yield (line, loads(item)) if type(item) is bytes else entry
                     else:
                         settled = Settled(*entry)
                         taken += settled.count
+                        last_line = settled.last_line
+                        stats.lines = lines_before + last_line
                         yield settled
                 lines, blank_lines, bytes_read = frame[3]
                 stats.lines, stats.blank_lines = before[0] + lines, before[1] + blank_lines
@@ -246,16 +306,16 @@ class FanOut:
                 turn.source.skip_unless_json(frame[2])
             elif kind == "end":
                 _set_counts(stats, tuple(map(sum, zip(before, frame[2], strict=True))))
-                if frame[2][2]:  # read, not skipped as not JSON
-                    stats.per_source[turn.source.name] = frame[2][0]
+                if frame[3] is not None:  # as read_source leaves it: set unless it could not open
+                    stats.per_source[turn.source.name] = frame[3]
                 return None
             elif kind == "hand back":  # an event it cannot pass on: the worker goes on
-                return taken, None
+                return taken, last_line, None
             else:  # "crash"
                 why = f"the worker reading it failed ({frame[2]})"
                 break
         self._lost(worker)
-        return taken, why
+        return taken, last_line, why
 
     def _lost(self, worker: _Worker) -> None:
         if worker.alive:
@@ -264,6 +324,15 @@ class FanOut:
 
 
 _Counts = tuple[int, int, int, int, int]
+
+
+def _version(path: str | None) -> tuple[int, ...] | None:
+    """What tells a file rewritten or replaced (a rotation) from the one a worker read."""
+    try:
+        info = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _counts(stats: ReadStats) -> _Counts:
@@ -376,7 +445,7 @@ def _read_one(frames, first_sight, with_records, index, name, path, size, max_li
             out.settle(line, *fate)
     out.send()
     counts = (stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files)
-    _put(frames, ("end", index, counts))
+    _put(frames, ("end", index, counts, stats.per_source.get(name)))
 
 
 class _Entries:

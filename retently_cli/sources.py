@@ -219,7 +219,35 @@ def _identity(path: Path) -> tuple[int, int] | Path:
 
 def _file_source(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Source:
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError:
-        size = None
-    return Source(str(path), lambda: open(path, "rb"), size, max_line_bytes, path=str(path))
+        info = None
+    size = info.st_size if info is not None else None
+    return Source(
+        _name_of(path), lambda: open(path, "rb"), size, max_line_bytes,
+        path=_shared_path(path, info),
+    )  # fmt: skip
+
+
+def _name_of(path: Path) -> str:
+    """A file's name in records and messages. Bytes of a name that are not UTF-8 (a file
+    system takes names as they come) show as U+FFFD: JSON cannot carry them as they are."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "replace")
+    return text
+
+
+def _shared_path(path: Path, info: os.stat_result | None) -> str | None:
+    """A path by which another process opens this same regular file (``fanout``), else None:
+    a pipe or device is read once, by this process, and a name through this process's own
+    descriptors (/dev/stdin, /dev/fd/3) is another file, or none, in a worker."""
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return None
+    real = os.path.realpath(path)
+    try:
+        return real if os.path.samestat(os.stat(real), info) else None
+    except OSError:
+        return None

@@ -135,9 +135,19 @@ def _workers_of(pid: int) -> list[int]:
                     fields = stat.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and _is_worker(entry):
                 found.append(int(entry))
     return found
+
+
+def _is_worker(pid: str) -> bool:
+    """A child that runs the worker's code: between fork and exec it is still a copy of the
+    main process (its environment too)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"retently_cli.fanout" in cmdline.read()
+    except OSError:
+        return False
 
 
 def _wait_for_workers(proc, count=2, timeout=30.0):

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from retently_cli import render
 from retently_cli.account import account_answer, campaigns_from
+from retently_cli.apikey import key_variables
 from retently_cli.cli.options import (
     CONTEXT,
     INPUT_PATH,
@@ -136,7 +137,7 @@ def diff(
     flush = out.flush if ndjson else lambda: None
     # Workers settle what neither config surveys: any name either maps is decided here.
     mapped = {**old.campaigns_by_event(), **new.campaigns_by_event()}
-    fanout = FanOut.for_run(jobs, mapped, records=False)
+    fanout = FanOut.for_run(jobs, mapped, records=False, hidden=key_variables(old, new))
     stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet, fanout)
     try:
         for source, line, message in messages:

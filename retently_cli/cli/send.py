@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from retently_cli import render
+from retently_cli.apikey import key_variables
 from retently_cli.cli.ledger import tell_where
 from retently_cli.cli.options import (
     CONTEXT,
@@ -366,6 +367,7 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
             _Outputs.open(console, o, checked, lambda out: job.halt(out.describe_error()))
         )
         report = _report(console, o, outputs)
+        _warn_after_rows(checked.sources, report)
         records = Records(report, outputs.dead_letters, outputs.replaced_path)
         planner = Planner(o.filters(), ledger, o.retry_uncertain)
         stats = ReadStats()
@@ -490,7 +492,10 @@ def _plan_and_ask(
     planner = Planner(o.filters(), ledger, o.retry_uncertain)
     # Its own matcher: a matcher remembers the messageIds it saw.
     matcher = Matcher(checked.config, identities)
-    fanout = FanOut.for_run(o.jobs, checked.config.campaigns_by_event(), records=False)
+    config = checked.config
+    fanout = FanOut.for_run(
+        o.jobs, config.campaigns_by_event(), records=False, hidden=key_variables(config)
+    )
     plan = _make_plan(console, checked.config, matcher, plan_inputs, planner, fanout)
     where = (checked.base_url, ledger, checked.ledger_where, checked.ledger_new)
     _show_plan(console, plan, checked.config, *where)
@@ -550,6 +555,18 @@ def _report(console: Console, o: SendOptions, outputs: _Outputs) -> Report:
     )
 
 
+def _warn_after_rows(sources: Inputs, report: Report) -> None:
+    """Table rows wait in a buffer: a walk's warning comes after those of the files read
+    before it, wherever the reader happened to wait (workers make that vary)."""
+    say = sources.warn
+
+    def warn(text: str) -> None:
+        report.flush()
+        say(text)
+
+    sources.warn = warn
+
+
 def _delivery(
     console: Console,
     o: SendOptions,
@@ -573,7 +590,9 @@ def _fanout(o: SendOptions, config: Config, report: Report) -> FanOut | None:
     only where their rows are counted, not shown."""
     if not o.dry_run or (report.table and o.all_rows):
         return None
-    fanout = FanOut.for_run(o.jobs, config.campaigns_by_event(), records=bool(report.streams))
+    fanout = FanOut.for_run(
+        o.jobs, config.campaigns_by_event(), bool(report.streams), hidden=key_variables(config)
+    )
     if fanout is not None:
         fanout.warn = report.warn
     return fanout
