@@ -12,6 +12,7 @@ more than a missing one.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import random
 import threading
@@ -24,8 +25,11 @@ from email.utils import parsedate_to_datetime
 from retently_cli.client import SURVEY_PATH, Answer, RetentlyClient, survey_body
 from retently_cli.config import DELIVERY_DEFAULTS
 from retently_cli.ledger import Ledger, LedgerLost
+from retently_cli.logs import get_logger
 from retently_cli.matching import Decision
 from retently_cli.vocabulary import Reason
+
+log = get_logger(__name__)
 
 # Failure reasons, as they appear in the report.
 REJECTED = Reason.REJECTED
@@ -312,8 +316,6 @@ class Sender:
         limiter: RateLimiter,
         policy: RetryPolicy,
         stop: threading.Event,
-        log: Callable[[str], None] | None = None,
-        log_bodies: bool = False,
         sleep: Callable[[float], None] | None = None,
         ledger: Ledger | None = None,
         warn: Callable[[str], None] | None = None,
@@ -328,8 +330,6 @@ class Sender:
         self.unavailable: str | None = None  # why the circuit breaker stopped the run
         self._failing = 0  # requests in a row that ended without a usable answer
         self._failing_lock = threading.Lock()
-        self._log = log
-        self._log_bodies = log_bodies
         self._sleep = sleep or stop.wait
         self._warn = warn or (lambda line: None)
         self._warned: set[str] = set()
@@ -485,16 +485,21 @@ class Sender:
         return outcomes
 
     def _trace(self, body: dict, answer: Answer, subscribers: int) -> None:
-        if self._log is None:
+        """Each request and its answer at INFO (-v); at DEBUG (-vv) one record with the
+        bodies too, so that workers' requests never interleave with another's bodies."""
+        bodies = log.isEnabledFor(logging.DEBUG)
+        if not bodies and not log.isEnabledFor(logging.INFO):
             return
         status = answer.status if answer.status is not None else answer.describe()
         line = (
             f"POST {SURVEY_PATH} {status} {answer.latency * 1000:.0f} ms "
             f"({subscribers} subscriber{'s' if subscribers != 1 else ''})"
         )
-        if self._log_bodies:
-            line += f"\n  request: {json.dumps(body)}\n  response: {json.dumps(answer.body)}"
-        self._log(line)
+        if bodies:
+            request, response = json.dumps(body), json.dumps(answer.body)
+            log.debug("%s\n  request: %s\n  response: %s", line, request, response)
+        else:
+            log.info("%s", line)
 
 
 def _noted(outcomes: list[Outcome], note: str) -> list[Outcome]:

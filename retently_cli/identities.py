@@ -15,6 +15,7 @@ a temporary SQLite database, which SQLite deletes itself when it is closed or th
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -24,14 +25,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import click
-from rich.text import Text
 
 from retently_cli.errors import UsageFailure
+from retently_cli.logs import get_logger
 from retently_cli.pruning import Window
 from retently_cli.readers import BadInput, ReadStats, iter_messages
 from retently_cli.remote import RemoteError
 from retently_cli.sources import Inputs, Selection
 from retently_cli.timeparse import EVENT_TIME_FIELDS, parse_time
+
+log = get_logger(__name__)
 
 MEMORY_LIMIT = 200_000  # ids held in memory before the store moves to a temporary SQLite file
 USER, ANONYMOUS = "userId", "anonymousId"
@@ -274,7 +277,7 @@ def learn_identities(inputs, store: IdentityStore | None = None) -> tuple[Identi
 
 
 def identities_for_run(
-    console, configs, paths, max_line_bytes: int, selection: Selection | None, verbose: int = 0
+    configs, paths, max_line_bytes: int, selection: Selection | None
 ) -> Callable[[dict], Identity | None] | None:
     """The identity lookup for a run whose configs ask for it (else None), learned from ``paths``
     as the run will read them (``selection``, with ``identity_window``). Inputs that cannot be
@@ -291,14 +294,15 @@ def identities_for_run(
     problem = rereading_problem(inputs)
     if problem is not None:
         raise UsageFailure([problem])
-    if verbose:
-        console.print(Text("identities: reading the inputs for identify calls first", style="dim"))
+    log.info("identities: reading the inputs for identify calls first")
     store, stats = learn_identities(inputs)
     context = click.get_current_context(silent=True)
     if context is not None:
         context.call_on_close(store.close)
-    if verbose:
+    if log.isEnabledFor(logging.INFO):
         where = "a temporary SQLite file" if store.spilled else "memory"
-        note = f"identities: {store.count():,} ids learned from {stats.lines:,} lines (in {where})"
-        console.print(Text(note, style="dim"))
+        count, lines = store.count(), stats.lines
+        log.info(
+            "identities: %s ids learned from %s lines (in %s)", f"{count:,}", f"{lines:,}", where
+        )
     return store.lookup

@@ -61,17 +61,17 @@ def check(config_path, online, api_key_file, verbose, quiet):
     mapped campaign does not exist, 3 when the key is refused.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose, quiet)
+    config = load_or_exit(console, config_path, quiet)
     refuse_placeholders(console, config)
-    code = _check_online(console, config, api_key_file, verbose) if online else 0
+    code = _check_online(console, config, api_key_file) if online else 0
     if quiet:
         sys.exit(code)
     render.mapping(stdout_console(MAPPING_WIDTH), config)
     sys.exit(code)
 
 
-def _check_online(console: Console, config: Config, api_key_file, verbose) -> int:
-    with api_client(console, config, api_key_file, verbose=verbose) as client:
+def _check_online(console: Console, config: Config, api_key_file) -> int:
+    with api_client(config, api_key_file) as client:
         ping = account_answer(client.ping)
         exit_if_key_refused(ping)
         if ping.status != 200 or envelope_error(ping):
@@ -125,11 +125,9 @@ def campaigns(config_path, output, api_key_file, verbose, quiet):
     console = stderr_console()
     path = find_config(config_path)
     config = (
-        load_or_exit(console, config_path, verbose, quiet)
-        if config_path or path.exists()
-        else Config(())
+        load_or_exit(console, config_path, quiet) if config_path or path.exists() else Config(())
     )
-    with api_client(console, config, api_key_file, verbose=verbose) as client:
+    with api_client(config, api_key_file) as client:
         answer = account_answer(client.campaigns)
     exit_if_key_refused(answer)
     found = campaigns_from(answer)

@@ -103,7 +103,7 @@ def _located(console, config_path, ledger_path) -> tuple[Path, str]:
     """The ledger ``send`` would use with these options, and the API address in use. The
     config is optional: without one the address is the default (or $RETENTLY_BASE_URL)."""
     if config_path or find_config(None).exists():
-        config = load_or_exit(console, config_path, 0)
+        config = load_or_exit(console, config_path)
     else:
         config = Config(())
     base_url = base_url_in_use(config)

@@ -4,6 +4,7 @@ and an API client built from the config, the key and the environment."""
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from retently_cli.config import (
 )
 from retently_cli.errors import AuthError, ConfigError, UsageFailure
 from retently_cli.ledger import LEDGER_ENV
+from retently_cli.logs import get_logger, logging_to
 from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
 from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, ReadStats
 from retently_cli.remote import RemoteError, is_url, local_path
@@ -35,6 +37,8 @@ from retently_cli.starter import PLACEHOLDER, PLACEHOLDER_ID
 from retently_cli.timeparse import parse_time
 from retently_cli.visible import visible
 from retently_cli.vocabulary import ExitCode
+
+log = get_logger(__name__)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -88,10 +92,20 @@ PIPED_WIDTH = 160  # stderr (unless $COLUMNS says otherwise), and the tables on 
 MAPPING_WIDTH = 120  # check's mapping
 LEDGER_WIDTH = 200  # ledger list: keys, emails and event names side by side
 
+_CONSOLE = "retently.console"
+
 
 def stderr_console() -> Console:
+    """The command's console on stderr: one per command, so that log records, warnings and
+    the progress line all go through the console that keeps them apart."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and _CONSOLE in ctx.meta:
+        return ctx.meta[_CONSOLE]
     piped_width = int(os.environ.get("COLUMNS") or PIPED_WIDTH)
-    return _console(TolerantStream(sys.stderr), piped_width)
+    console = _console(TolerantStream(sys.stderr), piped_width)
+    if ctx is not None:
+        ctx.meta[_CONSOLE] = console
+    return console
 
 
 def stdout_console(width_when_piped: int = PIPED_WIDTH) -> Console:
@@ -143,7 +157,12 @@ CONTRADICTIONS = (
 
 class RetentlyCommand(click.Command):
     """A command that refuses contradictory options once click has parsed them all (a
-    callback sees only the options parsed before its own)."""
+    callback sees only the options parsed before its own), and that runs with -v/-vv as
+    the level of the ``retently`` logger, shown on its stderr console."""
+
+    def invoke(self, ctx: click.Context):
+        with logging_to(stderr_console(), ctx.params.get("verbose") or 0):
+            return super().invoke(ctx)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         rest = super().parse_args(ctx, args)
@@ -282,13 +301,11 @@ def show_problems(lines: list[str]) -> None:
         )
 
 
-def load_or_exit(
-    console: Console, config_path: str | None, verbose: int, quiet: bool = False
-) -> Config:
+def load_or_exit(console: Console, config_path: str | None, quiet: bool = False) -> Config:
     """The config, checked; with a warning when it holds a key other users can read, whether
     or not this command uses the key (the file is exposed all the same)."""
     path = find_config(config_path)
-    if verbose:
+    if log.isEnabledFor(logging.INFO):
         source = _config_source()
         origin = (
             "--config"
@@ -297,7 +314,7 @@ def load_or_exit(
             if source is ParameterSource.ENVIRONMENT
             else "default"
         )
-        console.print(Text(visible(f"config: {path} ({origin})"), style="dim"))
+        log.info("config: %s (%s)", path, origin)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -483,12 +500,11 @@ def base_url_in_use(config: Config) -> str:
         raise UsageFailure([f"${BASE_URL_ENV}: {exc}"]) from None
 
 
-def api_client(console, config, api_key_file, events_from_stdin=False, verbose=0):
+def api_client(config, api_key_file, events_from_stdin=False) -> RetentlyClient:
     """An API client with the key and base URL, all checked before anything is read."""
     base_url = base_url_in_use(config)
     key, origin = resolve_api_key(config, api_key_file, sys.stdin.buffer, events_from_stdin)
-    if verbose:
-        console.print(Text(visible(f"API key from {origin}; API at {base_url}"), style="dim"))
+    log.info("API key from %s; API at %s", origin, base_url)  # where from, never the key
     return RetentlyClient(base_url, key, timeout=config.delivery.timeout)
 
 

@@ -130,7 +130,7 @@ def diff(
     console = stderr_console()
     old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
     selection = Selection(includes, excludes)
-    identities = identities_for_run(console, [old, new], paths, max_line_bytes, selection, verbose)
+    identities = identities_for_run([old, new], paths, max_line_bytes, selection)
     differ = Differ(old, new, identities)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
@@ -204,9 +204,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     properties.types line that fixes them. One pass.
     """
     console = stderr_console()
-    config = load_or_exit(console, config_path, verbose, quiet)
+    config = load_or_exit(console, config_path, quiet)
     selection = Selection(includes, excludes)
-    identities = identities_for_run(console, [config], paths, max_line_bytes, selection, verbose)
+    identities = identities_for_run([config], paths, max_line_bytes, selection)
     result = Coverage(config, identities=identities)
     stats, bad, messages = _read(
         paths, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
@@ -262,7 +262,7 @@ def init(path, logs, force, api_key_file, verbose, quiet):
                 [f"{path}: it is also a --from-log input; write the config elsewhere"]
             )
     candidates = _frequent_names(logs, own) if logs else None
-    campaigns = _account_campaigns(console, api_key_file, verbose, quiet)
+    campaigns = _account_campaigns(console, api_key_file, quiet)
     text = starter_config(campaigns, candidates, ", ".join(logs) if logs else None)
     if path == "-":
         sys.stdout.write(text)
@@ -290,13 +290,13 @@ def _frequent_names(logs, selection: Selection) -> list[tuple[str, int]]:
     return names.most_common()
 
 
-def _account_campaigns(console: Console, api_key_file, verbose, quiet) -> list[dict] | None:
+def _account_campaigns(console: Console, api_key_file, quiet) -> list[dict] | None:
     """The account's transactional campaigns, when a key is at hand; None otherwise."""
     if api_key_file is None and not os.environ.get(EnvVar.API_KEY):
         if not quiet:
             console.print(Text("no API key: campaign ids are left for you to fill in", style="dim"))
         return None
-    with api_client(console, Config(()), api_key_file, verbose=verbose) as client:
+    with api_client(Config(()), api_key_file) as client:
         answer = account_answer(client.campaigns)
     exit_if_key_refused(answer)
     found = campaigns_from(answer)

@@ -20,7 +20,6 @@ from typing import Any, NoReturn, cast
 import click
 from rich.console import Console
 from rich.text import Text
-from rich.traceback import Traceback
 
 from retently_cli import render
 from retently_cli.apikey import key_variables
@@ -71,6 +70,7 @@ from retently_cli.ledger import (
     LedgerLost,
     default_ledger_path,
 )
+from retently_cli.logs import get_logger
 from retently_cli.matching import Matcher
 from retently_cli.outputs import Output, PathCheck, ReplacingOutput, check_output_paths
 from retently_cli.planning import Filters, Planner
@@ -99,6 +99,8 @@ from retently_cli.run import (
 from retently_cli.sources import Inputs, Selection
 from retently_cli.subscriber import type_conflicts
 from retently_cli.visible import visible
+
+log = get_logger(__name__)
 
 
 class _Ending:
@@ -217,7 +219,7 @@ class SendOptions:
     max_line_bytes: int
     jobs: int | None
     no_progress: bool
-    verbose: int
+    verbose: int  # the retently logger's level, set by RetentlyCommand for the command
     quiet: bool
 
     def filters(self) -> Filters:
@@ -357,9 +359,7 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
     with contextlib.ExitStack() as opened:
         client = None if o.dry_run else _client(console, o, checked)
         ledger = _open_ledger(opened, console, o, checked)
-        identities = identities_for_run(
-            console, [config], o.paths, o.max_line_bytes, checked.selection, o.verbose
-        )
+        identities = identities_for_run([config], o.paths, o.max_line_bytes, checked.selection)
         if client is not None:
             ending.plan = _plan_and_ask(console, o, checked, identities, ledger)
         job: SendJob  # made last; an output that cannot be written halts it
@@ -412,7 +412,7 @@ def _check(console: Console, o: SendOptions, ending: _Ending) -> _Checked:
     if ending.path == "-" and (o.output == "ndjson" or "-" in (o.report_path, o.failed_path)):
         ending.path = None
         raise UsageFailure(["--summary-json -: stdout already carries the records; give a FILE"])
-    config = load_or_exit(console, o.config_path, o.verbose, o.quiet)
+    config = load_or_exit(console, o.config_path, o.quiet)
     refuse_unknown_filters(config, o.campaigns, o.events)
     refuse_placeholders(console, config, warn_only=o.dry_run, quiet=o.quiet)
     # --summary-json last: a clash with another output is then named as its own.
@@ -426,8 +426,7 @@ def _check(console: Console, o: SendOptions, ending: _Ending) -> _Checked:
     sources = open_inputs(console, o.paths, o.max_line_bytes, selection)
     if config.from_identify and (problem := rereading_problem(sources)) is not None:
         raise UsageFailure([problem])  # before the ledger or anything else is opened
-    if o.verbose:
-        console.print(Text(visible(f"inputs: {', '.join(sources.paths)}"), style="dim"))
+    log.info("inputs: %s", ", ".join(sources.paths))
     base_url = base_url_in_use(config)
     ledger_where = None if o.no_ledger else Path(o.ledger_path or default_ledger_path(base_url))
     paths = check_output_paths(
@@ -453,7 +452,7 @@ def _check(console: Console, o: SendOptions, ending: _Ending) -> _Checked:
 
 def _client(console: Console, o: SendOptions, checked: _Checked) -> RetentlyClient:
     sources = checked.sources
-    return api_client(console, checked.config, o.api_key_file, sources.reads_stdin, o.verbose)
+    return api_client(checked.config, o.api_key_file, sources.reads_stdin)
 
 
 def _open_ledger(
@@ -582,7 +581,7 @@ def _delivery(
     batch_size = config.delivery.batch_size
     if client is None:
         return DryRunDelivery(records, batch_size)
-    dispatcher = _dispatcher(console, config, client, ledger, o.verbose)
+    dispatcher = _dispatcher(console, config, client, ledger)
     return LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
 
 
@@ -621,8 +620,7 @@ def _run(
     settled before anything else, however the run ends."""
 
     def on_source(source):
-        if o.verbose > 1:
-            console.print(Text(f"reading {visible(source.name)}", style="dim"))
+        log.debug("reading %s", source.name)
 
     ended = _Ended()
     with _sigterm_interrupts(), progress:
@@ -665,9 +663,7 @@ def _conclude(
         conflicts = type_conflicts(job.matcher.property_types)
         if conflicts and not o.quiet:
             console.print(Text(visible(conflicts), style="yellow"), soft_wrap=True)
-        _say_why_it_stopped(
-            console, report, job, failure, checked.base_url, ledger_where, o.verbose
-        )
+        _say_why_it_stopped(console, report, job, failure, checked.base_url, ledger_where)
         if not (o.quiet or o.dry_run):
             _say_what_next(console, report, job, interrupted, ledger_where)
         if o.dry_run and not o.quiet and job.requests:
@@ -814,15 +810,14 @@ def _stop_within_grace(
 _LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
 
 
-def _say_why_it_stopped(console, report, job, failure, base_url, ledger_where, verbose) -> None:
+def _say_why_it_stopped(console, report, job, failure, base_url, ledger_where) -> None:
     delivery = job.delivery
     reason = None
     if isinstance(failure, _LEDGER_ERRORS):
         reason = f"ledger {ledger_where}: {failure}"
     elif failure is not None:
         reason = f"internal error ({type(failure).__name__}: {failure})"
-        if verbose > 1:  # not in an except block: the traceback is the failure's own
-            console.print(Traceback.from_exception(type(failure), failure, failure.__traceback__))
+        log.debug("", exc_info=failure)  # -vv: its traceback
     elif delivery.ledger_error is not None:
         reason = f"ledger {ledger_where} cannot be written ({delivery.ledger_error})"
     elif job.halted_by is not None:
@@ -891,10 +886,9 @@ def _quiet_stdout() -> None:
 
 
 def _ledger(console: Console, o: SendOptions, base_url: str) -> Ledger | None:
-    path, dry_run, verbose = o.ledger_path, o.dry_run, o.verbose
+    path, dry_run = o.ledger_path, o.dry_run
     if o.no_ledger:
-        if verbose:
-            console.print(Text("ledger: none (--no-ledger)", style="dim"))
+        log.info("ledger: none (--no-ledger)")
         return None
     where = Path(path) if path else default_ledger_path(base_url)
     try:
@@ -917,26 +911,19 @@ def _ledger(console: Console, o: SendOptions, base_url: str) -> Ledger | None:
                  "records (in its -wal file); the dry-run may show some as not yet sent"),
             soft_wrap=True,
         )  # fmt: skip
-    if verbose and dry_run:  # a live send names it anyway (tell_where)
+    if dry_run:  # a live send names it anyway (tell_where)
         state = "" if ledger is not None else " (none yet: nothing recorded)"
-        console.print(Text(f"ledger: {visible(str(where))}{state}", style="dim"))
+        log.info("ledger: %s%s", where, state)
     return ledger
 
 
-def _dispatcher(console, config, client, ledger, verbose) -> Dispatcher:
+def _dispatcher(console, config, client, ledger) -> Dispatcher:
     delivery = config.delivery
-
-    def log(lines: str) -> None:
-        shown = "\n".join(visible(line) for line in lines.split("\n"))
-        console.print(Text(shown, style="dim"), soft_wrap=True)
-
     sender = Sender(
         client,
         RateLimiter(delivery.rate_limit),
         RetryPolicy(max_attempts=delivery.max_attempts),
         threading.Event(),
-        log=log if verbose else None,
-        log_bodies=verbose > 1,
         ledger=ledger,
         warn=lambda line: console.print(Text(line, style="yellow"), soft_wrap=True),
     )
