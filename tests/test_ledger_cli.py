@@ -126,6 +126,31 @@ def test_list_on_a_terminal_writes_no_escape_code_under_no_color(setup, fake):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("command", [["list"], ["status"]])
+def test_ledger_commands_take_color_as_every_command_does(setup, fake, command):
+    """The README says every command has --color: the ledger's had none (a usage error)."""
+    send(setup, "-", input=tickets(1))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*RETENTLY, "ledger", *command, "-c", str(setup / "c.yaml"), "--color", "never"],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "TERM": "xterm-256color"},
+        cwd=ROOT,
+    )
+    os.close(follower)
+    try:
+        seen = helpers.read_terminal(leader, proc)
+    finally:
+        proc.kill()
+        os.close(leader)
+    assert proc.returncode == 0, seen
+    assert b"ledger" in seen or b"u1@example.com" in seen
+    assert b"\x1b" not in seen
+
+
+@pytest.mark.slow
 def test_resolve_not_sent_from_a_list_makes_the_next_send_send_it(setup, fake):
     one_uncertain_of_three(setup, fake)
     listed = run(setup, "ledger", "list", "--state", "uncertain", "-o", "ndjson").stdout

@@ -20,7 +20,9 @@ from retently_cli import render
 from retently_cli.cli.options import (
     CONTEXT,
     LEDGER_WIDTH,
+    RetentlyCommand,
     base_url_in_use,
+    color_option,
     config_option,
     ledger_option,
     load_or_exit,
@@ -149,14 +151,16 @@ def _shown(state: str, busy: bool) -> str:
 
 
 @ledger.command(
+    cls=RetentlyCommand,
     epilog="""\b
 Examples:
   retently ledger status -c retently.yaml
   RETENTLY_LEDGER=~/backfill.sqlite3 retently ledger status
-"""
+""",
 )
 @config_option
 @ledger_option
+@color_option
 def status(config_path, ledger_path):
     """Where the ledger is, what it holds per state and campaign, when it was sent to, and
     what to do about uncertain surveys. Exit 0, also when there is no ledger yet."""
@@ -209,6 +213,7 @@ def _print(lines: list[str]) -> None:
 
 @ledger.command(
     "list",
+    cls=RetentlyCommand,
     epilog="""\b
 Examples:
   retently ledger list --state uncertain
@@ -232,6 +237,7 @@ Examples:
     show_default=True,
     help="ndjson lines can be fed to `ledger resolve`.",
 )
+@color_option
 def list_(config_path, ledger_path, state, campaign, output):
     """The surveys the ledger holds, oldest first: state, time recorded, campaign, event,
     email, messageId, HTTP status. Exit 0, also when there is no ledger yet."""
@@ -289,13 +295,14 @@ def _table(entries, busy: bool) -> None:
 
 
 @ledger.command(
+    cls=RetentlyCommand,
     epilog="""\b
 Examples:
   retently ledger resolve --sent --all-uncertain
   retently ledger list --state uncertain -o ndjson > uncertain.ndjson   # edit it, then:
   retently ledger resolve --not-sent uncertain.ndjson
   retently ledger resolve --sent failed.ndjson     # a send's --failed file
-"""
+""",
 )
 @config_option
 @ledger_option
@@ -305,6 +312,7 @@ Examples:
 )
 @click.option("--all-uncertain", is_flag=True, help="Every uncertain survey of the ledger.")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@color_option
 def resolve(config_path, ledger_path, verdict, all_uncertain, file):
     """Settle uncertain surveys after checking in Retently whether they arrived.
 

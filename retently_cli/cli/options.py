@@ -476,14 +476,19 @@ def input_warning(console: Console):
     )
 
 
-def verbosity_options(f):
-    """-v, -q and --color: every command has them."""
-    f = click.option(
+def color_option(f):
+    """--color: every command has it (the ledger's, which have no -v or -q, alone)."""
+    return click.option(
         "--color", type=click.Choice(["auto", "always", "never"]), default="auto",
         show_default=True, expose_value=False, callback=_remember_color,
         help="Colour: auto is on a terminal unless $NO_COLOR is set; never also draws the "
         "progress line without escape codes.",
     )(f)  # fmt: skip
+
+
+def verbosity_options(f):
+    """-v, -q and --color: every command but the ledger's has them."""
+    f = color_option(f)
     f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
     return click.option(
         "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."
