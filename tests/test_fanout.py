@@ -126,6 +126,21 @@ def _big(tmp_path, files=2, events=20_000):
     return paths
 
 
+def _dry_run_with_workers(paths) -> list[str]:
+    return [
+        *RETENTLY,
+        "send",
+        "-n",
+        "-o",
+        "ndjson",
+        "-c",
+        str(EXAMPLE_CONFIG),
+        "--jobs",
+        "2",
+        *paths,
+    ]
+
+
 def _workers_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -205,7 +220,7 @@ def test_a_worker_killed_mid_file_loses_no_event_and_changes_no_record(tmp_path)
 def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
     paths = _big(tmp_path)
     proc = subprocess.Popen(
-        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", *paths],
+        _dry_run_with_workers(paths),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
@@ -223,7 +238,7 @@ def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
 def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
     paths = _big(tmp_path)
     proc = subprocess.Popen(
-        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", *paths],
+        _dry_run_with_workers(paths),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
@@ -242,7 +257,7 @@ def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
 def test_no_worker_outlives_a_killed_run(tmp_path):
     paths = _big(tmp_path)
     proc = subprocess.Popen(
-        [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2", *paths],
+        _dry_run_with_workers(paths),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,

@@ -275,29 +275,28 @@ def test_closing_the_workers_leaves_no_descriptor_to_be_closed_again_later(tmp_p
 def test_a_file_changed_before_the_main_process_reads_it_again_is_said(tmp_path, replacement):
     """Read again after a hand-back, a file's first events are passed over by count: if it
     was truncated or rewritten in between, those are not the events the worker gave."""
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(HANDED_BACK + EVENTS)
-    fanout = FanOut.for_run(2, ["Order Completed"], records=False)
-    assert fanout is not None
-    said: list[str] = []
-    fanout.warn = said.append
-    taken = 0
-    for _, entries in fanout.read([_file_source(path)], ReadStats()):
-        for _entry in entries:
-            if not taken:
-                path.write_bytes(replacement)
-            taken += 1
+    said, _ = _read_handed_back(tmp_path, lambda path: path.write_bytes(replacement))
     assert any("changed while it was read" in text and "line 20" in text for text in said)
 
 
 def test_a_file_read_again_unchanged_says_nothing(tmp_path):
+    said, got = _read_handed_back(tmp_path, lambda path: None)
+    assert said == [] and len(got) == 41
+
+
+def _read_handed_back(tmp_path, at_first_entry):
+    """(warnings, entries) of a file a worker hands back after 20 events; ``at_first_entry``
+    is done to the file once the worker has read it, before the main process reads it again."""
     path = tmp_path / "events.ndjson"
     path.write_bytes(HANDED_BACK + EVENTS)
     fanout = FanOut.for_run(2, ["Order Completed"], records=False)
     assert fanout is not None
     said: list[str] = []
     fanout.warn = said.append
-    got = [
-        entry for _, entries in fanout.read([_file_source(path)], ReadStats()) for entry in entries
-    ]
-    assert said == [] and len(got) == 41
+    got = []
+    for _, entries in fanout.read([_file_source(path)], ReadStats()):
+        for entry in entries:
+            if not got:
+                at_first_entry(path)
+            got.append(entry)
+    return said, got

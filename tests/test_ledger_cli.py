@@ -100,18 +100,16 @@ def test_list_shows_each_survey_and_filters_by_state_and_campaign(setup, fake):
     assert_no_key(table)
 
 
-@pytest.mark.slow
-def test_list_on_a_terminal_writes_no_escape_code_under_no_color(setup, fake):
-    """The table is drawn by the same console as every other one: NO_COLOR means no colour
-    and no bold either, as the README says of every output."""
-    send(setup, "-", input=tickets(1))
+def _on_a_terminal(args, **env) -> tuple[int | None, bytes]:
+    """(exit code, what a terminal showed) of ``retently ARGS`` with stdout and stderr on a
+    pseudo-terminal; ``env`` adds to the environment."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [*RETENTLY, "ledger", "list", "-c", str(setup / "c.yaml")],
+        [*RETENTLY, *map(str, args)],
         stdin=subprocess.DEVNULL,
         stdout=follower,
         stderr=follower,
-        env={**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1"},
+        env={**os.environ, "TERM": "xterm-256color", **env},
         cwd=ROOT,
     )
     os.close(follower)
@@ -120,7 +118,16 @@ def test_list_on_a_terminal_writes_no_escape_code_under_no_color(setup, fake):
     finally:
         proc.kill()
         os.close(leader)
-    assert proc.returncode == 0
+    return proc.returncode, seen
+
+
+@pytest.mark.slow
+def test_list_on_a_terminal_writes_no_escape_code_under_no_color(setup, fake):
+    """The table is drawn by the same console as every other one: NO_COLOR means no colour
+    and no bold either, as the README says of every output."""
+    send(setup, "-", input=tickets(1))
+    returncode, seen = _on_a_terminal(["ledger", "list", "-c", setup / "c.yaml"], NO_COLOR="1")
+    assert returncode == 0
     assert b"u1@example.com" in seen and b"messageId" in seen
     assert b"\x1b" not in seen
 
@@ -130,22 +137,10 @@ def test_list_on_a_terminal_writes_no_escape_code_under_no_color(setup, fake):
 def test_ledger_commands_take_color_as_every_command_does(setup, fake, command):
     """The README says every command has --color: the ledger's had none (a usage error)."""
     send(setup, "-", input=tickets(1))
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [*RETENTLY, "ledger", *command, "-c", str(setup / "c.yaml"), "--color", "never"],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        env={**os.environ, "TERM": "xterm-256color"},
-        cwd=ROOT,
+    returncode, seen = _on_a_terminal(
+        ["ledger", *command, "-c", setup / "c.yaml", "--color", "never"]
     )
-    os.close(follower)
-    try:
-        seen = helpers.read_terminal(leader, proc)
-    finally:
-        proc.kill()
-        os.close(leader)
-    assert proc.returncode == 0, seen
+    assert returncode == 0, seen
     assert b"ledger" in seen or b"u1@example.com" in seen
     assert b"\x1b" not in seen
 
