@@ -293,7 +293,10 @@ def test_a_retry_of_an_uncertain_survey_that_surely_failed_keeps_it_uncertain(
 
 
 @pytest.mark.slow
-def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake, signum):
+    """SIGTERM (a kill, a container stopping) and SIGHUP (the terminal or ssh session gone)
+    end a send as Ctrl-C does: what is in flight is accounted for, the rest not sent."""
     six = "\n".join(f'  "c{i}": "Order Completed"' for i in range(6))
     (tmp_path / "c.yaml").write_text(f"campaigns:\n{six}\nrate_limit: 1\nconcurrency: 1\n")
     fake.campaigns = [
@@ -307,7 +310,7 @@ def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake):
     while fake.survey_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     got = records(out)

@@ -51,7 +51,7 @@ Exit codes:
   3    Retently refused the API key (401/403): the run stopped, nothing more was sent
   4    the API is unavailable (5 requests in a row failed after their retries): the run
        stopped sending; re-run the same command once it is back
-  130  interrupted (Ctrl-C)"""
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP)"""
 
 
 class TolerantStream:

@@ -761,14 +761,21 @@ def _new_files(paths) -> tuple[str, ...]:
     return tuple(p for p in paths if p and p != "-" and not os.path.lexists(p))
 
 
+# A kill or a container stopping; the terminal or ssh session gone (not on Windows).
+_ENDING_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """Meanwhile, SIGTERM stops a run the way Ctrl-C does."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    """Meanwhile, SIGTERM and SIGHUP stop a run the way Ctrl-C does."""
+    previous = {signum: signal.signal(signum, _interrupt) for signum in _ENDING_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _interrupt(signum, frame):
