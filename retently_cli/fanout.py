@@ -33,7 +33,7 @@ from typing import IO, Any, BinaryIO
 import orjson
 
 from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
-from retently_cli.matching import FirstSight
+from retently_cli.first_sight import FirstSight
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.skipped_records import SkippedRecords
 

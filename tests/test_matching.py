@@ -578,7 +578,7 @@ def test_seen_keys_tells_every_repeat_and_no_new_key_for_a_repeat():
     st.text("abcdeAB ", max_size=16),
 )
 def test_near_miss_pre_filters_never_change_the_hint(mapped, name):
-    from retently_cli.matching import NearMisses, _edit_limit, _normalise, bounded_levenshtein
+    from retently_cli.first_sight import NearMisses, _edit_limit, _normalise, bounded_levenshtein
 
     best, best_distance = None, None
     for candidate in mapped:
