@@ -451,3 +451,28 @@ def test_init_from_a_log_on_stdin_says_so_once(tmp_path):
 def test_an_empty_no_color_is_no_request():
     code, seen = _on_a_terminal(["check", "-c", str(EXAMPLE_CONFIG)], {"NO_COLOR": ""})
     assert code == 0 and b"\x1b[1m" in seen  # the headings are bold: NO_COLOR needs a value
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send", "-n", "-o", "ndjson", "-c", EXAMPLE_CONFIG],
+        ["send", "-n", "-c", EXAMPLE_CONFIG],
+        ["diff", EXAMPLE_CONFIG, EXAMPLE_CONFIG],
+        ["coverage", "-c", EXAMPLE_CONFIG],
+    ],
+    ids=["send-ndjson", "send-table", "diff", "coverage"],
+)
+def test_quiet_leaves_out_what_a_walk_passes_over(tmp_path, command):
+    """-q prints only errors: a file that is not JSON and a link back up are passed over in
+    silence (they were printed whatever -q said)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "notes.txt").write_text("not json\n")
+    (logs / "b.ndjson").write_bytes(ndjson({"type": "page", "messageId": "p1"}))
+    (logs / "loop").symlink_to(logs)
+    loud = run(*command, logs)
+    assert "does not start like JSON" in loud.stderr and "read already" in loud.stderr
+    quiet = run(*command, "-q", logs)
+    assert quiet.stderr == ""
+    assert quiet.exit_code == loud.exit_code

@@ -470,7 +470,11 @@ def open_inputs(
 
 
 def input_warning(console: Console):
-    """Where readers say what they pass over (a FIFO in a folder, a link looping back)."""
+    """Where readers say what they pass over (a FIFO in a folder, a link looping back): on
+    the console, unless the command was given -q (only errors then)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("quiet"):
+        return lambda text: None
     return lambda text: console.print(
         Text(f"retently: {visible(text)}", style="yellow"), soft_wrap=True
     )
