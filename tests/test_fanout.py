@@ -141,6 +141,19 @@ def _dry_run_with_workers(paths) -> list[str]:
     ]
 
 
+def _started_with_workers(tmp_path, **popen) -> tuple[subprocess.Popen, list[int]]:
+    """A dry-run with two workers over two large files, its stdout and stderr piped and not
+    read (so it soon waits on them, with its workers part way into their files)."""
+    proc = subprocess.Popen(
+        _dry_run_with_workers(_big(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        **popen,
+    )
+    return proc, _wait_for_workers(proc)
+
+
 def _workers_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -218,15 +231,7 @@ def test_a_worker_killed_mid_file_loses_no_event_and_changes_no_record(tmp_path)
 
 @pytest.mark.slow
 def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
-    paths = _big(tmp_path)
-    proc = subprocess.Popen(
-        _dry_run_with_workers(paths),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    workers = _wait_for_workers(proc)
+    proc, workers = _started_with_workers(tmp_path, start_new_session=True)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -236,17 +241,10 @@ def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
-    paths = _big(tmp_path)
-    proc = subprocess.Popen(
-        _dry_run_with_workers(paths),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    workers = _wait_for_workers(proc)
+    proc, workers = _started_with_workers(tmp_path)
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    assert orjson.loads(first)["source"] == paths[0]
+    assert orjson.loads(first)["source"] == str(tmp_path / "big-0.ndjson.gz")
     proc.stdout.close()  # as `| head -1` does
     proc.wait(timeout=60)
     assert proc.returncode != 0
@@ -255,14 +253,7 @@ def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
 
 @pytest.mark.slow
 def test_no_worker_outlives_a_killed_run(tmp_path):
-    paths = _big(tmp_path)
-    proc = subprocess.Popen(
-        _dry_run_with_workers(paths),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    workers = _wait_for_workers(proc)
+    proc, workers = _started_with_workers(tmp_path)
     time.sleep(0.5)
     proc.kill()
     proc.wait(timeout=30)
