@@ -32,7 +32,6 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
-from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.first_sight import FirstSight
 from retently_cli.readers import BadInput, ReadStats, Source, read_source
 from retently_cli.skipped_records import SkippedRecords
@@ -108,16 +107,16 @@ class FanOut:
             jobs = min(cpus, _DEFAULT_JOBS_MAX)
         if jobs < 2:
             return None
-        fanout = cls(Sieve(tuple(mapped), records), jobs, forced)
-        fanout.hidden = frozenset(hidden)
-        return fanout
+        return cls(Sieve(tuple(mapped), records), jobs, forced, frozenset(hidden))
 
-    def __init__(self, sieve: Sieve, jobs: int, forced: bool = False):
+    def __init__(
+        self, sieve: Sieve, jobs: int, forced: bool = False, hidden: frozenset[str] = frozenset()
+    ):
         self.sieve = sieve
         self.jobs = jobs
         self.forced = forced
+        self.hidden = hidden  # environment variables workers are not given
         self.warn: Callable[[str], None] = lambda text: None  # of a worker that stopped
-        self.hidden: frozenset[str] = frozenset()  # environment variables workers are not given
         self._workers: list[_Worker] = []
         self._listed = 0
         self._tasks = 0
@@ -437,10 +436,9 @@ def _read_one(frames, first_sight, with_records, index, name, path, size, max_li
     out = _Entries(frames, index, name, stats, SkippedRecords() if with_records else None)
     skipped = first_sight.skipped
     for line, item in read_source(source, stats):
-        fate = None
-        if type(item) is not BadInput:
-            item.pop(DEAD_LETTER_FIELD, None)
-            fate = skipped(item)
+        # Events go on as read (the main process drops a dead letter's _retently field, where
+        # a run in one process does): the first sight looks at type and name only.
+        fate = None if type(item) is BadInput else skipped(item)
         if fate is None:
             if not out.add(line, item):
                 out.send()
