@@ -93,11 +93,17 @@ class FanOut:
 
     @classmethod
     def for_run(
-        cls, jobs: int | None, mapped: Iterable[str], records: bool, hidden: Iterable[str] = ()
+        cls,
+        jobs: int | None,
+        mapped: Iterable[str],
+        records: bool,
+        hidden: Iterable[str] = (),
+        warn: Callable[[str], None] = lambda text: None,
     ) -> FanOut | None:
         """Workers as ``--jobs`` asks (None: one per CPU this process may use, up to
         ``_DEFAULT_JOBS_MAX``), or None for none. ``hidden``: environment variables the
-        workers are not given (those the API key is read from)."""
+        workers are not given (those the API key is read from). ``warn`` says that a worker
+        stopped, or that a file changed before it was read again."""
         if sys.platform == "win32":  # select() takes no pipes there
             return None
         forced = jobs is not None
@@ -107,16 +113,21 @@ class FanOut:
             jobs = min(cpus, _DEFAULT_JOBS_MAX)
         if jobs < 2:
             return None
-        return cls(Sieve(tuple(mapped), records), jobs, forced, frozenset(hidden))
+        return cls(Sieve(tuple(mapped), records), jobs, forced, frozenset(hidden), warn)
 
     def __init__(
-        self, sieve: Sieve, jobs: int, forced: bool = False, hidden: frozenset[str] = frozenset()
+        self,
+        sieve: Sieve,
+        jobs: int,
+        forced: bool = False,
+        hidden: frozenset[str] = frozenset(),
+        warn: Callable[[str], None] = lambda text: None,
     ):
         self.sieve = sieve
         self.jobs = jobs
         self.forced = forced
-        self.hidden = hidden  # environment variables workers are not given
-        self.warn: Callable[[str], None] = lambda text: None  # of a worker that stopped
+        self.hidden = hidden
+        self.warn = warn
         self._workers: list[_Worker] = []
         self._listed = 0
         self._tasks = 0

@@ -24,6 +24,7 @@ from retently_cli.cli.options import (
     api_key_file_option,
     config_option,
     exit_if_key_refused,
+    input_warning,
     jobs_option,
     load_or_exit,
     max_line_bytes_option,
@@ -73,7 +74,6 @@ def _read(
         if fanout is None:
             yield from iter_messages(inputs, stats, before_wait)
             return
-        fanout.warn = inputs.warn
         for source, entries in fanout.read(inputs, stats, before_wait):
             for entry in entries:
                 if not isinstance(entry, Settled):
@@ -137,7 +137,9 @@ def diff(
     flush = out.flush if ndjson else lambda: None
     # Workers settle what neither config surveys: any name either maps is decided here.
     mapped = {**old.campaigns_by_event(), **new.campaigns_by_event()}
-    fanout = FanOut.for_run(jobs, mapped, records=False, hidden=key_variables(old, new))
+    fanout = FanOut.for_run(
+        jobs, mapped, records=False, hidden=key_variables(old, new), warn=input_warning(console)
+    )
     stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet, fanout)
     try:
         for source, line, message in messages:

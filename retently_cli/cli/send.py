@@ -590,12 +590,10 @@ def _fanout(o: SendOptions, config: Config, report: Report) -> FanOut | None:
     only where their rows are counted, not shown."""
     if not o.dry_run or (report.table and o.all_rows):
         return None
-    fanout = FanOut.for_run(
-        o.jobs, config.campaigns_by_event(), bool(report.streams), hidden=key_variables(config)
-    )
-    if fanout is not None:
-        fanout.warn = report.warn
-    return fanout
+    return FanOut.for_run(
+        o.jobs, config.campaigns_by_event(), bool(report.streams), key_variables(config),
+        report.warn,
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
