@@ -43,6 +43,9 @@ _FRAME_ENTRIES = 2_000  # entries a frame holds at most
 _FRAME_BYTES = 256 * 1024  # of records written ahead, a frame holds at most about this
 _PIPE_BYTES = 1024 * 1024  # asked of the kernel for each pipe (its limit for a user)
 _AHEAD_PER_WORKER = 4  # files handed to each worker before the main process reaches them
+# Sources listed at most before the first is read, to learn whether the input reaches
+# FANOUT_ABOVE (a folder of millions of tiny files is not listed whole into memory).
+_LOOK_AHEAD = 4096
 _HEADER = struct.Struct("<I")
 _DEFAULT_JOBS_MAX = 4  # the main process takes every event in turn: more would wait on it
 
@@ -130,6 +133,7 @@ class FanOut:
         self.warn = warn
         self._workers: list[_Worker] = []
         self._listed = 0
+        self._fanning = forced  # every local file from here on goes to a worker
         self._tasks = 0
 
     def read(
@@ -141,7 +145,6 @@ class FanOut:
         """Each source, with its entries: (line, message or BadInput), or a ``Settled``
         stretch where a worker read it. Take each source's entries before the next source."""
         upcoming: deque[_Turn] = deque()
-        pending = iter(sources)
         # Files are listed ahead of the reading: what a walk says on the way (an ``Inputs``'s
         # warn) is held, and said where a run in one process says it.
         listing: Any = sources
@@ -151,16 +154,14 @@ class FanOut:
         if say is not None:
             listing.warn = hold
         try:
+            pending = self._ahead(_listed(sources, said, hold, say))
             while True:
                 while len(upcoming) < 1 + _AHEAD_PER_WORKER * len(self._workers):
-                    source = next(pending, None)
-                    if source is None:
+                    listed = next(pending, None)
+                    if listed is None:
                         break
-                    if source.skip_unless_json is hold:  # said as the file is read
-                        source.skip_unless_json = say
-                    upcoming.append(self._turn(source))
-                    upcoming[-1].said = tuple(said)
-                    said.clear()
+                    upcoming.append(self._turn(listed[0]))
+                    upcoming[-1].said = listed[1]
                 turn = upcoming.popleft() if upcoming else None
                 if say is not None:
                     for text in turn.said if turn is not None else said:
@@ -186,11 +187,31 @@ class FanOut:
                     pass
         self._workers.clear()
 
+    def _ahead(self, listed: Iterator[_Listed]) -> Iterator[_Listed]:
+        """``listed``, once it is known whether workers read the first files too: the sources
+        are listed ahead until their local files hold FANOUT_ABOVE bytes (then every local file
+        goes to a worker, the first ones included), the listing ends or ``_LOOK_AHEAD`` are
+        held (then files go to workers from where the bytes listed reach FANOUT_ABOVE)."""
+        if self._fanning or self.jobs < 2:
+            yield from listed
+            return
+        held: list[_Listed] = []
+        size = 0
+        for source, said in listed:
+            held.append((source, said))
+            if source.path is not None:
+                size += source.size or 0
+            if size >= FANOUT_ABOVE or len(held) >= _LOOK_AHEAD:
+                break
+        self._fanning = size >= FANOUT_ABOVE
+        yield from held
+        yield from listed
+
     def _turn(self, source: Source) -> _Turn:
         if source.path is None or self.jobs < 2:
             return _Turn(source)
         self._listed += source.size or 0
-        if not self.forced and self._listed < FANOUT_ABOVE:
+        if not self._fanning and self._listed < FANOUT_ABOVE:
             return _Turn(source)
         if not self._workers:
             self._start()
@@ -339,6 +360,22 @@ class FanOut:
 
 
 _Counts = tuple[int, int, int, int, int]
+_Listed = tuple[Source, tuple[str, ...]]  # a source and what listing it said
+
+
+def _listed(
+    sources: Iterable[Source],
+    said: list[str],
+    hold: Callable[[str], None],
+    say: Callable[[str], None] | None,
+) -> Iterator[_Listed]:
+    """Each source with what listing it said (held in ``said``), to be said before it."""
+    for source in sources:
+        if source.skip_unless_json is hold:  # said as the file is read
+            source.skip_unless_json = say
+        before = tuple(said)
+        said.clear()
+        yield source, before
 
 
 def _version(path: str | None) -> tuple[int, ...] | None:

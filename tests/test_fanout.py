@@ -2,6 +2,7 @@
 the same records in the same order, the same summary, and nothing lost when a worker dies."""
 
 import gzip
+import io
 import os
 import signal
 import subprocess
@@ -22,7 +23,10 @@ from helpers import (
 )
 from test_fast_path import MIXED
 
-from retently_cli.fanout import FanOut
+from retently_cli import fanout
+from retently_cli.fanout import FanOut, Settled, Sieve
+from retently_cli.readers import ReadStats
+from retently_cli.sources import expand_paths
 
 
 def _export(tmp_path):
@@ -108,6 +112,84 @@ def test_workers_start_only_for_large_inputs_unless_asked():
     assert FanOut.for_run(2, ["a"], records=True).forced
     default = FanOut.for_run(None, ["a"], records=True)
     assert default is None or not default.forced  # one CPU: none
+
+
+def _folder_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("reached", ["at the first file", "after the walk and stdin", "never"])
+def test_files_listed_ahead_of_the_reading_give_one_processs_records_and_warnings(
+    tmp_path, monkeypatch, reached
+):
+    """Without --jobs, the files are listed ahead to decide whether workers read them: what
+    the walk says on the way and stdin among them keep their place among the records."""
+    inputs = _export(tmp_path)
+    above = {
+        "at the first file": 1,
+        "after the walk and stdin": _folder_bytes(tmp_path / "logs") + 1,  # at beside.ndjson
+        "never": 1 << 40,
+    }[reached]
+    stdin = b"\n".join(MIXED[::-1]) + b"\n"
+    alone = send("-n", "-o", "ndjson", "--jobs", 1, *inputs, input=stdin)
+    monkeypatch.setattr(fanout, "FANOUT_ABOVE", above)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    ahead = send("-n", "-o", "ndjson", *inputs, input=stdin)
+    assert (ahead.exit_code, ahead.stdout_bytes, ahead.stderr) == (
+        alone.exit_code,
+        alone.stdout_bytes,
+        alone.stderr,
+    )
+    assert "skipped" in alone.stderr  # the walk's warnings are among them
+
+
+def _unmapped(path, events: int):
+    """A file of events no campaign maps, so that a worker settles them (a ``Settled``)."""
+    path.write_bytes(ndjson(*(track("Page Loaded", f"{path.name}-{n}") for n in range(events))))
+    return path
+
+
+def _read_by_workers(paths, stdin=None) -> list[tuple[str, bool]]:
+    """Each source in the order read, with whether a worker read it: only a worker settles
+    events as one ``Settled``; the main process gives every event on its own."""
+    run = FanOut(Sieve(("Order Completed",), records=False), jobs=2)
+    return [
+        (source.name, any([isinstance(entry, Settled) for entry in entries]))  # taken whole
+        for source, entries in run.read(expand_paths(map(str, paths), stdin), ReadStats())
+    ]
+
+
+def test_files_each_below_the_threshold_but_above_it_together_are_all_read_by_workers(
+    tmp_path, monkeypatch
+):
+    paths = [_unmapped(tmp_path / f"{n}.ndjson", 200) for n in range(3)]
+    monkeypatch.setattr(fanout, "FANOUT_ABOVE", sum(p.stat().st_size for p in paths[:2]))
+    assert _read_by_workers(paths) == [(str(p), True) for p in paths]
+
+
+def test_stdin_first_is_read_here_and_the_files_after_it_by_workers(tmp_path, monkeypatch):
+    paths = [_unmapped(tmp_path / f"{n}.ndjson", 200) for n in range(2)]
+    monkeypatch.setattr(fanout, "FANOUT_ABOVE", sum(p.stat().st_size for p in paths))
+    stdin = io.BytesIO(ndjson(*(track("Page Loaded", f"in-{n}") for n in range(50))))
+    got = _read_by_workers(["-", *paths], stdin)
+    assert got == [("-", False)] + [(str(p), True) for p in paths]
+
+
+def test_files_together_below_the_threshold_are_read_here(tmp_path, monkeypatch):
+    paths = [_unmapped(tmp_path / f"{n}.ndjson", 200) for n in range(2)]
+    monkeypatch.setattr(fanout, "FANOUT_ABOVE", sum(p.stat().st_size for p in paths) + 1)
+    assert _read_by_workers(paths) == [(str(p), False) for p in paths]
+
+
+def test_past_the_files_listed_ahead_workers_start_where_the_bytes_reach_the_threshold(
+    tmp_path, monkeypatch
+):
+    """A listing too long to hold (a folder of many tiny files) is decided file by file."""
+    paths = [_unmapped(tmp_path / f"{n}.ndjson", 200) for n in range(4)]
+    monkeypatch.setattr(fanout, "_LOOK_AHEAD", 2)
+    monkeypatch.setattr(fanout, "FANOUT_ABOVE", sum(p.stat().st_size for p in paths[:3]))
+    got = _read_by_workers(paths)
+    assert got == [(str(p), n >= 2) for n, p in enumerate(paths)]
 
 
 # -- workers as processes ------------------------------------------------------------------
