@@ -142,3 +142,10 @@ def test_vv_shows_where_an_internal_error_happened(tmp_path, monkeypatch):
         assert stopped in result.stderr.splitlines()
     assert "Traceback" not in once.stderr
     assert "Traceback" in twice.stderr and "in broken" in twice.stderr
+
+
+@pytest.mark.parametrize("command", ["send", "diff", "coverage", "check", "campaigns"])
+def test_the_help_says_what_v_and_vv_show(command):
+    text = " ".join(run(command, "--help").stdout.split())
+    assert "-v: config, inputs, ledger and each request" in text
+    assert "-vv: also each input as read and the request and response bodies" in text

@@ -495,7 +495,11 @@ def verbosity_options(f):
     f = color_option(f)
     f = click.option("-q", "--quiet", is_flag=True, help="Print only errors on stderr.")(f)
     return click.option(
-        "-v", "--verbose", count=True, help="Say more on stderr (-v: config and inputs)."
+        "-v",
+        "--verbose",
+        count=True,
+        help="Say more on stderr (-v: config, inputs, ledger and each request; "
+        "-vv: also each input as read and the request and response bodies; never the key).",
     )(f)
 
 
