@@ -214,17 +214,13 @@ class Ledger:
         self._identity = _identity(os.stat(self.file))
 
     def _open_for_writing(self) -> sqlite3.Connection:
-        new = not self.file.exists()
-        if not new:
-            _check_header(self.path, self.file)
+        if not self.file.exists():
+            _create(self.file)
+        _check_header(self.path, self.file)
         db = _connect(self.file)
         try:
-            if new:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            else:
-                _check_contents(self.path, db)
-                _upgrade(db)
+            _check_contents(self.path, db)
+            _upgrade(db)
         except BaseException:
             db.close()
             raise
@@ -541,6 +537,48 @@ def _connect(file: Path) -> sqlite3.Connection:
         db.close()
         raise _damaged(file, exc) from None
     return db
+
+
+def _create(file: Path) -> None:
+    """A new, empty ledger at ``file``, made whole beside it and then linked into place, so a
+    run killed while making it leaves no ledger, not a half-made one that the next run must
+    refuse (an empty or unmarked file there may be a ledger that lost its contents). Called
+    under the ledger's lock, so the file beside is this run's alone."""
+    making = file.with_name(file.name + ".creating")
+    for leftover in ("", "-journal", "-wal", "-shm"):  # from a run killed while making it
+        Path(f"{making}{leftover}").unlink(missing_ok=True)
+    db = sqlite3.connect(making, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute("PRAGMA journal_mode=WAL")
+    finally:
+        db.close()
+    with open(making, "rb") as made:
+        os.fsync(made.fileno())
+    try:
+        os.link(making, file)  # never over a file that appeared meanwhile
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        if not file.exists():
+            os.rename(making, file)
+    making.unlink(missing_ok=True)
+    _sync_folder(file.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The folder's entries on disk, so the new name survives a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_header(path: Path, file: Path) -> None:

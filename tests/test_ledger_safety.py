@@ -3,8 +3,10 @@ vanishes mid-run stops the run, one file has one lock whatever it is called, one
 has one default ledger, and a dry-run reads a ledger it cannot write."""
 
 import os
+import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -365,3 +367,42 @@ def test_a_ledger_deleted_mid_run_stops_the_run_and_the_next_run_doubles_nothing
     assert len(counts) == 8
     rerun = Counter(r["reason"] for r in records(out))
     assert rerun == {"already_sent": sent_first, None: 8 - sent_first}
+
+
+# A process that dies (SIGKILL) as its ledger is being made: at the schema, so after SQLite has
+# created the file, as a run killed in its first moments does.
+_KILLED_WHILE_CREATING = """
+import os, signal, sqlite3, sys
+from retently_cli import ledger
+
+class Dying:
+    def __init__(self, db):
+        self._db = db
+    def executescript(self, script):
+        os.kill(os.getpid(), signal.SIGKILL)
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+class Connecting:
+    def __getattr__(self, name):
+        return getattr(sqlite3, name)
+    def connect(self, *args, **kwargs):
+        return Dying(sqlite3.connect(*args, **kwargs))
+
+ledger.sqlite3 = Connecting()
+ledger.Ledger(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("times", [1, 3])
+def test_a_run_killed_while_creating_its_ledger_leaves_none_a_later_run_refuses(tmp_path, times):
+    path = tmp_path / "ledger.sqlite3"
+    for _ in range(times):
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILLED_WHILE_CREATING, str(path)], cwd=ROOT, timeout=60
+        )
+        assert killed.returncode == -signal.SIGKILL
+    ledger = Ledger(path)  # a later run: no "empty" or "not a retently ledger" refusal
+    assert ledger.counts() == []
+    ledger.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite3", "ledger.sqlite3.lock"]
