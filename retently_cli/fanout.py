@@ -24,6 +24,8 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +50,10 @@ _AHEAD_PER_WORKER = 4  # files handed to each worker before the main process rea
 _LOOK_AHEAD = 4096
 _HEADER = struct.Struct("<I")
 _DEFAULT_JOBS_MAX = 4  # the main process takes every event in turn: more would wait on it
+# What a worker's frames may take while the main process has not reached its file yet: so
+# much in memory, then so much in a temporary file (see _Spool).
+_HELD_BYTES = 4 * 1024 * 1024
+_SPILLED_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -456,7 +462,7 @@ def _widen(fd: int) -> None:
 # -- the worker -----------------------------------------------------------------------------
 
 
-def _work(tasks: BinaryIO, frames: BinaryIO) -> None:
+def _work(tasks: BinaryIO, frames: Any) -> None:  # frames: a _Spool, or any binary stream
     incoming = _Frames(tasks.fileno())
     sieve = incoming.take()
     if not isinstance(sieve, Sieve):
@@ -565,8 +571,107 @@ class _Entries:
         self.run, self.parts = None, []
 
 
+class _Spool:
+    """A worker's way out: frames are handed to a thread that writes them to the pipe, so the
+    worker reads on while the main process is still taking an earlier file's frames (from
+    another worker). What the pipe does not take yet waits in memory, up to ``_HELD_BYTES``,
+    then in an unnamed temporary file (gone with the process, however it ends), up to
+    ``_SPILLED_BYTES``; past that, the worker waits. A write after the pipe broke raises
+    ``BrokenPipeError``, as a write to the pipe itself would."""
+
+    def __init__(self, pipe: BinaryIO):
+        self._pipe = pipe
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+        self._spill: IO[bytes] | None = None
+        self._spilled = 0  # bytes written to the spill file
+        self._taken = 0  # of those, bytes written on to the pipe
+        self._closing = False
+        self._broken = False
+        self._turn = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        with self._turn:
+            if self._broken:
+                raise BrokenPipeError
+            if not self._spilled and self._held_bytes + len(data) <= _HELD_BYTES:
+                self._held.append(bytes(data))
+                self._held_bytes += len(data)
+            else:
+                self._turn.wait_for(lambda: self._broken or self._room(len(data)))
+                if self._broken:
+                    raise BrokenPipeError
+                self._spill_out(data)
+            self._turn.notify_all()
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        """Everything written goes through the pipe (unless it broke) before this returns."""
+        with self._turn:
+            self._closing = True
+            self._turn.notify_all()
+        self._thread.join()
+        if self._spill is not None:
+            self._spill.close()
+
+    def _room(self, size: int) -> bool:
+        if self._spill is None:
+            try:
+                self._spill = tempfile.TemporaryFile(prefix="retently-")
+            except OSError:  # nowhere to spill: wait for the pipe
+                self._spill = None
+                return not self._held or self._held_bytes + size <= _HELD_BYTES
+        waiting = self._spilled - self._taken
+        return not waiting or waiting + size <= _SPILLED_BYTES
+
+    def _spill_out(self, data: bytes) -> None:
+        if self._spill is None:  # no file to be had, and the memory had room again
+            self._held.append(bytes(data))
+            self._held_bytes += len(data)
+            return
+        os.pwrite(self._spill.fileno(), data, self._spilled)
+        self._spilled += len(data)
+
+    def _drain(self) -> None:
+        while True:
+            with self._turn:
+                self._turn.wait_for(
+                    lambda: self._held or self._spilled > self._taken or self._closing
+                )
+                if self._held:
+                    data = self._held.popleft()
+                    self._held_bytes -= len(data)
+                elif self._spilled > self._taken:
+                    assert self._spill is not None
+                    size = min(self._spilled - self._taken, _PIPE_BYTES)
+                    data = os.pread(self._spill.fileno(), size, self._taken)
+                    self._taken += len(data)
+                    if self._taken == self._spilled:  # all out: the file starts again
+                        self._spilled = self._taken = 0
+                        self._spill.truncate(0)
+                else:
+                    return
+                self._turn.notify_all()
+            try:
+                self._pipe.write(data)
+                self._pipe.flush()
+            except OSError:
+                with self._turn:
+                    self._broken = True
+                    self._turn.notify_all()
+                return
+
+
 def main() -> None:
-    _work(sys.stdin.buffer, sys.stdout.buffer)
+    out = _Spool(sys.stdout.buffer)
+    try:
+        _work(sys.stdin.buffer, out)
+    finally:
+        out.close()
 
 
 if __name__ == "__main__":  # run as a worker: take the classes the tasks were pickled with
