@@ -53,7 +53,7 @@ _DEFAULT_JOBS_MAX = 4  # the main process takes every event in turn: more would 
 # What a worker's frames may take while the main process has not reached its file yet: so
 # much in memory, then so much in a temporary file (see _Spool).
 _HELD_BYTES = 4 * 1024 * 1024
-_SPILLED_BYTES = 1024 * 1024 * 1024
+_SPILLED_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -588,22 +588,31 @@ class _Spool:
         self._taken = 0  # of those, bytes written on to the pipe
         self._closing = False
         self._broken = False
+        self._spill_failed = False
         self._turn = threading.Condition()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
     def write(self, data: bytes) -> None:
+        size = len(data)
         with self._turn:
-            if self._broken:
-                raise BrokenPipeError
-            if not self._spilled and self._held_bytes + len(data) <= _HELD_BYTES:
-                self._held.append(bytes(data))
-                self._held_bytes += len(data)
-            else:
-                self._turn.wait_for(lambda: self._broken or self._room(len(data)))
+            while True:
                 if self._broken:
                     raise BrokenPipeError
-                self._spill_out(data)
+                if not self._spilled and (not self._held or self._held_bytes + size <= _HELD_BYTES):
+                    self._held.append(data)
+                    self._held_bytes += size
+                    break
+                if self._spill_room(size):
+                    assert self._spill is not None
+                    try:
+                        os.pwrite(self._spill.fileno(), data, self._spilled)
+                    except OSError:  # a full disk: what is in the file goes out, then memory
+                        self._spill_failed = True
+                        continue
+                    self._spilled += size
+                    break
+                self._turn.wait()
             self._turn.notify_all()
 
     def flush(self) -> None:
@@ -618,23 +627,18 @@ class _Spool:
         if self._spill is not None:
             self._spill.close()
 
-    def _room(self, size: int) -> bool:
+    def _spill_room(self, size: int) -> bool:
+        """Whether the temporary file takes ``size`` more bytes now (made on first need)."""
+        if self._spill_failed:
+            return False
         if self._spill is None:
             try:
                 self._spill = tempfile.TemporaryFile(prefix="retently-")
-            except OSError:  # nowhere to spill: wait for the pipe
-                self._spill = None
-                return not self._held or self._held_bytes + size <= _HELD_BYTES
+            except OSError:  # nowhere to spill: the worker waits for the pipe instead
+                self._spill_failed = True
+                return False
         waiting = self._spilled - self._taken
         return not waiting or waiting + size <= _SPILLED_BYTES
-
-    def _spill_out(self, data: bytes) -> None:
-        if self._spill is None:  # no file to be had, and the memory had room again
-            self._held.append(bytes(data))
-            self._held_bytes += len(data)
-            return
-        os.pwrite(self._spill.fileno(), data, self._spilled)
-        self._spilled += len(data)
 
     def _drain(self) -> None:
         while True:

@@ -322,6 +322,51 @@ def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
 
 
 @pytest.mark.slow
+def _input_position(pid: int, tmp_path) -> tuple[int, int] | None:
+    """(where, size) of the test input the process has open, or None: none open now."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith(str(tmp_path / "big-")):
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    where = int(info.readline().split()[1])  # "pos:\t<offset>"
+                return where, os.path.getsize(link)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def test_each_worker_reads_its_file_through_while_the_main_process_is_on_another(tmp_path):
+    """Workers read side by side: while the main process is held up (its stdout is not read),
+    the second worker reads its file to the end too, its records waiting in its spool. (A
+    worker whose frames had only the pipe waited, from its first megabyte, until the main
+    process reached its file: whatever the cores, one worker read at a time.)"""
+    proc = subprocess.Popen(
+        _dry_run_with_workers(_big(tmp_path, events=200_000)),  # more than a worker reads ahead
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    workers = _wait_for_workers(proc)
+    opened: set[int] = set()
+    through: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(through) < len(workers):
+            for pid in workers:
+                position = _input_position(pid, tmp_path)
+                if position is not None:
+                    opened.add(pid)
+                if pid in opened and (position is None or position[0] >= position[1]):
+                    through.add(pid)
+            time.sleep(0.02)
+        assert through == set(workers)
+        assert proc.poll() is None  # the main process is still on the first file
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
     proc, workers = _started_with_workers(tmp_path)
     assert proc.stdout is not None
