@@ -556,6 +556,10 @@ def _create(file: Path) -> None:
         db.close()
     with open(making, "rb") as made:
         os.fsync(made.fileno())
+    # A -wal or -shm left by a ledger deleted without them would be read as this one's own:
+    # its commits replayed onto the new file, as records it never made, or as damage.
+    for leftover in ("-journal", "-wal", "-shm"):
+        Path(f"{file}{leftover}").unlink(missing_ok=True)
     try:
         os.link(making, file)  # never over a file that appeared meanwhile
     except FileExistsError:

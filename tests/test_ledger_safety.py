@@ -406,3 +406,28 @@ def test_a_run_killed_while_creating_its_ledger_leaves_none_a_later_run_refuses(
     assert ledger.counts() == []
     ledger.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite3", "ledger.sqlite3.lock"]
+
+
+@pytest.mark.parametrize("rows", [1, 3000])
+def test_a_ledger_removed_without_its_wal_is_made_afresh_not_from_that_wal(tmp_path, rows):
+    """Someone deletes a ledger whose -wal file still holds commits (a run killed mid-way):
+    the new ledger made at its path must not take those pages for its own."""
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(path)
+    ledger.begin([(f"k{i}", NPS, f"u{i}@x.com", None) for i in range(rows)])
+    ledger.settle(sent=[(f"k{i}", NPS, 200) for i in range(rows)], uncertain=[], not_sent=[])
+    wal = Path(f"{path}-wal")
+    old_wal = wal.read_bytes()  # as a SIGKILL would leave it: no checkpoint, no clean-up
+    ledger.close()
+    assert len(old_wal) > 0
+    path.unlink()
+    wal.write_bytes(old_wal)
+
+    fresh = Ledger(path)  # no "damaged" refusal, and no surveys it never sent
+    assert fresh.counts() == []
+    fresh.begin([("new", NPS, "new@x.com", None)])
+    fresh.settle(sent=[("new", NPS, 200)], uncertain=[], not_sent=[])
+    fresh.close()
+    again = Ledger(path)
+    assert again.counts() == [(NPS, "sent", 1)]
+    again.close()
