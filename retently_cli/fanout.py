@@ -17,6 +17,7 @@ the records already taken, and its later files are read here too.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -606,7 +607,7 @@ class _Spool:
                 if self._spill_room(size):
                     assert self._spill is not None
                     try:
-                        os.pwrite(self._spill.fileno(), data, self._spilled)
+                        _write_fully(self._spill.fileno(), data, self._spilled)
                     except OSError:  # a full disk: what is in the file goes out, then memory
                         self._spill_failed = True
                         continue
@@ -652,7 +653,15 @@ class _Spool:
                 elif self._spilled > self._taken:
                     assert self._spill is not None
                     size = min(self._spilled - self._taken, _PIPE_BYTES)
-                    data = os.pread(self._spill.fileno(), size, self._taken)
+                    try:
+                        data = os.pread(self._spill.fileno(), size, self._taken)
+                        if not data:
+                            raise OSError(errno.EIO, "the temporary file came back short")
+                    except OSError:  # frames lost on the way: nothing more may follow them
+                        self._broken = True
+                        self._turn.notify_all()
+                        _close_quietly(self._pipe)
+                        return
                     self._taken += len(data)
                     if self._taken == self._spilled:  # all out: the file starts again
                         self._spilled = self._taken = 0
@@ -668,6 +677,24 @@ class _Spool:
                     self._broken = True
                     self._turn.notify_all()
                 return
+
+
+def _write_fully(fd: int, data: bytes, offset: int) -> None:
+    """All of ``data`` at ``offset``, or ``OSError``: a disk that fills mid-write takes part."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        view = view[written:]
+        offset += written
+
+
+def _close_quietly(pipe: BinaryIO) -> None:
+    try:
+        pipe.close()
+    except OSError:
+        pass
 
 
 def main() -> None:

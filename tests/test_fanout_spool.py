@@ -3,6 +3,8 @@ memory, in the temporary file, or in memory again, and whatever the disk does.""
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -83,3 +85,89 @@ def test_a_closed_pipe_stops_the_worker_with_a_broken_pipe(monkeypatch):
             for frame in _frames(10_000):
                 spool.write(frame)
         spool.close()  # returns: nothing waits on a pipe that is gone
+
+
+# The disk fills part-way through a frame (a file-size limit stands in for it: the kernel takes
+# what fits and refuses the rest, as on a full disk), with a slow reader so the file is used.
+_SHORT_WRITE = """
+import os, resource, signal, sys, threading, time
+from retently_cli import fanout
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10_007, 10_007))
+fanout._HELD_BYTES, fanout._SPILLED_BYTES = 4096, 20_000
+frames = [bytes([n % 251]) * (1 + (n * 7919) % 3000) for n in range(400)]
+read_end, write_end = os.pipe()
+got = bytearray()
+
+def reader():
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(997):
+            got.extend(chunk)
+            time.sleep(0.0005)
+
+thread = threading.Thread(target=reader)
+thread.start()
+with os.fdopen(write_end, "wb", buffering=0) as pipe:
+    spool = fanout._Spool(pipe)
+    for frame in frames:
+        spool.write(frame)
+    spool.close()
+thread.join()
+print("whole" if bytes(got) == b"".join(frames) else f"lost: {len(got)}")
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_part_way_through_a_frame_loses_nothing_and_hangs_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.stdout.strip() == "whole", done.stderr
+
+
+def test_a_temporary_file_that_cannot_be_read_back_ends_the_worker_and_its_pipe(monkeypatch):
+    """Frames lost in the file: nothing may follow them, so the pipe closes (the main process
+    then reads the file itself) and the worker's next write fails, rather than all waiting."""
+    monkeypatch.setattr(fanout, "_HELD_BYTES", 4096)
+
+    def failing(*args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", failing)
+    read_end, write_end = os.pipe()
+    got = bytearray()
+    outcome = []
+
+    def reader():
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(997):
+                got.extend(chunk)
+                time.sleep(0.0005)
+
+    def worker():
+        pipe = os.fdopen(write_end, "wb", buffering=0)
+        spool = fanout._Spool(pipe)
+        try:
+            for frame in _frames(10_000):
+                spool.write(frame)
+        except BrokenPipeError:
+            outcome.append("broken pipe")
+        spool.close()
+        outcome.append("closed")
+
+    threads = [
+        threading.Thread(target=reader, daemon=True),
+        threading.Thread(target=worker, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcome == ["broken pipe", "closed"]
+    assert not threads[0].is_alive()  # the reader saw the end of the pipe
+    assert b"".join(_frames(10_000)).startswith(bytes(got))
