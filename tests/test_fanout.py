@@ -321,7 +321,6 @@ def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
     assert all(_gone(pid) for pid in workers)
 
 
-@pytest.mark.slow
 def _input_position(pid: int, tmp_path) -> tuple[int, int] | None:
     """(where, size) of the test input the process has open, or None: none open now."""
     try:
@@ -336,6 +335,7 @@ def _input_position(pid: int, tmp_path) -> tuple[int, int] | None:
     return None
 
 
+@pytest.mark.slow
 def test_each_worker_reads_its_file_through_while_the_main_process_is_on_another(tmp_path):
     """Workers read side by side: while the main process is held up (its stdout is not read),
     the second worker reads its file to the end too, its records waiting in its spool. (A
@@ -367,6 +367,7 @@ def test_each_worker_reads_its_file_through_while_the_main_process_is_on_another
         proc.communicate()
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
     proc, workers = _started_with_workers(tmp_path)
     assert proc.stdout is not None
