@@ -697,7 +697,27 @@ def _close_quietly(pipe: BinaryIO) -> None:
         pass
 
 
+_NICER = 5  # how much less of the processor a worker asks for than the main process
+
+
+def _yield_to_the_main_process() -> None:
+    """The run goes at the main process's pace; a worker only reads ahead of it. Where the
+    processes outnumber the free cores, the main process should win each contest for one.
+    A worker is in its own session, so on Linux in its own autogroup, whose niceness is what
+    the scheduler weighs against the main process's group: both are set."""
+    try:
+        os.nice(_NICER)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(_NICER))
+    except OSError:  # not Linux, or autogroups off: nice alone does it
+        pass
+
+
 def main() -> None:
+    _yield_to_the_main_process()
     out = _Spool(sys.stdout.buffer)
     try:
         _work(sys.stdin.buffer, out)

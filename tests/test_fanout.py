@@ -367,6 +367,37 @@ def test_each_worker_reads_its_file_through_while_the_main_process_is_on_another
         proc.communicate()
 
 
+def _niceness(pid: int) -> tuple[int, int | None]:
+    """The process's nice value, and its autogroup's (None where there are no autogroups)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        nice = int(stat.read().rsplit(")", 1)[1].split()[16])
+    try:
+        with open(f"/proc/{pid}/autogroup") as group:
+            return nice, int(group.read().split()[-1])  # "/autogroup-123 nice 5"
+    except OSError:
+        return nice, None
+
+
+@pytest.mark.slow
+def test_workers_give_way_to_the_main_process(tmp_path):
+    """On two busy cores the main process, which the run waits for, must win the contest
+    for a core against the workers that only read ahead of it."""
+    proc, workers = _started_with_workers(tmp_path)
+    try:
+        main_nice, main_group = _niceness(proc.pid)
+        for pid in workers:
+            deadline = time.monotonic() + 10
+            while _niceness(pid)[0] == main_nice and time.monotonic() < deadline:
+                time.sleep(0.02)  # a worker sets it as it starts
+            nice, group = _niceness(pid)
+            assert nice > main_nice
+            if group is not None and main_group is not None:
+                assert group > main_group
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 @pytest.mark.slow
 def test_a_reader_that_stops_reading_ends_the_workers(tmp_path):
     proc, workers = _started_with_workers(tmp_path)
