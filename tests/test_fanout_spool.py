@@ -20,17 +20,14 @@ def _frames(count=400):
 def _through_spool(monkeypatch, frames, held=4096, spilled=20_000, slow=True):
     monkeypatch.setattr(fanout, "_HELD_BYTES", held)
     monkeypatch.setattr(fanout, "_SPILLED_BYTES", spilled)
+    return _pass_through(frames, slow)
+
+
+def _pass_through(frames, slow=True) -> bytes:
+    """What a reader of the pipe gets of ``frames`` written through a spool."""
     read_end, write_end = os.pipe()
     got = bytearray()
-
-    def reader():
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(997):
-                got.extend(chunk)
-                if slow:
-                    time.sleep(0.0005)  # the main process is elsewhere, for a while
-
-    thread = threading.Thread(target=reader)
+    thread = threading.Thread(target=_read_all, args=(read_end, got, slow))
     thread.start()
     with os.fdopen(write_end, "wb", buffering=0) as pipe:
         spool = fanout._Spool(pipe)
@@ -39,6 +36,14 @@ def _through_spool(monkeypatch, frames, held=4096, spilled=20_000, slow=True):
         spool.close()
     thread.join()
     return bytes(got)
+
+
+def _read_all(fd: int, got: bytearray, slow: bool = True) -> None:
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(997):
+            got.extend(chunk)
+            if slow:
+                time.sleep(0.0005)  # the main process is elsewhere, for a while
 
 
 def test_frames_go_out_whole_and_in_order_through_memory_and_the_file(monkeypatch):
@@ -90,38 +95,23 @@ def test_a_closed_pipe_stops_the_worker_with_a_broken_pipe(monkeypatch):
 # The disk fills part-way through a frame (a file-size limit stands in for it: the kernel takes
 # what fits and refuses the rest, as on a full disk), with a slow reader so the file is used.
 _SHORT_WRITE = """
-import os, resource, signal, sys, threading, time
+import resource, signal, sys
+sys.path.insert(0, sys.argv[1])
 from retently_cli import fanout
+from test_fanout_spool import _frames, _pass_through
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (10_007, 10_007))
 fanout._HELD_BYTES, fanout._SPILLED_BYTES = 4096, 20_000
-frames = [bytes([n % 251]) * (1 + (n * 7919) % 3000) for n in range(400)]
-read_end, write_end = os.pipe()
-got = bytearray()
-
-def reader():
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-        while chunk := pipe.read(997):
-            got.extend(chunk)
-            time.sleep(0.0005)
-
-thread = threading.Thread(target=reader)
-thread.start()
-with os.fdopen(write_end, "wb", buffering=0) as pipe:
-    spool = fanout._Spool(pipe)
-    for frame in frames:
-        spool.write(frame)
-    spool.close()
-thread.join()
-print("whole" if bytes(got) == b"".join(frames) else f"lost: {len(got)}")
+got = _pass_through(_frames())
+print("whole" if got == b"".join(_frames()) else f"lost: {len(got)} bytes")
 """
 
 
 @pytest.mark.slow
 def test_a_disk_that_fills_part_way_through_a_frame_loses_nothing_and_hangs_nothing(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-c", _SHORT_WRITE],
+        [sys.executable, "-c", _SHORT_WRITE, os.path.dirname(__file__)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -143,12 +133,6 @@ def test_a_temporary_file_that_cannot_be_read_back_ends_the_worker_and_its_pipe(
     got = bytearray()
     outcome = []
 
-    def reader():
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(997):
-                got.extend(chunk)
-                time.sleep(0.0005)
-
     def worker():
         pipe = os.fdopen(write_end, "wb", buffering=0)
         spool = fanout._Spool(pipe)
@@ -161,7 +145,7 @@ def test_a_temporary_file_that_cannot_be_read_back_ends_the_worker_and_its_pipe(
         outcome.append("closed")
 
     threads = [
-        threading.Thread(target=reader, daemon=True),
+        threading.Thread(target=_read_all, args=(read_end, got), daemon=True),
         threading.Thread(target=worker, daemon=True),
     ]
     for thread in threads:
