@@ -205,16 +205,39 @@ def read_source(
     messages can flush what it has written: records then come out as lines go in.
     """
     stats.sources += 1
-    start_lines = stats.lines
     try:
         stream = source.open()
     except OSError as exc:
         yield 0, BadInput(UNREADABLE, f"cannot open: {exc.strerror or exc}")
         return
+    yield from read_on(source, stream, stats, stats.lines, (), 1, before_wait)
+
+
+def read_on(
+    source: Source,
+    stream,
+    stats: ReadStats,
+    start_lines: int,
+    held: Iterable[bytes],
+    first: int,
+    before_wait: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[int, dict | BadInput]]:
+    """``read_source`` for a source opened as ``stream``, whose ``held`` bytes were read from it
+    already (and counted in ``stats``; ``start_lines``: its lines before the source's first).
+    ``first`` 1: ``held`` is where the stream starts. Else it starts at line ``first``, every
+    line before it already read alone (see ``read_lines_alone``): the reading goes on from
+    there as one reading of the whole source would."""
     try:
-        chunks = _decompressed(_chunks(stream, stats))
+        chunks: Iterator[bytes] = _chunks(stream, stats)
+        if held:
+            chunks = _after(held, chunks)
+        if first == 1:
+            chunks = _decompressed(chunks)
         if source.size is None or source.size > _READ_IN_THREAD_ABOVE:
             chunks = _prefetched(chunks, before_wait)
+        if first != 1:
+            yield from _values(_Pushback(_lf(chunks)), stats, source.max_line_bytes, first, None)
+            return
         chunks = _Pushback(_lf(_as_utf8(chunks)))
         start = _start(chunks)
         if source.skip_unless_json and start not in (b"", b"{", b"["):
@@ -224,15 +247,9 @@ def read_source(
             return
         limit = source.max_line_bytes
         reread = _rereader(source, stream)
-        first = 1
         if start == b"[" and _longer_than(chunks, limit):
             first = yield from _ValueStream(chunks, stats, limit, 1, reread).records(_LEAD)
-        while True:
-            reader = _LineReader(chunks, stats, limit, first)
-            first = yield from reader.records()
-            if not reader.handed_over:
-                break
-            first = yield from _ValueStream(chunks, stats, limit, first, reread).records()
+        yield from _values(chunks, stats, limit, first, reread)
     except _ReadFailure as failure:
         stats.lines += 1  # the line it breaks, so that the summary's lines hold every record
         yield stats.lines - start_lines, BadInput(failure.reason, failure.message)
@@ -240,6 +257,43 @@ def read_source(
         stats.per_source[source.name] = stats.lines - start_lines
         if source.name != STDIN_NAME:
             stream.close()
+
+
+def _values(chunks: _Pushback, stats: ReadStats, limit: int, first: int, reread) -> _Records:
+    """Lines, and the values too long for a line that come between them, from line ``first``."""
+    while True:
+        reader = _LineReader(chunks, stats, limit, first)
+        first = yield from reader.records()
+        if not reader.handed_over:
+            return first
+        first = yield from _ValueStream(chunks, stats, limit, first, reread).records()
+
+
+def starts_plainly(data: bytes) -> bool:
+    """Whether a stream that starts with ``data`` (a few bytes at least) may be read as lines
+    from its first byte on, each alone: not gzip, not UTF-16, not a JSON array."""
+    if data[:2] in (GZIP_MAGIC, b"\xff\xfe", b"\xfe\xff"):
+        return False
+    end = _LEAD.match(data).end()
+    return end < len(data) and data[end : end + 1] != b"["
+
+
+class NotAlone(Exception):
+    """Line ``line`` may not be read alone: it is too long, or may open a value that later
+    lines close. ``read_on`` from there reads it as a reading of the whole source would."""
+
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+def read_lines_alone(
+    data: bytes, first: int, limit: int, stats: ReadStats
+) -> Iterator[tuple[int, dict | BadInput]]:
+    """The records of whole lines (``\\n``-ended; the last may lack it), numbered from
+    ``first``, as ``read_source`` gives them where no value spans lines; raises ``NotAlone``
+    at the first line where one may."""
+    yield from _AloneLineReader(_Pushback(iter((data,))), stats, limit, first).records()
 
 
 def _rereader(source: Source, stream) -> Callable[[], Generator[bytes, None, None]] | None:
@@ -410,6 +464,11 @@ def _as_utf8(chunks: Iterator[bytes]) -> Iterator[bytes]:
     except UnicodeDecodeError as bad:
         where = offset + max(bad.start, 0) + 1
         raise _ReadFailure(INVALID_UTF16, f"invalid UTF-16 near byte {where:,}") from None
+
+
+def _after(held: Iterable[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from held
+    yield from rest
 
 
 def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -1205,8 +1264,7 @@ class _LineReader:
                 return number - 1
             line = _without_bom(line)
             stack = bytearray()
-            starts = line.lstrip()[:1] in (b"{", b"[")
-            if not starts or _brackets(line, stack) != _BALANCED or not stack:
+            if not _opens_a_value(line, stack):
                 yield from self._alone(line, number)
                 return number
             region, stop = self._candidate(line, stack)
@@ -1287,6 +1345,25 @@ class _LineReader:
             return
         for item in _messages(message):
             yield number, item
+
+
+class _AloneLineReader(_LineReader):
+    """A ``_LineReader`` that reads every line alone, and raises ``NotAlone`` where the other
+    would read on past it (a line too long, or one that may open a value over several)."""
+
+    def _unparsed(self, line: bytes, number: int):
+        if line is LONG or _opens_a_value(_without_bom(line), bytearray()):
+            raise NotAlone(number)
+        yield from self._alone(line, number)
+        return number
+
+
+def _opens_a_value(line: bytes, stack: bytearray) -> bool:
+    """Whether a line that is not one JSON value may start one that later lines close: it
+    starts with a bracket, and leaves brackets open (pushed onto ``stack``) and no string."""
+    if line.lstrip()[:1] not in (b"{", b"["):
+        return False
+    return _brackets(line, stack) == _BALANCED and bool(stack)
 
 
 # No real line holds a newline, so these can mark what is not a line (compared by identity).
