@@ -1,4 +1,5 @@
-"""Reading local files in worker processes, for the runs that only look (a dry-run, a plan, a diff).
+"""Reading local files and stdin in worker processes, for the runs that only look (a dry-run, a
+plan, a diff).
 
 Most events of a log are skipped at first sight (``matching.FirstSight``: another call type, or a
 name no campaign maps), yet each costs an inflate, a parse and a record. Worker processes do that
@@ -12,7 +13,8 @@ A worker is ``python -m retently_cli.fanout``: tasks come in on its stdin and fr
 stdout, each a 4-byte length and a pickle. Workers take tasks in turn (the n-th local file goes to
 worker n mod N), so each worker's frames come in the order the main process reads the files. A
 worker that dies is not a lost event: its file is read again here, from the start, passing over
-the records already taken, and its later files are read here too.
+the records already taken, and its later files are read here too. stdin goes to the workers in
+pieces of whole lines (see ``FanOut._stdin_entries``).
 """
 
 from __future__ import annotations
@@ -27,16 +29,27 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import orjson
 
 from retently_cli.first_sight import FirstSight
-from retently_cli.readers import BadInput, ReadStats, Source, read_source
+from retently_cli.readers import (
+    STDIN_NAME,
+    BadInput,
+    NotAlone,
+    ReadStats,
+    Source,
+    read_lines_alone,
+    read_on,
+    read_source,
+    starts_plainly,
+)
 from retently_cli.skipped_records import SkippedRecords
 
 # Local files are read by workers once the files listed so far hold this many bytes (as
@@ -55,6 +68,9 @@ _DEFAULT_JOBS_MAX = 4  # the main process takes every event in turn: more would 
 # much in memory, then so much in a temporary file (see _Spool).
 _HELD_BYTES = 4 * 1024 * 1024
 _SPILLED_BYTES = 64 * 1024 * 1024
+# How long stdin may take to show it holds FANOUT_ABOVE bytes before it is read here: a slow
+# writer's first records wait no longer than this.
+_STDIN_WAIT = 0.25
 
 
 @dataclass(slots=True)
@@ -84,6 +100,29 @@ class _Worker:
     tasks: IO[bytes]
     frames: _Frames
     alive: bool = True
+    pieces: int = 0  # pieces of stdin handed to it and not yet taken back whole
+
+
+class _PieceTask(NamedTuple):
+    """A task for a piece of stdin, whose bytes follow it in a frame of their own."""
+
+    task: int
+    name: str
+    first: int
+    max_line_bytes: int
+
+
+@dataclass
+class _Piece:
+    """Whole lines of stdin, from line ``first``: handed to ``worker`` as task ``task``, or to
+    no worker (then read here, with all that follows)."""
+
+    parts: tuple[bytes | memoryview, ...]
+    first: int
+    lines: int
+    worker: _Worker | None = None
+    task: int = -1
+    taken: int = 0  # entries taken from the worker so far
 
 
 @dataclass
@@ -95,6 +134,7 @@ class _Turn:
     task: int = -1
     said: tuple[str, ...] = ()  # what listing it said (a walk's warnings), said before it
     version: tuple[int, ...] | None = None  # the file as handed to the worker (see _version)
+    stdin: bool = False  # stdin, which workers may read in pieces (see _stdin_entries)
 
 
 class FanOut:
@@ -164,6 +204,8 @@ class FanOut:
             pending = self._ahead(_listed(sources, said, hold, say))
             while True:
                 while len(upcoming) < 1 + _AHEAD_PER_WORKER * len(self._workers):
+                    if upcoming and upcoming[-1].stdin:
+                        break  # no task goes to a worker before the pieces of stdin do
                     listed = next(pending, None)
                     if listed is None:
                         break
@@ -216,7 +258,7 @@ class FanOut:
 
     def _turn(self, source: Source) -> _Turn:
         if source.path is None or self.jobs < 2:
-            return _Turn(source)
+            return _Turn(source, stdin=source.name == STDIN_NAME and self.jobs > 1)
         self._listed += source.size or 0
         if not self._fanning and self._listed < FANOUT_ABOVE:
             return _Turn(source)
@@ -272,6 +314,9 @@ class FanOut:
         return env
 
     def _entries(self, turn: _Turn, stats: ReadStats, before_wait: Callable[[], None]):
+        if turn.stdin:
+            yield from self._stdin_entries(turn.source, stats, before_wait)
+            return
         taken, last_line = 0, 0
         if turn.worker is not None:
             before = _counts(stats)
@@ -295,6 +340,180 @@ class FanOut:
                 yield entry
         if taken and not changed:
             self._changed(turn.source.name, last_line)
+
+    def _stdin_entries(self, source: Source, stats: ReadStats, before_wait: Callable[[], None]):
+        """stdin, in pieces of whole lines that the workers read, each alone (see
+        ``read_lines_alone``), while this process reads on and takes their entries in order.
+        From the first line a worker may not read alone, or a worker lost, every line is read
+        here (``read_on``), as one reading of the whole stream reads it."""
+        try:
+            stream = source.open()
+        except OSError:
+            yield from read_source(source, stats, before_wait)
+            return
+        stats.sources += 1
+        base = stats.lines
+        feed = _Feed(stream, stats)
+        restart: tuple[int, int] | None = (1, 0)  # the line to read on from, entries given of it
+        try:
+            if self._fans_stdin(feed, before_wait):
+                restart = yield from self._pieces(source, feed, stats, base, before_wait)
+            if restart is not None:
+                first, given = restart
+                for entry in read_on(source, feed, stats, base, feed.held(), first, before_wait):
+                    if given:
+                        given -= 1
+                    else:
+                        yield entry
+        finally:
+            stats.per_source[source.name] = stats.lines - base
+
+    def _fans_stdin(self, feed: _Feed, before_wait: Callable[[], None]) -> bool:
+        """Whether workers read stdin: it holds FANOUT_ABOVE bytes (or workers read every file),
+        and starts as lines that may be read alone."""
+        if self._fanning:
+            feed.look_ahead(64 * 1024, 0, before_wait)
+        else:
+            feed.look_ahead(FANOUT_ABOVE, _STDIN_WAIT, before_wait)
+            if feed.held_bytes < FANOUT_ABOVE:
+                return False
+        if not starts_plainly(feed.peek(4096)):
+            return False
+        if not self._workers:
+            self._start()
+        return any(worker.alive for worker in self._workers)
+
+    def _pieces(self, source: Source, feed: _Feed, stats: ReadStats, base: int, before_wait):
+        """Yields the entries of stdin's pieces in order. Returns None once stdin is read whole,
+        else (line, entries of it given already) to read on from here."""
+        live = [worker for worker in self._workers if worker.alive]
+        size = _piece_bytes(live)
+        if size is None:
+            return 1, 0
+        pieces: deque[_Piece] = deque()
+        carry = b""  # the start of a line whose end is not read yet
+        line = 1  # the first line of the next piece
+        blank = stats.blank_lines  # blank lines before the first piece not taken whole
+        dealt = 0
+        dealing = True
+        loads = orjson.loads
+        while True:
+            while dealing:
+                worker = live[dealt % len(live)]
+                if worker.pieces >= _AHEAD_PER_WORKER or (pieces and not feed.ready()):
+                    break
+                if not pieces and not feed.ready():
+                    before_wait()
+                data = feed.read(size - len(carry))
+                if not data:  # the end, or a read that failed (said as read_on reads on)
+                    dealing = False
+                    if feed.error is not None:
+                        pieces.append(_Piece((carry,), line, 0))
+                    elif carry:
+                        last = _lf(carry)  # the last line, without its \n
+                        piece = _Piece((last,), line, last.count(b"\n") + (last[-1:] != b"\n"))
+                        pieces.append(self._deal(piece, dealt, live, source))
+                    carry = b""
+                    break
+                cut = data.rfind(b"\n") + 1
+                if not cut:
+                    carry += data
+                    if len(carry) >= size:  # a line longer than a piece can be: read here
+                        pieces.append(_Piece((carry,), line, 0))
+                        carry = b""
+                        dealing = False
+                    continue
+                parts: tuple[bytes | memoryview, ...] = (memoryview(data)[:cut],)
+                if carry:
+                    parts = (carry, *parts)
+                if b"\r" in data or b"\r" in carry:
+                    whole = _lf(b"".join(parts))
+                    parts, count = (whole,), whole.count(b"\n")
+                else:
+                    count = data.count(b"\n", 0, cut)  # a carry holds no \n
+                piece = self._deal(_Piece(parts, line, count), dealt, live, source)
+                pieces.append(piece)
+                carry = data[cut:]
+                line += count
+                dealt += 1
+                if piece.worker is None:
+                    dealing = False
+            if not pieces:
+                return None
+            head = pieces[0]
+            reader = head.worker
+            if reader is None:
+                return self._read_here(pieces, carry, feed, head.first, 0, stats, base)
+            frames = reader.frames
+            if not frames.ready():
+                room = dealing and live[dealt % len(live)].pieces < _AHEAD_PER_WORKER
+                if room and feed.ready():
+                    continue
+                before_wait()
+                waits = [frames.fd] + ([feed.fd] if room and feed.fd is not None else [])
+                select.select(waits, [], [])
+                if not frames.ready():
+                    continue
+            frame = frames.take()
+            kind = None if frame is None or frame[1] != head.task else frame[0]
+            if kind == "entries":
+                assert frame is not None
+                for entry in frame[2]:
+                    if len(entry) == 2:
+                        head.taken += 1
+                        number, item = entry
+                        stats.lines = base + number
+                        yield (number, loads(item)) if type(item) is bytes else entry
+                    else:
+                        settled = Settled(*entry)
+                        head.taken += settled.count
+                        stats.lines = base + settled.last_line
+                        yield settled
+                lines, blank_lines, _ = frame[3]
+                stats.lines, stats.blank_lines = base + head.first - 1 + lines, blank + blank_lines
+            elif kind == "end":
+                assert frame is not None
+                blank += frame[2][1]
+                stats.lines, stats.blank_lines = base + head.first - 1 + head.lines, blank
+                pieces.popleft()
+                reader.pieces -= 1
+            elif kind == "hand back":  # a line it may not read alone
+                assert frame is not None
+                first, given, blank_lines = frame[2]
+                stats.blank_lines = blank + blank_lines
+                return self._read_here(pieces, carry, feed, first, given, stats, base)
+            else:
+                why = f"failed ({frame[2]})" if kind == "crash" else "stopped"  # type: ignore[index]
+                self.warn(f"{source.name}: the worker reading it {why}; read here instead")
+                stats.blank_lines = blank
+                return self._read_here(pieces, carry, feed, head.first, head.taken, stats, base)
+
+    def _deal(self, piece: _Piece, dealt: int, live: list[_Worker], source: Source) -> _Piece:
+        worker = live[dealt % len(live)]
+        task = self._tasks
+        try:
+            _put_piece(worker.tasks, _PieceTask(task, source.name, piece.first,
+                                                source.max_line_bytes), piece.parts)  # fmt: skip
+        except OSError:  # the worker is gone: this piece, and the rest, are read here
+            return piece
+        self._tasks += 1
+        worker.pieces += 1
+        piece.worker, piece.task = worker, task
+        return piece
+
+    def _read_here(self, pieces, carry, feed, first: int, given: int, stats, base: int):
+        """Stdin is read here from line ``first`` (of the first piece) on: the bytes of the
+        pieces out, from that line, go back in front of what is still unread. Every worker is
+        stopped (its tasks may be pieces not to read now); later files start others."""
+        head = b"".join(pieces[0].parts)
+        offset = 0
+        for _ in range(first - pieces[0].first):
+            offset = head.index(b"\n", offset) + 1
+        held = [head[offset:], *(b"".join(piece.parts) for piece in list(pieces)[1:]), carry]
+        feed.put_back(held)
+        stats.lines = base + first - 1
+        self.close()
+        return first, given
 
     def _changed(self, name: str, last_line: int) -> None:
         """The events passed over on reading again are not those the worker gave: the file
@@ -394,6 +613,135 @@ def _version(path: str | None) -> tuple[int, ...] | None:
     return None if info is None else (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
+class _Feed:
+    """stdin as this process reads it for the workers. It is also the stream ``read_on`` reads
+    on from (``read1``): a read that failed here fails there again, at the same place."""
+
+    def __init__(self, stream, stats: ReadStats):
+        self.stream, self.stats = stream, stats
+        self.fd: int | None = getattr(stream, "fd", None)  # a pipe or file (see _FdReader)
+        self.front: deque[bytes] = deque()  # read already, not yet given
+        self.held_bytes = 0
+        self.ended = False
+        self.error: OSError | None = None
+
+    def ready(self) -> bool:
+        """Whether a ``read`` now would not wait."""
+        return bool(self.front) or self.ended or self._stream_ready()
+
+    def _stream_ready(self) -> bool:
+        return self.fd is None or _selectable(self.fd)
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (b"" at the end, or once a read failed)."""
+        if self.front:
+            data = self.front.popleft()
+            if len(data) > size:
+                self.front.appendleft(data[size:])
+                data = data[:size]
+            self.held_bytes -= len(data)
+            return data
+        if self.ended:
+            return b""
+        try:
+            data = self.read1(size)
+        except OSError as exc:
+            self.error, self.ended = exc, True
+            return b""
+        self.stats.bytes_read += len(data)
+        self.ended = not data
+        return data
+
+    def read1(self, size: int) -> bytes:
+        if self.error is not None:
+            raise self.error
+        if self.ended:  # a terminal gives its end (Ctrl-D) once, then waits for more
+            return b""
+        read = getattr(self.stream, "read1", None) or self.stream.read
+        return read(size)
+
+    def look_ahead(self, size: int, wait: float, before_wait: Callable[[], None]) -> None:
+        """Read until ``size`` bytes are held, the end, or no more is ready and ``wait``
+        seconds have passed (at least one read)."""
+        deadline = time.monotonic() + wait
+        while self.held_bytes < size and not self.ended:
+            if self.front and not self._stream_ready():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                before_wait()
+                if self.fd is not None:
+                    select.select([self.fd], [], [], left)
+                continue
+            if not self.front:
+                before_wait()
+            try:
+                data = self.read1(CHUNK_BYTES)
+            except OSError as exc:
+                self.error, self.ended = exc, True
+                return
+            self.stats.bytes_read += len(data)
+            if not data:
+                self.ended = True
+            else:
+                self.front.append(data)
+                self.held_bytes += len(data)
+
+    def peek(self, size: int) -> bytes:
+        return b"".join(self.front)[:size] if self.held_bytes <= size else self._first(size)
+
+    def _first(self, size: int) -> bytes:
+        parts, held = [], 0
+        for data in self.front:
+            parts.append(data)
+            held += len(data)
+            if held >= size:
+                break
+        return b"".join(parts)[:size]
+
+    def put_back(self, data: list[bytes]) -> None:
+        self.front.extendleft(reversed([part for part in data if part]))
+        self.held_bytes += sum(map(len, data))
+
+    def held(self) -> list[bytes]:
+        """What is read and not yet given, given up (to ``read_on``, which reads on after it)."""
+        held = list(self.front)
+        self.front.clear()
+        self.held_bytes = 0
+        return held
+
+
+CHUNK_BYTES = 1024 * 1024  # read from stdin at once, at most
+
+
+def _selectable(fd: int) -> bool:
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True  # not a pipe select takes: a read will tell
+
+
+def _lf(data: bytes) -> bytes:
+    """Line endings made \\n, as the reading does (see readers._lf)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def _piece_bytes(workers: list[_Worker]) -> int | None:
+    """The size of a piece of stdin: the pieces handed ahead to a worker must fit in its task
+    pipe together, so that handing one over never waits on a worker that waits on this
+    process. None where a pipe's size cannot be known (not Linux)."""
+    sizes = []
+    for worker in workers:
+        try:
+            import fcntl
+
+            sizes.append(fcntl.fcntl(worker.tasks.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)))
+        except (ImportError, OSError, ValueError):
+            return None
+    size = min(sizes) // _AHEAD_PER_WORKER - 4096
+    return size if size >= 8192 else None
+
+
 def _counts(stats: ReadStats) -> _Counts:
     return stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files
 
@@ -409,6 +757,16 @@ def _set_counts(stats: ReadStats, counts: tuple) -> None:
 def _put(pipe: IO[bytes], value: Any) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.write(_HEADER.pack(len(data)) + data)
+    pipe.flush()
+
+
+def _put_piece(pipe: IO[bytes], task: _PieceTask, parts: Iterable[bytes | memoryview]) -> None:
+    """A piece's task, then its bytes as a frame of their own (not copied into a pickle)."""
+    parts = tuple(parts)
+    data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(_HEADER.pack(len(data)) + data + _HEADER.pack(sum(map(len, parts))))
+    for part in parts:
+        pipe.write(part)
     pipe.flush()
 
 
@@ -435,6 +793,12 @@ class _Frames:
             return pickle.loads(data)
         except (pickle.UnpicklingError, EOFError, ValueError):
             return None
+
+    def take_bytes(self) -> bytes | None:
+        """The next frame as the bytes it holds (see _put_piece), or None at the end."""
+        header = self._exactly(_HEADER.size)
+        data = None if header is None else self._exactly(_HEADER.unpack(header)[0])
+        return None if data is None else bytes(data)
 
     def _exactly(self, size: int) -> bytearray | None:
         data = bytearray(size)
@@ -474,7 +838,13 @@ def _work(tasks: BinaryIO, frames: Any) -> None:  # frames: a _Spool, or any bin
         if task is None:
             return
         try:
-            _read_one(frames, first_sight, sieve.records, *task)
+            if type(task) is _PieceTask:
+                data = incoming.take_bytes()
+                if data is None:
+                    return
+                _read_piece(frames, first_sight, sieve.records, data, *task)
+            else:
+                _read_one(frames, first_sight, sieve.records, *task)
         except BrokenPipeError:
             return
         except BaseException as exc:  # said to the main process, which reads the file itself
@@ -504,6 +874,34 @@ def _read_one(frames, first_sight, with_records, index, name, path, size, max_li
     out.send()
     counts = (stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files)
     _put(frames, ("end", index, counts, stats.per_source.get(name)))
+
+
+def _read_piece(frames, first_sight, with_records, data, index, name, first, max_line_bytes):
+    """A piece of stdin, each line read alone. At a line it may not read alone, it hands back
+    (that line, entries of it given already, blank lines before it), for the main process to
+    read on from there."""
+    stats = ReadStats()
+    out = _Entries(frames, index, name, stats, SkippedRecords() if with_records else None)
+    skipped = first_sight.skipped
+    line, given = 0, 0  # the line of the last entry, and its entries so far
+    try:
+        for number, item in read_lines_alone(data, first, max_line_bytes, stats):
+            if number != line:
+                line, given = number, 0
+            fate = None if type(item) is BadInput else skipped(item)
+            if fate is None:
+                if not out.add(number, item):
+                    raise NotAlone(number)
+            else:
+                out.settle(number, *fate)
+            given += 1
+    except NotAlone as odd:
+        out.send()
+        _put(frames, ("hand back", index, (odd.line, given if odd.line == line else 0,
+                                           stats.blank_lines)))  # fmt: skip
+        return
+    out.send()
+    _put(frames, ("end", index, (stats.lines, stats.blank_lines), None))
 
 
 class _Entries:

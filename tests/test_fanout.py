@@ -167,12 +167,24 @@ def test_files_each_below_the_threshold_but_above_it_together_are_all_read_by_wo
     assert _read_by_workers(paths) == [(str(p), True) for p in paths]
 
 
-def test_stdin_first_is_read_here_and_the_files_after_it_by_workers(tmp_path, monkeypatch):
+def test_stdin_first_is_read_by_workers_too_once_the_files_after_it_reach_the_threshold(
+    tmp_path, monkeypatch
+):
     paths = [_unmapped(tmp_path / f"{n}.ndjson", 200) for n in range(2)]
     monkeypatch.setattr(fanout, "FANOUT_ABOVE", sum(p.stat().st_size for p in paths))
     stdin = io.BytesIO(ndjson(*(track("Page Loaded", f"in-{n}") for n in range(50))))
     got = _read_by_workers(["-", *paths], stdin)
-    assert got == [("-", False)] + [(str(p), True) for p in paths]
+    assert got == [("-", True)] + [(str(p), True) for p in paths]
+
+
+@pytest.mark.parametrize("events, by_workers", [(50, False), (2000, True)])
+def test_stdin_alone_is_read_by_workers_once_it_holds_the_threshold(
+    monkeypatch, events, by_workers
+):
+    monkeypatch.setattr(fanout, "FANOUT_ABOVE", 100 * 1000)
+    data = ndjson(*(track("Page Loaded", f"in-{n}") for n in range(events)))
+    assert (len(data) >= 100 * 1000) is by_workers
+    assert _read_by_workers(["-"], io.BytesIO(data)) == [("-", by_workers)]
 
 
 def test_files_together_below_the_threshold_are_read_here(tmp_path, monkeypatch):

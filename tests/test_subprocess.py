@@ -39,8 +39,9 @@ def line_reader(stream):
 
 
 @pytest.mark.slow
-def test_records_arrive_while_stdin_is_still_open():
-    proc = start("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "-")
+@pytest.mark.parametrize("jobs", [[], ["--jobs", "2"]])  # read here, or by workers in pieces
+def test_records_arrive_while_stdin_is_still_open(jobs):
+    proc = start("send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), *jobs, "-")
     out = line_reader(proc.stdout)
     try:
         for i in range(3):

@@ -225,8 +225,8 @@ def _on_a_terminal_stdin(args, extra_env=None):
                     break
                 seen += chunk
         os.write(leader, b"\x04")
-        rest = proc.stderr.read()
-        return proc.wait(timeout=30), (seen + rest).decode()
+        _, rest = proc.communicate(timeout=30)  # a run that reads on past the Ctrl-D fails here
+        return proc.returncode, (seen + rest).decode()
     finally:
         proc.kill()
         os.close(leader)

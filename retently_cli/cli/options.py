@@ -402,9 +402,9 @@ def jobs_option(f):
         "--jobs",
         type=click.IntRange(min=1),
         metavar="N",
-        help="Worker processes that read local files, where nothing is sent (a dry-run, a "
-        "send's plan, diff). Default: one per CPU, up to 4, once the files reach 16 MiB; "
-        "1 reads everything in this process.",
+        help="Worker processes that read local files and stdin, where nothing is sent (a "
+        "dry-run, a send's plan, diff). Default: one per CPU, up to 4, once the input reaches "
+        "16 MiB; 1 reads everything in this process.",
     )(f)
 
 
