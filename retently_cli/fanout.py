@@ -38,7 +38,7 @@ from typing import IO, Any, BinaryIO, NamedTuple
 
 import orjson
 
-from retently_cli.first_sight import FirstSight
+from retently_cli.first_sight import FirstSight, Judged, message_id_of
 from retently_cli.readers import (
     STDIN_NAME,
     BadInput,
@@ -859,18 +859,16 @@ def _read_one(frames, first_sight, with_records, index, name, path, size, max_li
     if walked:
         source.skip_unless_json = lambda text: _put(frames, ("warn", index, text))
     out = _Entries(frames, index, name, stats, SkippedRecords() if with_records else None)
-    skipped = first_sight.skipped
+    judge = first_sight.judge
     for line, item in read_source(source, stats):
         # Events go on as read (the main process drops a dead letter's _retently field, where
         # a run in one process does): the first sight looks at type and name only.
-        fate = None if type(item) is BadInput else skipped(item)
-        if fate is None:
-            if not out.add(line, item):
-                out.send()
-                _put(frames, ("hand back", index))
-                return
-        else:
-            out.settle(line, *fate)
+        if type(item) is dict and (judged := judge(item.get("type"), item.get("event"))):
+            out.settle(line, message_id_of(item), judged)
+        elif not out.add(line, item):
+            out.send()
+            _put(frames, ("hand back", index))
+            return
     out.send()
     counts = (stats.lines, stats.blank_lines, stats.sources, stats.bytes_read, stats.skipped_files)
     _put(frames, ("end", index, counts, stats.per_source.get(name)))
@@ -882,18 +880,16 @@ def _read_piece(frames, first_sight, with_records, data, index, name, first, max
     read on from there."""
     stats = ReadStats()
     out = _Entries(frames, index, name, stats, SkippedRecords() if with_records else None)
-    skipped = first_sight.skipped
+    judge = first_sight.judge
     line, given = 0, 0  # the line of the last entry, and its entries so far
     try:
         for number, item in read_lines_alone(data, first, max_line_bytes, stats):
             if number != line:
                 line, given = number, 0
-            fate = None if type(item) is BadInput else skipped(item)
-            if fate is None:
-                if not out.add(number, item):
-                    raise NotAlone(number)
-            else:
-                out.settle(number, *fate)
+            if type(item) is dict and (judged := judge(item.get("type"), item.get("event"))):
+                out.settle(number, message_id_of(item), judged)
+            elif not out.add(number, item):
+                raise NotAlone(number)
             given += 1
     except NotAlone as odd:
         out.send()
@@ -933,18 +929,19 @@ class _Entries:
             self.send()
         return True
 
-    def settle(self, line, message_id, event, reason, detail, hint) -> None:
+    def settle(self, line: int, message_id: str | None, judged: Judged) -> None:
         run = self.run
         if run is None:
             run = self.run = [0, line, {}, [], b""]
         run[0] += 1
         run[1] = line
         reasons = run[2]
+        reason = judged.reason
         reasons[reason] = reasons.get(reason, 0) + 1
-        if hint is not None and event is not None:
-            run[3].append((event, hint))
+        if judged.hint is not None and judged.event is not None:
+            run[3].append((judged.event, judged.hint))
         if self.writer is not None:
-            record = self.writer.record(self.name, line, message_id, event, reason, detail)
+            record = self.writer.judged_record(self.name, line, message_id, judged)
             self.parts.append(record)
             self.held += len(record)
             if self.held >= _FRAME_BYTES:

@@ -16,6 +16,7 @@ NOT_TRACK = Reason.NOT_TRACK
 NO_CAMPAIGN = Reason.NO_CAMPAIGN
 
 _HINT_CACHE_LIMIT = 100_000
+_JUDGED_KEPT = 10_000  # (type, name) pairs whose judgement is remembered
 
 
 class _Unjudged(Enum):
@@ -39,6 +40,17 @@ def near_miss(hint: str | None) -> str | None:
     return f"did you mean {hint!r}?" if hint else None
 
 
+class Judged:
+    """What ``FirstSight`` says of the events of one type and name: the ``skipped`` fields
+    but the messageId. ``tail`` is their records' end, once ``SkippedRecords`` wrote one."""
+
+    __slots__ = ("event", "reason", "detail", "hint", "tail")
+
+    def __init__(self, event: str | None, reason: str, detail: str | None, hint: str | None):
+        self.event, self.reason, self.detail, self.hint = event, reason, detail, hint
+        self.tail: bytes | None = None
+
+
 class FirstSight:
     """What can be said of an event from its type and name alone, knowing only which names
     are mapped: the judgement ``Matcher.decide`` makes first, without a ``Decision``. It holds
@@ -47,6 +59,7 @@ class FirstSight:
     def __init__(self, mapped_names):
         self._mapped = frozenset(mapped_names)
         self.near = NearMisses(mapped_names)
+        self._judged: dict[tuple, Judged | None] = {}
 
     def skipped(self, event: dict) -> tuple | None:
         """(messageId, event name, reason, detail, hint) for an event that ``decide`` skips at
@@ -55,16 +68,38 @@ class FirstSight:
 
         The hot path of a run: most events of a log are such calls, and this spares them a
         ``Decision`` and a record built field by field (``Report.skipped``)."""
-        kind = event.get("type")
-        name = event.get("event")
+        judged = self.judge(event.get("type"), event.get("event"))
+        if judged is None:
+            return None
+        return message_id_of(event), judged.event, judged.reason, judged.detail, judged.hint
+
+    def judge(self, kind, name) -> Judged | None:
+        """``skipped``'s answer for an event of type ``kind`` named ``name``, but its messageId.
+        The same few pairs make up most of a log: each is judged once and remembered (up to
+        ``_JUDGED_KEPT``), its record's end with it (see ``SkippedRecords``)."""
+        try:
+            return self._judged[kind, name]
+        except KeyError:
+            pass
+        except TypeError:  # a type or name that is an array or an object
+            return self._judge(kind, name)
+        judged = self._judge(kind, name)
+        if (
+            len(self._judged) < _JUDGED_KEPT
+            and (type(kind) is not str or len(kind) <= _HINT_NAME_KEPT)
+            and (type(name) is not str or len(name) <= _HINT_NAME_KEPT)
+        ):
+            self._judged[kind, name] = judged
+        return judged
+
+    def _judge(self, kind, name) -> Judged | None:
         if kind == "track":
             if type(name) is not str or not name or name in self._mapped:
                 return None
             hint = self.near.hint(name)
-            return message_id_of(event), name, NO_CAMPAIGN, near_miss(hint), hint
+            return Judged(name, NO_CAMPAIGN, near_miss(hint), hint)
         if type(kind) is str:
-            label = name if type(name) is str else None
-            return message_id_of(event), label, NOT_TRACK, f"{kind} call", None
+            return Judged(name if type(name) is str else None, NOT_TRACK, f"{kind} call", None)
         return None
 
     def passes_over(self, event: dict) -> bool:

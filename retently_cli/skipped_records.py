@@ -42,6 +42,18 @@ class SkippedRecords:
             tail = self._tail(event, reason, detail)
         return b"".join((head, b"%d" % line, b',"message_id":', self._dumps(message_id), tail))
 
+    def judged_record(self, source: str, line: int, message_id: str | None, judged) -> bytes:
+        """``record`` for an event ``FirstSight.judge`` judged: its end is kept on the
+        judgement (a ``first_sight.Judged``), which the first sight remembers."""
+        head = self._head
+        if source is not self._head_source:
+            head = self._head = self._dumps({"source": source})[:-1] + b',"line":'
+            self._head_source = source
+        tail = judged.tail
+        if tail is None:
+            tail = judged.tail = self._tail(judged.event, judged.reason, judged.detail)
+        return b"".join((head, b"%d" % line, b',"message_id":', self._dumps(message_id), tail))
+
     def _tail(self, event: str | None, reason: str, detail: str | None) -> bytes:
         rest = {
             "event": event,

@@ -144,6 +144,7 @@ def test_the_fast_path_gives_the_plain_paths_records_byte_for_byte(monkeypatch, 
 
 def test_the_fast_path_holds_for_files_and_for_names_beyond_those_remembered(monkeypatch, tmp_path):
     monkeypatch.setattr("retently_cli.skipped_records._TAILS_KEPT", 2)
+    monkeypatch.setattr("retently_cli.first_sight._JUDGED_KEPT", 2)
     names = [f"Name {n}" for n in range(6)] * 2
     path = tmp_path / 'odd "name" \u00e9.ndjson'
     path.write_bytes(b"\n".join([*(orjson.dumps(track(n, n)) for n in names), *MIXED]))
@@ -154,6 +155,24 @@ def test_the_fast_path_holds_for_files_and_for_names_beyond_those_remembered(mon
     fast = _run(monkeypatch, True, ["-o", "ndjson", *inputs], b"")
     assert fast.stdout_bytes == plain.stdout_bytes
     assert fast.stderr_bytes == plain.stderr_bytes
+
+
+def test_the_first_sight_remembers_a_bounded_number_of_names(monkeypatch):
+    from retently_cli.first_sight import FirstSight
+
+    monkeypatch.setattr("retently_cli.first_sight._JUDGED_KEPT", 3)
+    sight = FirstSight(["Order Completed"])
+    events = [track(f"Name {n}", str(n)) for n in range(10)] * 2
+    answers = [sight.skipped(event) for event in events]
+    assert len(sight._judged) == 3  # a log of a million distinct names holds no more
+    fresh = [FirstSight(["Order Completed"]).skipped(event) for event in events]
+    assert answers == fresh
+    assert answers[0] == ("0", "Name 0", "no_campaign", None, None)
+    assert sight.skipped(track("Order Complted", "m")) == (
+        "m", "Order Complted", "no_campaign", "did you mean 'Order Completed'?",
+        "Order Completed",
+    )  # fmt: skip
+    assert sight.skipped(track("Order Completed", "m")) is None
 
 
 def test_diff_passes_over_what_neither_config_surveys_with_the_same_result(monkeypatch, tmp_path):
