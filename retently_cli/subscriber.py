@@ -26,6 +26,7 @@ _STANDARD = {
 _SKIPPED = frozenset({"email", "tags"})
 
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.ASCII)
+_DIGITS = frozenset("0123456789")
 _INT64 = range(-(2**63), 2**63)  # what an integer property holds; `in range` is O(1)
 
 
@@ -51,12 +52,6 @@ class PropertyTypes:
     def type_of(self, label: str) -> str | None:
         return self.forced.get(label) or self.chosen.get(label)
 
-    def _kind_for(self, label: str, inferred: str) -> str:
-        forced = self.forced.get(label)
-        if forced is not None:
-            return forced
-        return self.chosen.setdefault(label, inferred)
-
 
 def build_subscriber(
     email: str,
@@ -69,6 +64,7 @@ def build_subscriber(
     ``types`` is the run's ``PropertyTypes``; a plain dict of forced types (or None) types
     this event on its own."""
     run = types if isinstance(types, PropertyTypes) else PropertyTypes(types)
+    forced = run.forced
     subscriber: dict = {"email": email}
     custom: list[dict] = []
     notes: list[str] = []
@@ -76,21 +72,26 @@ def build_subscriber(
     for key, value in properties.items():
         if value is None or key in _SKIPPED or key in exclude:
             continue
-        if _is_empty(value):
-            empty.append(key)
-            continue
-        standard = _STANDARD.get(key)
-        if standard is not None and isinstance(value, str) and key not in run.forced:
-            if standard not in subscriber:
-                subscriber[standard] = value.strip()
-            continue
-        if isinstance(value, dict):
+        if isinstance(value, str):
+            if not value.strip():
+                empty.append(key)
+                continue
+            standard = _STANDARD.get(key)
+            if standard is not None and key not in forced:
+                if standard not in subscriber:
+                    subscriber[standard] = value.strip()
+                continue
+        elif isinstance(value, dict):
             for label, leaf in _flatten(key, value):
                 if label in exclude:
                     continue
                 if _is_empty(leaf) or not _add_property(custom, notes, label, leaf, run):
                     empty.append(label)
-        elif not _add_property(custom, notes, key, value, run):
+            continue
+        elif isinstance(value, list) and all(_blank(item) for item in value):
+            empty.append(key)
+            continue
+        if not _add_property(custom, notes, key, value, run):
             empty.append(key)
     if "tags" not in exclude:
         tags = parse_tags(properties.get("tags"))
@@ -146,8 +147,10 @@ def _flatten(prefix: str, value: dict):
 def _add_property(custom: list, notes: list, label: str, value, run: PropertyTypes) -> bool:
     """Types and adds one value (or leaves it out, noted); False when it comes out empty."""
     inferred, converted = infer(value)
-    kind = run._kind_for(label, inferred)
-    forced = label in run.forced
+    kind = run.forced.get(label)
+    forced = kind is not None
+    if kind is None:
+        kind = run.chosen.setdefault(label, inferred)
     if inferred == "string" and isinstance(value, str) and "/" in value:
         if not (forced and kind == "date") and _US_DATE.match(value.strip()):
             run.other_dates[label] += 1  # coverage offers the properties.types line
@@ -187,7 +190,9 @@ def infer(value) -> tuple[str, object]:
     if isinstance(value, float):  # 40.0 too: its writer had a decimal in mind, not a count
         return "string", _scalar_text(value)
     if isinstance(value, str):
-        date = iso_date(value)
+        start = value[:1]
+        # An ISO date starts with an ASCII digit, once stripped: most strings are not one.
+        date = iso_date(value) if start in _DIGITS or start.isspace() else None
         if date is not None:
             return "date", date
         return "string", value
