@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
 from retently_cli import __version__
 from retently_cli.config import DELIVERY_DEFAULTS, check_base_url
 
@@ -63,6 +61,8 @@ class RetentlyClient:
         timeout: float = DELIVERY_DEFAULTS.timeout,
         transport=None,
     ):
+        import httpx  # here, not at the top: a dry-run never needs it, and it costs 30 ms
+
         self.base_url = check_base_url(base_url)
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -95,6 +95,8 @@ class RetentlyClient:
         return self._call("GET", PING_PATH)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Answer:
+        import httpx
+
         started = time.monotonic()
         try:
             response = self._http.request(method, path, json=body)
@@ -135,6 +137,8 @@ _HINT = "check base_url or your network"
 def transport_problem(exc: Exception, base_url: str) -> str:
     """A transport error as a person can act on it: the address, what happened, what to
     check; never a bare exception class."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectTimeout):
         return f"cannot reach {base_url}: no connection within the timeout; {_HINT}"
     if isinstance(exc, httpx.PoolTimeout):
