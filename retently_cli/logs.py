@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
-from rich.traceback import Traceback
 
 from retently_cli.visible import visible
 
@@ -65,6 +64,10 @@ class StderrHandler(RichHandler):
             if message:  # a traceback may come alone
                 self.console.print(self.render_message(record, message), soft_wrap=True)
             if record.exc_info and record.exc_info[1] is not None:
+                # Imported here: it costs every run 30 ms at start (with rich.pretty), and only
+                # a run that fails with -v shows one.
+                from rich.traceback import Traceback
+
                 # never its locals: one of them could hold the key
                 self.console.print(Traceback.from_exception(*record.exc_info, show_locals=False))
         except Exception:
