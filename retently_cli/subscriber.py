@@ -64,7 +64,7 @@ def build_subscriber(
     ``types`` is the run's ``PropertyTypes``; a plain dict of forced types (or None) types
     this event on its own."""
     run = types if isinstance(types, PropertyTypes) else PropertyTypes(types)
-    forced = run.forced
+    forced, chosen, sent = run.forced, run.chosen, run.sent
     subscriber: dict = {"email": email}
     custom: list[dict] = []
     notes: list[str] = []
@@ -83,13 +83,15 @@ def build_subscriber(
                 continue
         elif isinstance(value, dict):
             for label, leaf in _flatten(key, value):
-                if label in exclude:
+                if label in exclude or _added(custom, label, leaf, forced, chosen, sent):
                     continue
                 if _is_empty(leaf) or not _add_property(custom, notes, label, leaf, run):
                     empty.append(label)
             continue
         elif isinstance(value, list) and all(_blank(item) for item in value):
             empty.append(key)
+            continue
+        if _added(custom, key, value, forced, chosen, sent):
             continue
         if not _add_property(custom, notes, key, value, run):
             empty.append(key)
@@ -142,6 +144,32 @@ def _flatten(prefix: str, value: dict):
             yield from _flatten(label, leaf)
         elif leaf is not None:
             yield label, leaf
+
+
+def _added(custom: list, label: str, value, forced: dict, chosen: dict, sent: Counter) -> bool:
+    """``_add_property``'s common case, in one call: a plain value (a string that is not
+    blank and holds no ``/``, a float, a boolean, an integer that fits) of the type its
+    property already has, or is the first to give it, and no type forced. False: not done."""
+    kind_of = type(value)
+    if kind_of is str:
+        if "/" in value or not value.strip():
+            return False
+        start = value[:1]
+        date = iso_date(value) if start in _DIGITS or start.isspace() else None
+        inferred, converted = ("string", value) if date is None else ("date", date)
+    elif kind_of is float:
+        inferred, converted = "string", _scalar_text(value)
+    elif kind_of is bool:
+        inferred, converted = "boolean", value
+    elif kind_of is int and value in _INT64:
+        inferred, converted = "integer", value
+    else:
+        return False
+    if label in forced or chosen.setdefault(label, inferred) != inferred:
+        return False
+    sent[label] += 1
+    custom.append({"label": label, "type": inferred, "value": converted})
+    return True
 
 
 def _add_property(custom: list, notes: list, label: str, value, run: PropertyTypes) -> bool:

@@ -283,6 +283,36 @@ def test_no_name_ever_goes_out_with_two_types_or_an_empty_value(properties, forc
     assert all(len(kinds) == 1 for kinds in seen.values())
 
 
+nested = st.one_of(
+    scalars,
+    st.sampled_from(["2020-01-30T10:00:00", " 2020-01-30", "12/31/2020", "a/b", "\u00e9"]),
+    st.dictionaries(st.sampled_from(["x", "n"]), scalars, max_size=2),
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["plan", "n", "when", "plan_x"]), nested), max_size=8),
+    st.dictionaries(
+        st.sampled_from(["plan", "n", "plan_x"]),
+        st.sampled_from(["string", "integer", "boolean", "date", "collection"]),
+    ),  # fmt: skip
+)
+def test_the_quick_path_for_plain_values_types_them_as_the_full_path_does(properties, forced):
+    """``_added`` (a plain value of its property's type) against ``_add_property`` alone:
+    the same subscribers, notes and counters, event after event."""
+    from unittest import mock
+
+    quick, full = PropertyTypes(forced), PropertyTypes(forced)
+    for one in properties:
+        expected = None
+        with mock.patch("retently_cli.subscriber._added", return_value=False):
+            expected = build_subscriber(EMAIL, one, types=full)
+        assert build_subscriber(EMAIL, one, types=quick) == expected
+    assert vars(quick) == vars(full)
+
+
 def test_a_note_quotes_a_long_value_shortened():
     run = PropertyTypes({"n": "integer"})
     _, notes = build(run, n="x" * 100_000)
