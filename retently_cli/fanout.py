@@ -1105,6 +1105,8 @@ def _yield_to_the_main_process() -> None:
     except OSError:
         pass
     try:
+        if os.getsid(0) != os.getpid():
+            return  # run by hand: the autogroup is the caller's, a terminal's whole session
         with open("/proc/self/autogroup", "w") as group:
             group.write(str(_NICER))
     except OSError:  # not Linux, or autogroups off: nice alone does it
