@@ -15,7 +15,7 @@ from retently_cli.vocabulary import Reason
 NOT_TRACK = Reason.NOT_TRACK
 NO_CAMPAIGN = Reason.NO_CAMPAIGN
 
-_HINT_CACHE_LIMIT = 100_000
+_HINT_CACHE_LIMIT = 20_000
 _JUDGED_KEPT = 10_000  # (type, name) pairs whose judgement is remembered
 
 

@@ -175,6 +175,18 @@ def test_the_first_sight_remembers_a_bounded_number_of_names(monkeypatch):
     assert sight.skipped(track("Order Completed", "m")) is None
 
 
+def test_the_near_miss_hints_remember_a_bounded_number_of_names(monkeypatch):
+    from retently_cli.first_sight import NearMisses
+
+    monkeypatch.setattr("retently_cli.first_sight._HINT_CACHE_LIMIT", 3)
+    near = NearMisses(["Order Completed", "Signed Up"])
+    names = ["Order Complted", "signed up", "Nothing", "Order Completd", "Signed  Up"] * 2
+    hints = [near.hint(name) for name in names]
+    assert len(near._cache) == 3  # every process of a run of unique names holds no more
+    assert hints == [NearMisses(["Order Completed", "Signed Up"]).hint(name) for name in names]
+    assert hints[:5] == ["Order Completed", "Signed Up", None, "Order Completed", "Signed Up"]
+
+
 def test_diff_passes_over_what_neither_config_surveys_with_the_same_result(monkeypatch, tmp_path):
     from retently_cli.diffing import Differ
 
