@@ -547,15 +547,19 @@ def _create(file: Path) -> None:
     making = file.with_name(file.name + ".creating")
     for leftover in ("", "-journal", "-wal", "-shm"):  # from a run killed while making it
         Path(f"{making}{leftover}").unlink(missing_ok=True)
-    db = sqlite3.connect(making, isolation_level=None)
     try:
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        db.execute("PRAGMA journal_mode=WAL")
-    finally:
-        db.close()
-    with open(making, "rb") as made:
-        os.fsync(made.fileno())
+        db = sqlite3.connect(making, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            db.close()
+        with open(making, "rb") as made:
+            os.fsync(made.fileno())
+    except BaseException:  # a full disk, say: the run says why, and leaves nothing half-made
+        _remove_made(making)
+        raise
     # A -wal or -shm left by a ledger deleted without them would be read as this one's own:
     # its commits replayed onto the new file, as records it never made, or as damage.
     for leftover in ("-journal", "-wal", "-shm"):
@@ -569,6 +573,15 @@ def _create(file: Path) -> None:
             os.rename(making, file)
     making.unlink(missing_ok=True)
     _sync_folder(file.parent)
+
+
+def _remove_made(making: Path) -> None:
+    """What making a ledger at ``making`` left, as far as it can be removed."""
+    for leftover in ("", "-journal", "-wal", "-shm"):
+        try:
+            Path(f"{making}{leftover}").unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _sync_folder(folder: Path) -> None:

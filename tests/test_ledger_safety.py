@@ -408,6 +408,28 @@ def test_a_run_killed_while_creating_its_ledger_leaves_none_a_later_run_refuses(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite3", "ledger.sqlite3.lock"]
 
 
+def test_a_ledger_that_cannot_be_made_leaves_nothing_beside_it(tmp_path, monkeypatch):
+    """A failure while making a new ledger (a full disk at its fsync) is the run's error;
+    the half-made file beside it goes too, not left for the user to wonder about."""
+    import errno
+
+    from retently_cli import ledger as ledger_module
+
+    path = tmp_path / "ledger.sqlite3"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger_module.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        Ledger(path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite3.lock"]
+    ledger = Ledger(path)  # the next run makes it whole
+    assert ledger.counts() == []
+    ledger.close()
+
+
 @pytest.mark.parametrize("rows", [1, 3000])
 def test_a_ledger_removed_without_its_wal_is_made_afresh_not_from_that_wal(tmp_path, rows):
     """Someone deletes a ledger whose -wal file still holds commits (a run killed mid-way):
