@@ -377,7 +377,11 @@ class FanOut:
             feed.look_ahead(FANOUT_ABOVE, _STDIN_WAIT, before_wait)
             if feed.held_bytes < FANOUT_ABOVE:
                 return False
-        if not starts_plainly(feed.peek(4096)):
+        plain = starts_plainly(feed.peek(4096))
+        while plain is None and not feed.ended and feed.held_bytes < 4096:
+            feed.look_ahead(feed.held_bytes + 1, None, before_wait)  # a pipe's first read: 1 byte
+            plain = starts_plainly(feed.peek(4096))
+        if not plain:
             return False
         if not self._workers:
             self._start()
@@ -660,14 +664,14 @@ class _Feed:
         read = getattr(self.stream, "read1", None) or self.stream.read
         return read(size)
 
-    def look_ahead(self, size: int, wait: float, before_wait: Callable[[], None]) -> None:
+    def look_ahead(self, size: int, wait: float | None, before_wait: Callable[[], None]) -> None:
         """Read until ``size`` bytes are held, the end, or no more is ready and ``wait``
-        seconds have passed (at least one read)."""
-        deadline = time.monotonic() + wait
+        seconds have passed (at least one read; None: no limit)."""
+        deadline = None if wait is None else time.monotonic() + wait
         while self.held_bytes < size and not self.ended:
             if self.front and not self._stream_ready():
-                left = deadline - time.monotonic()
-                if left <= 0:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     return
                 before_wait()
                 if self.fd is not None:

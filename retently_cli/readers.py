@@ -269,13 +269,17 @@ def _values(chunks: _Pushback, stats: ReadStats, limit: int, first: int, reread)
         first = yield from _ValueStream(chunks, stats, limit, first, reread).records()
 
 
-def starts_plainly(data: bytes) -> bool:
-    """Whether a stream that starts with ``data`` (a few bytes at least) may be read as lines
-    from its first byte on, each alone: not gzip, not UTF-16, not a JSON array."""
+def starts_plainly(data: bytes) -> bool | None:
+    """Whether a stream that starts with ``data`` may be read as lines from its first byte on,
+    each alone: not gzip, not UTF-16, not a JSON array (after blank lines, whatever ends them,
+    and BOMs: as ``read_on`` finds the start). None: ``data`` is too short to tell (under two
+    bytes, or nothing but such a lead)."""
     if data[:2] in (GZIP_MAGIC, b"\xff\xfe", b"\xfe\xff"):
         return False
-    end = _LEAD.match(data).end()
-    return end < len(data) and data[end : end + 1] != b"["
+    end = _RAW_LEAD.match(data).end()
+    if len(data) < 2 or end == len(data):
+        return None
+    return data[end : end + 1] != b"["
 
 
 class NotAlone(Exception):
@@ -499,6 +503,7 @@ class _Pushback:
 
 
 _LEAD = _always(re.compile(rb"(?:[ \t\n]|\xef\xbb\xbf)*"))
+_RAW_LEAD = _always(re.compile(rb"(?:[ \t\r\n]|\xef\xbb\xbf)*"))  # before _lf makes \r \n
 
 
 def _start(chunks: _Pushback) -> bytes:

@@ -19,7 +19,7 @@ from test_fast_path import MIXED
 
 from retently_cli import fanout
 from retently_cli.fanout import FanOut, Settled, Sieve
-from retently_cli.readers import ReadStats
+from retently_cli.readers import BadInput, ReadStats
 from retently_cli.sources import expand_paths
 
 DEEP = b'{"a":' * 300 + b"1" + b"}" * 300  # deeper than orjson writes: no worker passes it on
@@ -131,6 +131,52 @@ def test_a_read_that_fails_part_way_is_one_record_after_every_line_before_it():
     assert got[1] == got[0]
     last = records(got[0][1])[-1]
     assert (last["reason"], last["detail"]) == ("unreadable", "read failed: Input/output error")
+
+
+def _broken_array() -> bytes:
+    """A pretty-printed array with one broken item, then NDJSON: longer than 5,000 bytes."""
+    items = [track("Order Completed", f"m{n}", email=f"m{n}@x.co") for n in range(6)]
+    array = orjson.dumps(items, option=orjson.OPT_INDENT_2).replace(b'"m2"', b'"m2" oops')
+    return array + b"\n" + b"\n".join(_events(100)) + b"\n"
+
+
+@pytest.mark.parametrize("start", [b"\r\n", b"\r", b" \r\n\xef\xbb\xbf\r"])
+def test_an_array_after_carriage_returns_is_read_as_one_process_reads_it(start):
+    """A \r before the array is a line ending, as it is to one process: the stream starts
+    with an array (it did not to the workers, who read it as lines and lost its good items)."""
+    alone, workers = _both(start + _broken_array(), "--max-line-bytes", 5000)
+    assert workers == alone
+    got = records(alone[1])
+    assert {r["message_id"] for r in got if r["outcome"] == "dry_run"} >= {"m0", "m1", "m3"}
+
+
+def test_a_stream_whose_first_read_is_one_byte_is_still_known_for_gzip_or_utf16():
+    """The first read of a pipe may bring one byte: too few to tell gzip or UTF-16 from text.
+    The workers must not take such a stream for lines (they did: every line invalid UTF-8)."""
+    import threading
+
+    plain = b"\n".join(_events(3000)) + b"\n"
+    for data in (gzip.compress(plain), plain.decode().encode("utf-16")):
+        read, write = os.pipe()
+
+        def writer(data=data, write=write):
+            os.write(write, data[:1])
+            time.sleep(0.3)
+            with os.fdopen(write, "wb") as rest:
+                rest.write(data[1:])
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        with os.fdopen(read, "rb") as stdin:
+            run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
+            stats = ReadStats()
+            entries = [
+                entry for _, given in run.read(expand_paths(["-"], stdin), stats) for entry in given
+            ]
+        thread.join()
+        assert stats.lines == 3000
+        assert not [entry for entry in entries if isinstance(entry, tuple) and
+                    isinstance(entry[1], BadInput)]  # fmt: skip
 
 
 def _read_by_workers(data: bytes) -> tuple[list, bool]:
