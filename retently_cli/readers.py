@@ -153,7 +153,10 @@ class _FdReader:
             return data
         parts, held = [data], len(data)
         while held < size and _ready(self.fd):
-            more = os.read(self.fd, size - held)
+            try:
+                more = os.read(self.fd, size - held)
+            except OSError:  # what was read goes first: the next read meets the failure
+                break
             if not more:  # the end: the next read says so again
                 break
             parts.append(more)

@@ -268,3 +268,34 @@ def test_utf16_files_count_every_line_they_report(data, expected):
     got = [(line, item.reason if isinstance(item, BadInput) else "message") for line, item in items]
     assert got == expected
     assert all(line <= stats.lines for line, _ in items)  # the summary's lines hold every record
+
+
+def test_a_read_failing_after_bytes_arrived_gives_those_bytes_first(monkeypatch):
+    """The bytes one read gathered are given before the failure of the read after them, which
+    the next read meets: none is lost with the error (they were, whatever preceded them)."""
+    import errno
+
+    from retently_cli import readers
+
+    read, write = os.pipe()
+    try:
+        os.write(write, b"more bytes")
+        calls = []
+        real_read = os.read
+
+        def failing_read(fd, size):
+            calls.append(size)
+            if len(calls) == 1:
+                return b'{"a":1}\n'
+            if fd == read:
+                raise OSError(errno.EIO, "Input/output error")
+            return real_read(fd, size)
+
+        reader = readers._FdReader(read)
+        monkeypatch.setattr(readers.os, "read", failing_read)
+        assert reader.read1(1024) == b'{"a":1}\n'
+        with pytest.raises(OSError, match="Input/output"):
+            reader.read1(1024)
+    finally:
+        os.close(read)
+        os.close(write)
