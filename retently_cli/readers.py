@@ -24,6 +24,7 @@ import re
 import select
 import stat
 import struct
+import sys
 import tempfile
 import threading
 from bisect import bisect_left
@@ -258,7 +259,10 @@ def read_on(
         yield stats.lines - start_lines, BadInput(failure.reason, failure.message)
     finally:
         stats.per_source[source.name] = stats.lines - start_lines
-        if source.name != STDIN_NAME:
+        # Not at the interpreter's exit (a run that stopped part way leaves this to the
+        # collector): the reading thread, stopped there inside a read, holds the file's lock,
+        # and closing would abort the exit. The process's end closes the file all the same.
+        if source.name != STDIN_NAME and not sys.is_finalizing():
             stream.close()
 
 

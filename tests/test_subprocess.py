@@ -98,3 +98,28 @@ def test_python_dash_m_and_a_closed_reader_of_stdout(tmp_path):
     )
     assert orjson.loads(proc.stdout)["message_id"] == "0"
     assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_closed_reader_of_stdout_mid_file_ends_the_run_with_its_own_exit_code(tmp_path):
+    """The thread reading a file ahead may be inside a read when the run ends: the exit must
+    not wait on that read's lock. It did: 'Fatal Python error: _enter_buffered_busy' and exit
+    134 in 6 runs of 8, instead of the run's summary and exit code."""
+    events = b"".join(
+        orjson.dumps(track("Page Viewed", str(i), padding="x" * 600)) + b"\n" for i in range(40000)
+    )
+    (tmp_path / "big.ndjson").write_bytes(events)  # 26 MB: read in a thread, in one process
+    for _ in range(5):
+        proc = subprocess.run(
+            f"{sys.executable} -m retently_cli send -n -o ndjson --jobs 1 -c {EXAMPLE_CONFIG} "
+            f"{tmp_path / 'big.ndjson'} | head -c 100; exit ${{PIPESTATUS[0]}}",
+            shell=True,
+            executable="/bin/bash",
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert b"Fatal Python error" not in proc.stderr
+        assert b"Exception ignored" not in proc.stderr
+        assert proc.returncode == 1, proc.stderr.decode()[-500:]
+        assert b"stdout was closed by the program reading it" in proc.stderr
