@@ -463,15 +463,16 @@ class FanOut:
             if kind == "entries":
                 assert frame is not None
                 for entry in frame[2]:
-                    if len(entry) == 2:
+                    if len(entry) == 3:
                         head.taken += 1
-                        number, item = entry
-                        stats.lines = base + number
-                        yield (number, loads(item)) if type(item) is bytes else entry
+                        number, item, blank_lines = entry
+                        stats.lines, stats.blank_lines = base + number, blank + blank_lines
+                        yield number, loads(item) if type(item) is bytes else item
                     else:
-                        settled = Settled(*entry)
+                        settled = Settled(*entry[:5])
                         head.taken += settled.count
                         stats.lines = base + settled.last_line
+                        stats.blank_lines = blank + entry[5]
                         yield settled
                 lines, blank_lines, _ = frame[3]
                 stats.lines, stats.blank_lines = base + head.first - 1 + lines, blank + blank_lines
@@ -539,7 +540,7 @@ class FanOut:
         # Counted as the entries are taken, as read_source counts: a run that stops part way
         # (stdout closed, Ctrl-C) has read the file's lines up to the last entry it took.
         stats.sources += 1
-        lines_before = before[0]
+        lines_before, blank_before = before[0], before[1]
         taken = last_line = 0
         loads = orjson.loads
         why = "the worker reading it stopped"
@@ -552,17 +553,18 @@ class FanOut:
             kind = frame[0]
             if kind == "entries":
                 for entry in frame[2]:
-                    if len(entry) == 2:
+                    if len(entry) == 3:
                         taken += 1
-                        line, item = entry
+                        line, item, blank = entry
                         last_line = line
-                        stats.lines = lines_before + line
-                        yield (line, loads(item)) if type(item) is bytes else entry
+                        stats.lines, stats.blank_lines = lines_before + line, blank_before + blank
+                        yield line, loads(item) if type(item) is bytes else item
                     else:
-                        settled = Settled(*entry)
+                        settled = Settled(*entry[:5])
                         taken += settled.count
                         last_line = settled.last_line
                         stats.lines = lines_before + last_line
+                        stats.blank_lines = blank_before + entry[5]
                         yield settled
                 lines, blank_lines, bytes_read = frame[3]
                 stats.lines, stats.blank_lines = before[0] + lines, before[1] + blank_lines
@@ -907,7 +909,8 @@ def _read_piece(frames, first_sight, with_records, data, index, name, first, max
 class _Entries:
     """A worker's entries for one file, sent in frames. On the way, an event is the JSON of
     it (cheaper to write and read back than a pickle), a ``BadInput`` is itself, and a
-    stretch of settled events is a tuple of ``Settled``'s fields."""
+    stretch of settled events is a tuple of ``Settled``'s fields. Each entry ends with the
+    blank lines read before it: a run that stops part way through a frame counts those."""
 
     def __init__(self, frames, index: int, name: str, stats: ReadStats, writer):
         self.frames, self.index, self.name = frames, index, name
@@ -928,7 +931,7 @@ class _Entries:
                 entry = orjson.dumps(item)
             except orjson.JSONEncodeError:
                 return False
-        self.entries.append((line, entry))
+        self.entries.append((line, entry, self.stats.blank_lines))
         if len(self.entries) >= _FRAME_ENTRIES:
             self.send()
         return True
@@ -936,9 +939,10 @@ class _Entries:
     def settle(self, line: int, message_id: str | None, judged: Judged) -> None:
         run = self.run
         if run is None:
-            run = self.run = [0, line, {}, [], b""]
+            run = self.run = [0, line, {}, [], b"", 0]
         run[0] += 1
         run[1] = line
+        run[5] = self.stats.blank_lines
         reasons = run[2]
         reason = judged.reason
         reasons[reason] = reasons.get(reason, 0) + 1

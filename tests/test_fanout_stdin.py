@@ -267,3 +267,38 @@ def test_diff_of_stdin_read_by_workers_finds_the_same_changes(tmp_path, shape):
         (r.exit_code, r.stdout, r.stderr) for r in outputs[2:]
     ]
     assert outputs[0].exit_code == 1 and "Product Viewed" in outputs[0].stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("where", ["stdin", "a file"])
+def test_a_run_stopped_part_way_counts_the_blank_lines_it_read(tmp_path, where, jobs):
+    """A reader of stdout that goes away stops the run between two frames of a worker's: the
+    summary must still count the blank lines among the lines it says were read (it counted
+    those of whole frames only: '168 lines read' with 20 of them blank said nothing of them)."""
+    import re
+
+    lines = []  # one record a line: no event of two campaigns
+    for n in range(60000):
+        lines.append(orjson.dumps(track("Page Loaded" if n % 3 else "Onboarding Finished", n)))
+        if n % 10 == 9:
+            lines.append(b"")
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    source = f"- < {path}" if where == "stdin" else str(path)
+    proc = subprocess.run(
+        f"{' '.join(RETENTLY)} send -n -o ndjson --jobs {jobs} -c {EXAMPLE_CONFIG} {source} "
+        "| head -c 100000",
+        shell=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    summary = proc.stderr.decode()
+    assert "stdout was closed" in summary
+    pattern = r"([\d,]+) lines read from 1 source(?: \(([\d,]+) blank\))?, ([\d,]+) records"
+    found = re.search(pattern, summary)
+    assert found, summary
+    read, blank, written = (int((n or "0").replace(",", "")) for n in found.groups())
+    assert 0 < read < len(lines)  # stopped part way
+    assert read == written + blank
