@@ -5,6 +5,7 @@ few tenths of a second, and an interrupt then must exit 130 like any other, with
 traceback.
 """
 
+import gc
 import sys
 
 from retently_cli.vocabulary import ExitCode
@@ -12,7 +13,14 @@ from retently_cli.vocabulary import ExitCode
 EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
+# A run keeps few objects but makes millions (a dict per event, frames of thousands of
+# entries from the workers): at the default threshold of 700 the collector ran 717 times in a
+# dry-run of 1M events, about 4% of the main process's CPU. Cycles are still collected.
+_GC_THRESHOLD = 10_000
+
+
 def main() -> None:
+    gc.set_threshold(_GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
         from retently_cli.cli import cli
 
