@@ -8,6 +8,7 @@ property name one type (``PropertyTypes``): the config's, else the first one see
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -272,6 +273,14 @@ def coerce(value, kind: str, us_dates: bool = True):
 
 
 def iso_date(text: str) -> str | None:
+    """``_iso_date``, remembered for short texts: a property such as a signup date takes the
+    same few thousand values again and again."""
+    if len(text) > _DATE_CACHED_CHARS:
+        return _iso_date(text)
+    return _cached_iso_date(text)
+
+
+def _iso_date(text: str) -> str | None:
     """An ISO-8601 date or date-time as Retently reads it without shifting: with a zone.
 
     A bare date becomes midnight UTC; a date-time without a zone is taken as UTC, as Segment
@@ -296,6 +305,10 @@ def iso_date(text: str) -> str | None:
         zone = f"{zone[:3]}:{zone[-2:]}"  # +0530 -> +05:30: one ISO-8601 format, not two mixed
     fraction = (fraction or "")[:4]  # milliseconds: what Retently's ISO-8601 parsers all read
     return f"{day_part}T{hour}:{minute}:{second or '00'}{fraction}{zone or 'Z'}"
+
+
+_DATE_CACHED_CHARS = 40  # a date-time with milliseconds and a zone takes 29
+_cached_iso_date = functools.lru_cache(maxsize=4096)(_iso_date)
 
 
 def _us_date(text: str) -> str | None:

@@ -373,6 +373,9 @@ def test_coerce(value, kind, expected):
         ("2020-01-30T10:11:12-0800", "2020-01-30T10:11:12-08:00"),
         ("2020-01-30T10:11:12+00:00", "2020-01-30T10:11:12+00:00"),
         ("2024-02-29", "2024-02-29T00:00:00Z"),
+        # longer than the texts remembered: parsed each time, alike
+        ("2020-01-30T10:11:12." + "1" * 40 + "Z", "2020-01-30T10:11:12.111Z"),
+        (" " * 50 + "2020-01-30", "2020-01-30T00:00:00Z"),
         # impossible or not ISO-8601: not a date
         ("2023-02-29", None),
         ("2023-02-30", None),
@@ -394,3 +397,4 @@ def test_coerce(value, kind, expected):
 )
 def test_iso_date(text, expected):
     assert iso_date(text) == expected
+    assert iso_date(text) == expected  # as remembered
