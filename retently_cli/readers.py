@@ -280,11 +280,11 @@ def starts_plainly(data: bytes) -> bool | None:
     """Whether a stream that starts with ``data`` may be read as lines from its first byte on,
     each alone: not gzip, not UTF-16, not a JSON array (after blank lines, whatever ends them,
     and BOMs: as ``read_on`` finds the start). None: ``data`` is too short to tell (under two
-    bytes, or nothing but such a lead)."""
+    bytes, nothing but such a lead, or a lead and the start of a BOM)."""
     if data[:2] in (GZIP_MAGIC, b"\xff\xfe", b"\xfe\xff"):
         return False
     end = _RAW_LEAD.match(data).end()
-    if len(data) < 2 or end == len(data):
+    if len(data) < 2 or end == len(data) or _BOM.startswith(data[end:]):
         return None
     return data[end : end + 1] != b"["
 

@@ -179,6 +179,35 @@ def test_a_stream_whose_first_read_is_one_byte_is_still_known_for_gzip_or_utf16(
                     isinstance(entry[1], BadInput)]  # fmt: skip
 
 
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_a_first_read_that_ends_inside_a_bom_waits_to_see_what_follows_it(cut):
+    """A pipe's first read may end inside the BOM before an array (b"\\n\\xef"): the start is
+    not known until the rest of the BOM comes, as one process finds it."""
+    import threading
+
+    data = b"\n\xef\xbb\xbf" + _broken_array()
+    alone = send("-n", "-o", "ndjson", "--jobs", 1, "--max-line-bytes", 5000, "-", input=data)
+    read, write = os.pipe()
+
+    def writer():
+        os.write(write, data[: cut + 1])
+        time.sleep(0.3)
+        with os.fdopen(write, "wb") as rest:
+            rest.write(data[cut + 1 :])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    with os.fdopen(read, "rb") as stdin:
+        workers = subprocess.run(
+            [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2",
+             "--max-line-bytes", "5000", "-"],
+            stdin=stdin, capture_output=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+    thread.join()
+    assert workers.stdout == alone.stdout_bytes
+    assert workers.returncode == alone.exit_code
+
+
 def _read_by_workers(data: bytes) -> tuple[list, bool]:
     """The entries of stdin read in pieces, and whether any came settled (by a worker)."""
     run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
