@@ -427,15 +427,19 @@ def test_the_worker_module_run_by_hand_leaves_its_callers_session_alone():
         "import subprocess, sys\n"
         "subprocess.run([sys.executable, '-m', 'retently_cli.fanout'],"
         " stdin=subprocess.DEVNULL, check=True)\n"
-        "print(open('/proc/self/autogroup').read())\n"
+        "try:\n"
+        "    print(open('/proc/self/autogroup').read())\n"
+        "except FileNotFoundError:\n"
+        "    pass\n"
     )
     # In a session of its own, so that a failure costs nothing to the session running pytest.
     done = subprocess.run(
         [sys.executable, "-c", script], start_new_session=True, capture_output=True,
         text=True, timeout=60,
     )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # the worker ends quietly at the end of its tasks
     words = done.stdout.split()
-    if done.returncode != 0 or not words:
+    if not words:
         pytest.skip("no autogroups here (not Linux, or a task group that is not one)")
     assert words[-1] == "0"
 
