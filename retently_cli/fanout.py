@@ -1121,7 +1121,14 @@ def _yield_to_the_main_process() -> None:
         pass
 
 
+# A worker's reading thread (inflating) and its spool's writing thread need the GIL back after
+# each system call, and the parsing thread keeps it up to the switch interval (5 ms by
+# default): frames a worker had made waited that long on the way to the main process.
+_SWITCH_INTERVAL = 0.0005
+
+
 def main() -> None:
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     _yield_to_the_main_process()
     out = _Spool(sys.stdout.buffer)
     try:
