@@ -415,6 +415,7 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
     inflater = isal_zlib.decompressobj(wbits=31)
     in_member = False
     pending: bytes | None = first
+    after = b""  # what followed a member: too short yet to tell another member from junk
     while True:
         while pending:
             in_member = True
@@ -427,13 +428,21 @@ def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
             if inflater.eof:
                 pending = inflater.unused_data
                 inflater, in_member = isal_zlib.decompressobj(wbits=31), False
-                if pending and not GZIP_MAGIC.startswith(pending[:2]):
+                if pending == GZIP_MAGIC[:1]:
+                    after, pending = pending, b""
+                elif pending and not pending.startswith(GZIP_MAGIC):
                     raise _ReadFailure(CORRUPT_GZIP, "data after the end of the gzip stream")
             else:
                 pending = inflater.unconsumed_tail
         pending = next(chunks, None)
         if pending is None:
+            if after:  # one byte of a member that the input cut short
+                raise _ReadFailure(CORRUPT_GZIP, "gzip stream ends early (a truncated download?)")
             break
+        if after:
+            pending, after = after + pending, b""
+            if not pending.startswith(GZIP_MAGIC):
+                raise _ReadFailure(CORRUPT_GZIP, "data after the end of the gzip stream")
     if in_member:
         raise _ReadFailure(CORRUPT_GZIP, "gzip stream ends early (a truncated download?)")
 

@@ -65,3 +65,41 @@ def test_a_corrupt_member_keeps_the_events_before_it_and_ends_the_file(tmp_path)
     assert not any(message_id.startswith("2-") for message_id in read)
     assert records[-1]["reason"] == "corrupt_gzip"
     assert records[-1]["detail"].startswith("corrupt gzip data: ")
+
+
+class _Pieces:
+    """A stream that gives ``pieces`` one read at a time, as a pipe may."""
+
+    def __init__(self, pieces):
+        self.pieces = list(pieces)
+
+    def read1(self, size=-1):
+        return self.pieces.pop(0) if self.pieces else b""
+
+    def close(self):
+        pass
+
+
+def _last_detail(pieces) -> str:
+    from retently_cli.readers import ReadStats, Source, read_source
+
+    source = Source("-", lambda: _Pieces(pieces))
+    return list(read_source(source, ReadStats()))[-1][1].message
+
+
+def test_what_follows_the_last_member_is_told_the_same_wherever_a_read_ends():
+    """A byte that may start another member (\\x1f) at the end of a read, and junk after it:
+    still data after the end, not a download cut short, as when one read holds it all."""
+    member = gzip.compress(ndjson(track("Product Viewed", "m1")))
+    for tail, said in [
+        (b"\x1f\x00junk\n", "data after the end of the gzip stream"),
+        (b"\x1fjunk", "data after the end of the gzip stream"),
+        (b"\x1f", "gzip stream ends early (a truncated download?)"),
+        (b"x", "data after the end of the gzip stream"),
+        (b"\x1f\x8b", "gzip stream ends early (a truncated download?)"),
+    ]:
+        data = member + tail
+        cut = len(member) + 1
+        assert _last_detail([data]) == said
+        assert _last_detail([data[:cut], data[cut:]]) == said
+        assert _last_detail([data[:cut]] + [bytes([b]) for b in data[cut:]]) == said
