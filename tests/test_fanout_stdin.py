@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
 
 import orjson
 import pytest
@@ -22,6 +24,7 @@ from retently_cli.fanout import FanOut, Settled, Sieve
 from retently_cli.readers import BadInput, ReadStats
 from retently_cli.sources import expand_paths
 
+T = TypeVar("T")
 DEEP = b'{"a":' * 300 + b"1" + b"}" * 300  # deeper than orjson writes: no worker passes it on
 
 
@@ -153,59 +156,86 @@ def test_an_array_after_carriage_returns_is_read_as_one_process_reads_it(start):
 def test_a_stream_whose_first_read_is_one_byte_is_still_known_for_gzip_or_utf16():
     """The first read of a pipe may bring one byte: too few to tell gzip or UTF-16 from text.
     The workers must not take such a stream for lines (they did: every line invalid UTF-8)."""
-    import threading
-
     plain = b"\n".join(_events(3000)) + b"\n"
     for data in (gzip.compress(plain), plain.decode().encode("utf-16")):
-        read, write = os.pipe()
 
-        def writer(data=data, write=write):
-            os.write(write, data[:1])
-            time.sleep(0.3)
-            with os.fdopen(write, "wb") as rest:
-                rest.write(data[1:])
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        with os.fdopen(read, "rb") as stdin:
+        def read(stdin):
             run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
             stats = ReadStats()
             entries = [
                 entry for _, given in run.read(expand_paths(["-"], stdin), stats) for entry in given
             ]
-        thread.join()
+            return entries, stats
+
+        entries, stats = _in_two_reads(data, 1, read)
         assert stats.lines == 3000
         assert not [entry for entry in entries if isinstance(entry, tuple) and
                     isinstance(entry[1], BadInput)]  # fmt: skip
 
 
-@pytest.mark.parametrize("cut", [1, 2, 3])
-def test_a_first_read_that_ends_inside_a_bom_waits_to_see_what_follows_it(cut):
-    """A pipe's first read may end inside the BOM before an array (b"\\n\\xef"): the start is
-    not known until the rest of the BOM comes, as one process finds it."""
+def _in_two_reads(data: bytes, cut: int, reader: Callable[[BinaryIO], T]) -> T:
+    """``reader``'s result on a pipe whose first read ends after ``cut`` bytes: the rest is
+    written only once the reader has taken those (the pipe holds nothing unread)."""
+    import fcntl
+    import struct
+    import termios
     import threading
 
-    data = b"\n\xef\xbb\xbf" + _broken_array()
-    alone = send("-n", "-o", "ndjson", "--jobs", 1, "--max-line-bytes", 5000, "-", input=data)
     read, write = os.pipe()
 
     def writer():
-        os.write(write, data[: cut + 1])
-        time.sleep(0.3)
+        os.write(write, data[:cut])
+        deadline = time.monotonic() + 60
+        unread = struct.pack("i", 1)
+        while struct.unpack("i", unread)[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+            unread = fcntl.ioctl(write, termios.FIONREAD, struct.pack("i", 0))
+        time.sleep(0.05)  # and has looked at them
         with os.fdopen(write, "wb") as rest:
-            rest.write(data[cut + 1 :])
+            rest.write(data[cut:])
 
     thread = threading.Thread(target=writer)
     thread.start()
-    with os.fdopen(read, "rb") as stdin:
-        workers = subprocess.run(
-            [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2",
-             "--max-line-bytes", "5000", "-"],
-            stdin=stdin, capture_output=True, cwd=ROOT, timeout=60,
-        )  # fmt: skip
-    thread.join()
+    try:
+        with os.fdopen(read, "rb") as stdin:
+            return reader(stdin)
+    finally:
+        thread.join()
+
+
+@pytest.mark.parametrize("cut", [2, 3])
+def test_a_first_read_that_ends_inside_a_bom_waits_to_see_what_follows_it(cut):
+    """A pipe's first read may end inside the BOM before an array (b"\\n\\xef"): the start is
+    not known until the rest of the BOM comes, as one process finds it."""
+    data = b"\n\xef\xbb\xbf" + _broken_array()
+    alone = send("-n", "-o", "ndjson", "--jobs", 1, "--max-line-bytes", 5000, "-", input=data)
+    command = [*RETENTLY, "send", "-n", "-o", "ndjson", "-c", str(EXAMPLE_CONFIG), "--jobs", "2",
+               "--max-line-bytes", "5000", "-"]  # fmt: skip
+    workers = _in_two_reads(
+        data,
+        cut,
+        lambda stdin: subprocess.run(
+            command, stdin=stdin, capture_output=True, cwd=ROOT, timeout=60
+        ),
+    )
     assert workers.stdout == alone.stdout_bytes
     assert workers.returncode == alone.exit_code
+
+
+def test_lines_after_a_bom_cut_by_the_first_read_are_still_read_by_workers():
+    data = b"\n\xef\xbb\xbf" + b"\n".join(_events(3000)) + b"\n"
+
+    def read(stdin):
+        run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
+        stats = ReadStats()
+        entries = [
+            entry for _, given in run.read(expand_paths(["-"], stdin), stats) for entry in given
+        ]
+        return entries, stats
+
+    entries, stats = _in_two_reads(data, 2, read)
+    assert stats.lines == 3001
+    assert any(isinstance(entry, Settled) for entry in entries)  # a worker read them
 
 
 def _read_by_workers(data: bytes) -> tuple[list, bool]:
