@@ -153,21 +153,20 @@ def test_an_array_after_carriage_returns_is_read_as_one_process_reads_it(start):
     assert {r["message_id"] for r in got if r["outcome"] == "dry_run"} >= {"m0", "m1", "m3"}
 
 
+def _fanned_out(stdin: BinaryIO) -> tuple[list, ReadStats]:
+    """The entries of ``stdin`` read with two workers (``--jobs 2``), and the counts."""
+    run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
+    stats = ReadStats()
+    entries = [entry for _, given in run.read(expand_paths(["-"], stdin), stats) for entry in given]
+    return entries, stats
+
+
 def test_a_stream_whose_first_read_is_one_byte_is_still_known_for_gzip_or_utf16():
     """The first read of a pipe may bring one byte: too few to tell gzip or UTF-16 from text.
     The workers must not take such a stream for lines (they did: every line invalid UTF-8)."""
     plain = b"\n".join(_events(3000)) + b"\n"
     for data in (gzip.compress(plain), plain.decode().encode("utf-16")):
-
-        def read(stdin):
-            run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
-            stats = ReadStats()
-            entries = [
-                entry for _, given in run.read(expand_paths(["-"], stdin), stats) for entry in given
-            ]
-            return entries, stats
-
-        entries, stats = _in_two_reads(data, 1, read)
+        entries, stats = _in_two_reads(data, 1, _fanned_out)
         assert stats.lines == 3000
         assert not [entry for entry in entries if isinstance(entry, tuple) and
                     isinstance(entry[1], BadInput)]  # fmt: skip
@@ -224,16 +223,7 @@ def test_a_first_read_that_ends_inside_a_bom_waits_to_see_what_follows_it(cut):
 
 def test_lines_after_a_bom_cut_by_the_first_read_are_still_read_by_workers():
     data = b"\n\xef\xbb\xbf" + b"\n".join(_events(3000)) + b"\n"
-
-    def read(stdin):
-        run = FanOut(Sieve(("Order Completed",), records=False), jobs=2, forced=True)
-        stats = ReadStats()
-        entries = [
-            entry for _, given in run.read(expand_paths(["-"], stdin), stats) for entry in given
-        ]
-        return entries, stats
-
-    entries, stats = _in_two_reads(data, 2, read)
+    entries, stats = _in_two_reads(data, 2, _fanned_out)
     assert stats.lines == 3001
     assert any(isinstance(entry, Settled) for entry in entries)  # a worker read them
 
