@@ -39,6 +39,7 @@ from typing import IO, Any, BinaryIO, NamedTuple
 import orjson
 
 from retently_cli.first_sight import FirstSight, Judged, message_id_of
+from retently_cli.launch import SWITCH_INTERVAL
 from retently_cli.readers import (
     STDIN_NAME,
     BadInput,
@@ -1121,14 +1122,10 @@ def _yield_to_the_main_process() -> None:
         pass
 
 
-# A worker's reading thread (inflating) and its spool's writing thread need the GIL back after
-# each system call, and the parsing thread keeps it up to the switch interval (5 ms by
-# default): frames a worker had made waited that long on the way to the main process.
-_SWITCH_INTERVAL = 0.0005
-
-
 def main() -> None:
-    sys.setswitchinterval(_SWITCH_INTERVAL)
+    # A worker's reading thread (inflating) and its spool's writing thread need the GIL back
+    # after each system call: frames a worker had made waited up to the default 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     _yield_to_the_main_process()
     out = _Spool(sys.stdout.buffer)
     try:
