@@ -579,17 +579,19 @@ class Dispatcher:
         for worker in self._workers:
             worker.start()
 
-    def submit(self, batch: Batch) -> None:
+    def submit(self, batch: Batch, while_waiting: Callable[[], None] = lambda: None) -> None:
+        """Queues ``batch``, waiting for room; ``while_waiting`` is called at every tick of the
+        wait, and what it raises ends it."""
         with self._lock:
             self._in_flight += len(batch.surveys)
         try:
             while True:
                 try:
-                    self._todo.put(batch, timeout=0.2)
+                    self._todo.put(batch, timeout=0.1)
                     return
                 except queue.Full:
-                    continue
-        except BaseException:  # Ctrl-C while waiting for room: the batch still gets outcomes
+                    while_waiting()
+        except BaseException:  # interrupted while waiting for room: the batch still gets outcomes
             for survey in batch.surveys:
                 self._done.put(Outcome.not_sent(survey))
             raise

@@ -41,6 +41,7 @@ import orjson
 from retently_cli.first_sight import FirstSight, Judged, message_id_of
 from retently_cli.launch import SWITCH_INTERVAL
 from retently_cli.readers import (
+    IDLE_TICK,
     STDIN_NAME,
     BadInput,
     NotAlone,
@@ -407,8 +408,8 @@ class FanOut:
                 worker = live[dealt % len(live)]
                 if worker.pieces >= _AHEAD_PER_WORKER or (pieces and not feed.ready()):
                     break
-                if not pieces and not feed.ready():
-                    before_wait()
+                if not pieces:
+                    feed.wait(before_wait)
                 data = feed.read(size - len(carry))
                 if not data:  # the end, or a read that failed (said as read_on reads on)
                     dealing = False
@@ -456,7 +457,7 @@ class FanOut:
                     continue
                 before_wait()
                 waits = [frames.fd] + ([feed.fd] if room and feed.fd is not None else [])
-                select.select(waits, [], [])
+                select.select(waits, [], [], IDLE_TICK)
                 if not frames.ready():
                     continue
             frame = frames.take()
@@ -639,6 +640,13 @@ class _Feed:
     def _stream_ready(self) -> bool:
         return self.fd is None or _selectable(self.fd)
 
+    def wait(self, before_wait: Callable[[], None]) -> None:
+        """Until a ``read`` would not wait, calling ``before_wait`` every ``IDLE_TICK`` s."""
+        while not self.ready():
+            before_wait()
+            if self.fd is not None:
+                select.select([self.fd], [], [], IDLE_TICK)
+
     def read(self, size: int) -> bytes:
         """Up to ``size`` bytes (b"" at the end, or once a read failed)."""
         if self.front:
@@ -678,10 +686,11 @@ class _Feed:
                     return
                 before_wait()
                 if self.fd is not None:
-                    select.select([self.fd], [], [], left)
+                    tick = IDLE_TICK if left is None else min(left, IDLE_TICK)
+                    select.select([self.fd], [], [], tick)
                 continue
             if not self.front:
-                before_wait()
+                self.wait(before_wait)
             try:
                 data = self.read1(CHUNK_BYTES)
             except OSError as exc:

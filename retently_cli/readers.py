@@ -41,7 +41,9 @@ from retently_cli.vocabulary import Reason
 
 CHUNK = 1 << 20
 _PREFETCH = 8
-_IDLE_TICK = 0.2
+# A wait for input calls its before_wait at least this often (seconds): a signal is acted on
+# there, and a quiet pipe's partial batches are sent.
+IDLE_TICK = 0.2
 # A smaller file is read in the main thread: starting a thread and handing each chunk over
 # cost more than the overlap gains (10,000 small files took four times as long as gzip -dc).
 _READ_IN_THREAD_ABOVE = CHUNK
@@ -390,11 +392,11 @@ def _prefetched(chunks: Iterator[bytes], before_wait: Callable[[], None]) -> Ite
 
 
 def _wait(box: queue.Queue, before_wait: Callable[[], None]):
-    """The next item, calling ``before_wait`` first and again every ``_IDLE_TICK`` s of waiting."""
+    """The next item, calling ``before_wait`` first and again every ``IDLE_TICK`` s of waiting."""
     while True:
         before_wait()
         try:
-            return box.get(timeout=_IDLE_TICK)
+            return box.get(timeout=IDLE_TICK)
         except queue.Empty:
             continue
 

@@ -18,6 +18,7 @@ from retently_cli.deadletters import FIELD as DEAD_LETTER_FIELD
 from retently_cli.deadletters import DeadLetters
 from retently_cli.delivery import IN_FLIGHT, NOT_SENT, Batch, Batcher, Dispatcher, Outcome, Survey
 from retently_cli.fanout import FanOut, Settled
+from retently_cli.interrupts import Interrupts
 from retently_cli.matching import DUPLICATE, RETENTLY_RECORD, Decision, Matcher
 from retently_cli.outputs import same_file
 from retently_cli.planning import ALREADY_SENT, EARLIER_RUN, UNCERTAIN_OUTCOME, Planner
@@ -49,12 +50,14 @@ def make_plan(
     batch_size: int,
     report: Report,
     fanout: FanOut | None = None,
+    interrupts: Interrupts | None = None,
 ) -> Plan:
     """The first pass of a live send: the dry-run's reading, matching, planning and batching,
     counted but written nowhere (``report`` has no stream and no table), so it costs a
     dry-run's time and no more memory. ``planner`` must be a fresh one: it counts --limit."""
     records = Records(report)
-    job = SendJob(matcher, records, DryRunDelivery(records, batch_size), planner, fanout=fanout)
+    delivery = DryRunDelivery(records, batch_size)
+    job = SendJob(matcher, records, delivery, planner, fanout=fanout, interrupts=interrupts)
     job.read(sources)
     counts = report.counts
     return Plan(
@@ -209,8 +212,10 @@ class LiveDelivery:
         identity: Callable[[dict], tuple[str, float | None]],
         batch_size: int = DELIVERY_DEFAULTS.batch_size,
         on_progress: Callable[[], None] = lambda: None,
+        interrupts: Interrupts | None = None,
     ):
         self.dispatcher = dispatcher
+        self.interrupts = interrupts or Interrupts()
         self.records = records
         self.identity = identity
         self.batcher = Batcher(batch_size)
@@ -258,6 +263,7 @@ class LiveDelivery:
     def finish(self) -> None:
         self._submit(self.batcher.seal_all())
         while self.dispatcher.in_flight:
+            self.interrupts.check()
             outcome = self.dispatcher.wait_for_outcome(0.1)
             if outcome is not None:
                 self._record(outcome)
@@ -272,6 +278,7 @@ class LiveDelivery:
                 self._record(Outcome.not_sent(survey))
         deadline = time.monotonic() + grace
         while self.dispatcher.in_flight and time.monotonic() < deadline:
+            self.interrupts.check()  # another signal: the caller leaves at once
             outcome = self.dispatcher.wait_for_outcome(0.1)
             if outcome is not None:
                 self._record(outcome)
@@ -295,7 +302,7 @@ class LiveDelivery:
             for survey in batch.surveys:
                 self._unreported[id(survey)] = survey
             try:
-                self.dispatcher.submit(batch)
+                self.dispatcher.submit(batch, self.interrupts.check)
             except BaseException:  # interrupted: the batches after this one never left
                 for rest in batches[index + 1 :]:
                     for survey in rest.surveys:
@@ -329,6 +336,7 @@ class SendJob:
         planner: Planner | None = None,
         stats: ReadStats | None = None,
         fanout: FanOut | None = None,
+        interrupts: Interrupts | None = None,
     ):
         self.matcher = matcher
         self.records = records
@@ -341,6 +349,8 @@ class SendJob:
         # Worker processes that read local files and settle the events skipped at first
         # sight; only where nothing is sent (a dry-run, a plan).
         self.fanout = fanout
+        # Signals noted while reading; acted on between events and while waiting for input.
+        self.interrupts = interrupts or Interrupts()
         self.read_complete = False
         self.halted_by: str | None = None
         self._own_record_sources: set[str] = set()
@@ -424,8 +434,11 @@ class SendJob:
     def _until_stopped(self, items):
         """``items``, until the run stops: checked before the next line is taken, so that
         each line read has its record (one taken and then dropped would be in no count)."""
+        interrupts = self.interrupts
         for item in items:
             yield item
+            if interrupts.pending:
+                interrupts.check()
             if self.stopped:
                 return
 
@@ -448,5 +461,6 @@ class SendJob:
 
     def _idle(self) -> None:
         """The input has nothing ready (called again while the wait lasts)."""
+        self.interrupts.check()
         self.report.flush()
         self.delivery.idle(self.stats.lines)

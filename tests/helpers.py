@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from click.testing import CliRunner, Result
 
 from retently_cli.cli import cli
@@ -56,6 +57,17 @@ def run_process(*args, input=None, env=None, timeout=60, **popen) -> subprocess.
         env={**os.environ, **(env or {})},
         **popen,
     )
+
+
+def ended_within(proc: subprocess.Popen, seconds: float) -> tuple[bytes, bytes]:
+    """Its output once it exits (after a signal); one still running then is killed, its stderr
+    kept, and the test fails: no process is left behind."""
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"still running {seconds} s after the signal:\n{err.decode()}")
 
 
 # -- reading what it printed ----------------------------------------------------------------------

@@ -9,7 +9,19 @@ from collections import Counter
 
 import orjson
 import pytest
-from helpers import CES, CSAT, NPS, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, track
+from helpers import (
+    CES,
+    CSAT,
+    NPS,
+    RETENTLY,
+    ROOT,
+    TEST_KEY,
+    ended_within,
+    ndjson,
+    records,
+    run,
+    track,
+)
 
 from retently_cli.fake_server import FakeRetently
 
@@ -197,7 +209,7 @@ def test_killed_at_a_random_moment_then_rerun_delivers_everything_once(tmp_path,
         while fake.survey_count() < target and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         first.send_signal(getattr(signal, how))
-        first.communicate(timeout=30)
+        ended_within(first, 30)
         killed = {"SIGKILL": -9, "SIGINT": 130}[how]
         assert first.returncode == killed, "it finished before the signal"
         fake.fault_rate = 0.0
@@ -229,7 +241,7 @@ def test_a_second_ctrl_c_quits_at_once_and_the_ledger_stays_consistent(tmp_path)
         time.sleep(0.5)
         started = time.monotonic()
         first.send_signal(signal.SIGINT)
-        _, err = first.communicate(timeout=10)
+        _, err = ended_within(first, 10)
         assert first.returncode == 130 and time.monotonic() - started < 2.0
         assert b"interrupted again: quitting now" in err and b"Traceback" not in err
         time.sleep(4.5)  # let the server finish what it was doing
@@ -311,7 +323,7 @@ def test_a_sigterm_while_batches_are_handed_over_loses_none(tmp_path, fake, sign
         time.sleep(0.02)
     time.sleep(0.5)
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=30)
+    out, err = ended_within(proc, 30)
     assert proc.returncode == 130, err
     got = records(out)
     assert sorted(r["campaign"] for r in got) == [f"c{i}" for i in range(6)]

@@ -16,6 +16,7 @@ from helpers import (
     RETENTLY,
     ROOT,
     TEST_KEY,
+    ended_within,
     ndjson,
     read_terminal,
     records,
@@ -256,7 +257,7 @@ def test_ctrl_c_during_a_send_reports_every_event_and_exits_130(fake, tmp_path):
     while fake.survey_count() < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = ended_within(proc, 30)
     assert proc.returncode == 130, err
     got = records(out)
     sent = [r for r in got if r["outcome"] == "sent"]

@@ -351,3 +351,34 @@ def test_a_run_stopped_part_way_counts_the_blank_lines_it_read(tmp_path, where, 
     read, blank, written = (int((n or "0").replace(",", "")) for n in found.groups())
     assert 0 < read < len(lines)  # stopped part way
     assert read == written + blank
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_while_a_pipe_is_quiet_stops_the_run_at_once(jobs):
+    """The signal is acted on while the run waits for more of stdin, with workers or not: the
+    wait wakes at each tick to look (a select() with no timeout slept through it)."""
+    data = _stream([], events=6000)
+    command = [*RETENTLY, "send", "-n", "-o", "ndjson", "--jobs", jobs, "-c", str(EXAMPLE_CONFIG)]
+    proc = subprocess.Popen(
+        [*command, "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.flush()  # and left open: the pipe goes quiet
+        expected = len(records(send("-n", "-o", "ndjson", "-", input=data).stdout))
+        got = 0
+        while got < expected:  # every line written has its record
+            got += proc.stdout.readline().count(b"\n")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        assert proc.wait(timeout=20) == 130  # stdin still open
+        assert time.monotonic() - started < 3
+        err = proc.stderr.read()
+        assert b"interrupted" in err and b"Traceback" not in err
+        assert b"6,000 lines read" in err, err
+    finally:
+        proc.kill()

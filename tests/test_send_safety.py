@@ -15,6 +15,7 @@ from helpers import (
     ROOT,
     TEST_KEY,
     delivery_config,
+    ended_within,
     ndjson,
     numbered_events,
     read_terminal,
@@ -253,7 +254,7 @@ def test_ctrl_c_says_how_to_resume_and_the_summary_json_is_written(fake, tmp_pat
     while fake.survey_count() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = ended_within(proc, 30)
     assert proc.returncode == 130, err
     assert b"re-run the same command to resume; " in err
     assert b"surveys not yet sent" in err

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import shlex
-import signal
 import sqlite3
 import sys
 import threading
@@ -61,6 +60,7 @@ from retently_cli.delivery import (
 from retently_cli.errors import UsageFailure
 from retently_cli.fanout import FanOut
 from retently_cli.identities import identities_for_run, rereading_problem
+from retently_cli.interrupts import Interrupts
 from retently_cli.ledger import (
     PENDING,
     SENT,
@@ -372,14 +372,15 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
         planner = Planner(o.filters(), ledger, o.retry_uncertain)
         stats = ReadStats()
         progress = _progress(console, o, stats, report, checked.sources)
+        interrupts = Interrupts()
         delivery = opened.enter_context(
-            _delivery(console, o, config, client, ledger, records, planner, progress)
+            _delivery(console, o, config, client, ledger, records, planner, progress, interrupts)
         )
         fanout = _fanout(o, config, report)
         if fanout is not None:
             opened.callback(fanout.close)
         matcher = Matcher(config, identities)
-        job = SendJob(matcher, records, delivery, planner, stats, fanout)
+        job = SendJob(matcher, records, delivery, planner, stats, fanout, interrupts)
         cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
         ending.report, ending.job = report, job
         ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
@@ -576,13 +577,16 @@ def _delivery(
     records: Records,
     planner: Planner,
     progress: SendProgress | _NoProgress,
+    interrupts: Interrupts,
 ) -> Delivery:
     """A live send's, through the dispatcher's workers, or a dry-run's."""
     batch_size = config.delivery.batch_size
     if client is None:
         return DryRunDelivery(records, batch_size)
     dispatcher = _dispatcher(console, config, client, ledger)
-    return LiveDelivery(dispatcher, records, planner.identity, batch_size, progress.update)
+    return LiveDelivery(
+        dispatcher, records, planner.identity, batch_size, progress.update, interrupts
+    )
 
 
 def _fanout(o: SendOptions, config: Config, report: Report) -> FanOut | None:
@@ -614,14 +618,14 @@ def _run(
     streams: list[Output],
     ending: _Ending,
 ) -> _Ended:
-    """Reads and delivers; SIGTERM meanwhile ends the run as Ctrl-C does. What was sent is
-    settled before anything else, however the run ends."""
+    """Reads and delivers; SIGTERM or SIGHUP meanwhile ends the run as Ctrl-C does (see
+    ``Interrupts``). What was sent is settled before anything else, however the run ends."""
 
     def on_source(source):
         log.debug("reading %s", source.name)
 
     ended = _Ended()
-    with _sigterm_interrupts(), progress:
+    with job.interrupts.noted(), progress:
         try:
             job.read(sources, on_source)
             if job.halted_by is None:
@@ -694,8 +698,11 @@ def _make_plan(
 ) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(None, table=False, quiet=True)
-    with _sigterm_interrupts():
-        return make_plan(matcher, planner, inputs, config.delivery.batch_size, counting, fanout)
+    interrupts = Interrupts()
+    with interrupts.noted():
+        return make_plan(
+            matcher, planner, inputs, config.delivery.batch_size, counting, fanout, interrupts
+        )
 
 
 def _requests_line(requests: int, config: Config) -> str:
@@ -757,27 +764,6 @@ def _new_files(paths) -> tuple[str, ...]:
     """The output files this run creates: a walk leaves them out. One that exists already is
     an input where a walk reaches it, refused or replaced as such."""
     return tuple(p for p in paths if p and p != "-" and not os.path.lexists(p))
-
-
-# A kill or a container stopping; the terminal or ssh session gone (not on Windows).
-_ENDING_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Meanwhile, SIGTERM and SIGHUP stop a run the way Ctrl-C does."""
-    previous = {signum: signal.signal(signum, _interrupt) for signum in _ENDING_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _open_output(console, path, stdout: Output, on_failure) -> Output | None:

@@ -1,0 +1,65 @@
+"""Ctrl-C, SIGTERM and SIGHUP during a run: noted when they come, acted on where it is safe.
+
+Python's own Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread happens to be.
+Inside a lock or a queue (the delivery's, the reader's) that leaves the lock held, and the
+run hangs for ever instead of stopping within its grace. So the handler here only counts the
+signal, and the main thread calls ``check`` where it holds nothing: between events, and at
+every tick of every wait. If the main thread is blocked where no check is (a write to a
+stalled pipe), a signal that finds an earlier one unheeded for ``STUCK`` seconds is raised
+where it lands: a hang would be worse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+
+# Ctrl-C; a kill or a container stopping; the terminal or ssh session gone (not on Windows).
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+STUCK = 1.0  # seconds
+
+
+class Interrupts:
+    """The signals of a run, each acted on once by ``check``: the first stops the run, the
+    next one leaves at once."""
+
+    def __init__(self, clock=time.monotonic):
+        self.count = 0  # signals received
+        self.pending = False  # one or more not acted on yet
+        self._heeded = 0
+        self._unheeded_since: float | None = None
+        self._clock = clock
+
+    def check(self) -> None:
+        """Raises ``KeyboardInterrupt`` for the next signal not acted on yet."""
+        if self.pending:
+            self._heed()
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def noted(self) -> Iterator[Interrupts]:
+        """Meanwhile, the signals are noted here instead of raised where they land."""
+        previous = {signum: signal.signal(signum, self._note) for signum in SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _note(self, signum, frame) -> None:
+        self.count += 1
+        now = self._clock()
+        if not self.pending:
+            self.pending, self._unheeded_since = True, now
+        elif self._unheeded_since is not None and now - self._unheeded_since >= STUCK:
+            self._heed(self.count)  # the signals so far, each a try to get through
+            raise KeyboardInterrupt
+
+    def _heed(self, upto: int | None = None) -> None:
+        self._heeded = self._heeded + 1 if upto is None else upto
+        self.pending = self._heeded < self.count
+        self._unheeded_since = self._clock() if self.pending else None
