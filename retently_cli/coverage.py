@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from retently_cli.config import Config
-from retently_cli.matching import INVALID_EMAIL, MISSING_EMAIL, Matcher, NearMisses, is_track
+from retently_cli.matching import (
+    INVALID_EMAIL,
+    MISSING_EMAIL,
+    KeyLog,
+    KeysInMemory,
+    Matcher,
+    NearMisses,
+    is_track,
+)
 from retently_cli.subscriber import PropertyTypes
 
 if TYPE_CHECKING:
@@ -28,10 +36,11 @@ class Coverage:
     invalid_email: Counter = field(default_factory=Counter)
     found_at: dict = field(default_factory=dict)  # mapped name -> Counter(path -> events)
     identities: Callable[[dict], Identity | None] | None = None  # see Matcher
+    keys: Callable[[], KeyLog] = KeysInMemory  # makes where the Matcher keeps event keys
     from_identify: Counter = field(default_factory=Counter)  # mapped name -> events
 
     def __post_init__(self):
-        self._matcher = Matcher(self.config, self.identities)
+        self._matcher = Matcher(self.config, self.identities, self.keys())
         self._mapped = self.config.campaigns_by_event()
         self._near = NearMisses(self._mapped)
 

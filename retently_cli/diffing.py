@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from retently_cli.client import survey_body
 from retently_cli.config import Config
-from retently_cli.matching import Decision, Matcher
+from retently_cli.matching import Decision, KeysInMemory, Matcher
 
 ADDED = "added"  # surveyed under the new config only
 REMOVED = "removed"  # surveyed under the old config only
@@ -53,8 +53,9 @@ class NameChange:
 class Differ:
     fast_path = True  # off in tests, to compare
 
-    def __init__(self, old: Config, new: Config, identities=None):
-        self._old, self._new = Matcher(old, identities), Matcher(new, identities)
+    def __init__(self, old: Config, new: Config, identities=None, keys=KeysInMemory):
+        """``keys`` makes where each matcher keeps the keys of the events it saw (``Matcher``)."""
+        self._old, self._new = Matcher(old, identities, keys()), Matcher(new, identities, keys())
         self.before: Counter = Counter()  # surveys per campaign
         self.after: Counter = Counter()
         self.names: dict[str, NameChange] = {}

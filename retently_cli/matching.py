@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -75,7 +75,12 @@ class Matcher:
     """``identities`` looks up what Identify calls said of an event's user (an
     ``identities.Identity`` or None); it is used only when the config sets from_identify."""
 
-    def __init__(self, config: Config, identities: Callable[[dict], Identity | None] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        identities: Callable[[dict], Identity | None] | None = None,
+        keys: KeyLog | None = None,
+    ):
         self._by_event = config.campaigns_by_event()
         self._email_paths = [tuple(path.split(".")) for path in config.email_paths]
         self._other_paths = [
@@ -90,7 +95,7 @@ class Matcher:
         self.skipped = self.first_sight.skipped
         self.passes_over = self.first_sight.passes_over
         self._near = self.first_sight.near
-        self._surveyed = SeenKeys()
+        self._surveyed = SeenKeys(keys)  # keys: where it keeps them (a run: KeysOnDisk)
         self._identities = identities if config.from_identify else None
 
     def decide(self, event: dict) -> list[Decision]:
@@ -215,42 +220,81 @@ class Matcher:
         return None
 
 
-class SeenKeys:
-    """The event keys seen in a run, in flat memory: 16 bytes each, whatever the key.
+_hash = hash  # of a str; tests replace it with one whose values meet
 
-    A key is kept as its 128-bit BLAKE2b digest: the first two bytes choose one of 65,536
-    buckets, and the other 14 are appended to that bucket's bytearray (no object per key; a
-    set of strings took about 134 bytes per key). A lookup scans one bucket, a few hundred
-    bytes even at ten million keys. A new event taken for a duplicate would drop its survey,
-    so the only error allowed is a digest collision: for n keys its chance is about
-    n**2 / 2**129, 1.5e-21 at a billion keys, far below that of a memory fault.
+
+class SeenKeys:
+    """The event keys seen in a run, exactly, in flat memory: 12 bytes each, whatever the key.
+
+    Each key is written once to ``keys`` (a run's: ``KeysOnDisk``, a temporary file) and kept
+    in memory as its 64-bit hash: 16 bits choose one of 65,536 buckets, and the other 48, with
+    the six-byte place of the key in ``keys``, are appended to that bucket's bytearray (no
+    object per key; a set of strings took about 134 bytes per key). A lookup scans one bucket,
+    a few hundred bytes even at ten million keys, and reads back the key of any entry whose
+    hash matches, to compare it: a new event is never taken for a duplicate (which would drop
+    its survey). Python's hash of a string is keyed anew in each process (unless
+    PYTHONHASHSEED fixes it), so input cannot be made to pile up in one bucket.
     """
 
-    _DIGEST = 16
-    _KEPT = _DIGEST - 2
+    _TAIL = 6
+    _ENTRY = _TAIL + 6
 
-    def __init__(self):
+    def __init__(self, keys: KeyLog | None = None):
         self._buckets: list[bytearray | None] = [None] * (1 << 16)
+        self._keys = keys if keys is not None else KeysInMemory()
         self.count = 0
 
     def add(self, key: str) -> bool:
         """Remembers ``key``; whether it was new."""
-        digest = hashlib.blake2b(
-            key.encode("utf-8", "surrogatepass"), digest_size=self._DIGEST
-        ).digest()
-        index, kept = digest[0] << 8 | digest[1], digest[2:]
-        bucket = self._buckets[index]
-        if bucket is None:
-            self._buckets[index] = bytearray(kept)
-        else:
-            at = bucket.find(kept)
+        hashed = _hash(key)
+        tail = (hashed >> 16 & 0xFFFF_FFFF_FFFF).to_bytes(self._TAIL, "little")
+        bucket = self._buckets[hashed & 0xFFFF]
+        data = None
+        if bucket is not None:
+            at = bucket.find(tail)
             while at >= 0:
-                if at % self._KEPT == 0:
-                    return False
-                at = bucket.find(kept, at + 1)  # a match across two entries: look on
-            bucket += kept
+                if at % self._ENTRY == 0:
+                    data = key.encode("utf-8", "surrogatepass") if data is None else data
+                    where = int.from_bytes(bucket[at + self._TAIL : at + self._ENTRY], "little")
+                    if self._keys.read(where) == data:
+                        return False
+                at = bucket.find(tail, at + 1)  # across two entries, or another key: look on
+        if data is None:
+            data = key.encode("utf-8", "surrogatepass")
+        entry = tail + self._keys.append(data).to_bytes(6, "little")
+        if bucket is None:
+            self._buckets[hashed & 0xFFFF] = bytearray(entry)
+        else:
+            bucket += entry
         self.count += 1
         return True
+
+
+class KeyLog(Protocol):
+    """Where ``SeenKeys`` keeps the keys themselves."""
+
+    def append(self, key: bytes) -> int:
+        """Keeps ``key``; the place to read it back from."""
+        ...
+
+    def read(self, where: int) -> bytes: ...
+
+
+class KeysInMemory:
+    """The keys in one bytearray (tests, and where no temporary file can be made)."""
+
+    def __init__(self):
+        self._data = bytearray()
+
+    def append(self, key: bytes) -> int:
+        where = len(self._data)
+        self._data += len(key).to_bytes(4, "little")
+        self._data += key
+        return where
+
+    def read(self, where: int) -> bytes:
+        size = int.from_bytes(self._data[where : where + 4], "little")
+        return bytes(self._data[where + 4 : where + 4 + size])
 
 
 def event_key(message: dict) -> str:

@@ -43,6 +43,7 @@ from retently_cli.diffing import Differ
 from retently_cli.errors import UsageFailure
 from retently_cli.fanout import FanOut, Settled
 from retently_cli.identities import identities_for_run
+from retently_cli.keys_on_disk import KeysOnDisk
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
 from retently_cli.readers import MAX_LINE_BYTES, BadInput, ReadStats, iter_messages
@@ -131,7 +132,7 @@ def diff(
     old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
     selection = Selection(includes, excludes)
     identities = identities_for_run([old, new], paths, max_line_bytes, selection)
-    differ = Differ(old, new, identities)
+    differ = Differ(old, new, identities, KeysOnDisk)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
     flush = out.flush if ndjson else lambda: None
@@ -209,7 +210,7 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     config = load_or_exit(console, config_path, quiet)
     selection = Selection(includes, excludes)
     identities = identities_for_run([config], paths, max_line_bytes, selection)
-    result = Coverage(config, identities=identities)
+    result = Coverage(config, identities=identities, keys=KeysOnDisk)
     stats, bad, messages = _read(
         paths, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
     )

@@ -61,6 +61,7 @@ from retently_cli.errors import UsageFailure
 from retently_cli.fanout import FanOut
 from retently_cli.identities import identities_for_run, rereading_problem
 from retently_cli.interrupts import Interrupts
+from retently_cli.keys_on_disk import KeysOnDisk
 from retently_cli.ledger import (
     PENDING,
     SENT,
@@ -379,7 +380,7 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
         fanout = _fanout(o, config, report)
         if fanout is not None:
             opened.callback(fanout.close)
-        matcher = Matcher(config, identities)
+        matcher = Matcher(config, identities, KeysOnDisk())
         job = SendJob(matcher, records, delivery, planner, stats, fanout, interrupts)
         cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
         ending.report, ending.job = report, job
@@ -492,7 +493,7 @@ def _plan_and_ask(
     plan_inputs.warn = lambda text: None
     planner = Planner(o.filters(), ledger, o.retry_uncertain)
     # Its own matcher: a matcher remembers the messageIds it saw.
-    matcher = Matcher(checked.config, identities)
+    matcher = Matcher(checked.config, identities, KeysOnDisk())
     config = checked.config
     fanout = FanOut.for_run(
         o.jobs, config.campaigns_by_event(), records=False, hidden=key_variables(config)
