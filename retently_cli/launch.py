@@ -8,6 +8,7 @@ traceback.
 import gc
 import sys
 
+from retently_cli.interrupts import Interrupts
 from retently_cli.vocabulary import ExitCode
 
 EXIT_INTERRUPTED = ExitCode.INTERRUPTED
@@ -26,8 +27,13 @@ def main() -> None:
     # parsing thread keeps it up to the switch interval (5 ms by default).
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        from retently_cli.cli import cli
-
+        # A Ctrl-C raised inside an import can land in importlib's own callbacks, which drop
+        # it ("Exception ignored in ... KeyboardInterrupt") and the run went on: noted here,
+        # it is acted on once the imports are done.
+        interrupts = Interrupts()
+        with interrupts.noted():
+            from retently_cli.cli import cli
+        interrupts.check()
         cli(prog_name="retently")
     except KeyboardInterrupt:
         sys.stderr.write("\nretently: interrupted\n")

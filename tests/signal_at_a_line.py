@@ -4,7 +4,8 @@
 
 A signal can arrive at any moment; this makes "any moment" reproducible. The main thread is
 traced, and when it is at the Nth line it runs in any of FILE (paths ending so, e.g.
-``queue.py``), SIGNAL is sent to this process. Prints ``signalled at FILE:LINE in FUNCTION``
+``queue.py``; ``FILE:FUNCTION`` counts only that function's lines), SIGNAL is sent to this
+process. Prints ``signalled at FILE:LINE in FUNCTION``
 on stderr (or ``never signalled``), then the command runs on as a signal left it.
 """
 
@@ -17,7 +18,9 @@ import threading
 def main() -> None:
     name, nth, *rest = sys.argv[1:]
     split = rest.index("--")
-    files, args = tuple(rest[:split]), rest[split + 1 :]
+    args = rest[split + 1 :]
+    files = tuple(spec.split(":")[0] for spec in rest[:split])
+    functions = {spec.split(":")[1] for spec in rest[:split] if ":" in spec}
     signum, target = getattr(signal, name), int(nth)
     seen = 0
     main_thread = threading.main_thread()
@@ -26,8 +29,11 @@ def main() -> None:
         nonlocal seen
         if threading.current_thread() is not main_thread:
             return None
-        if not frame.f_code.co_filename.endswith(files):
+        code = frame.f_code
+        if not code.co_filename.endswith(files):
             return None
+        if functions and code.co_name not in functions:
+            return trace
         if event == "line":
             seen += 1
             if seen == target:
@@ -37,10 +43,10 @@ def main() -> None:
                 return None
         return trace
 
+    from retently_cli.launch import main as retently  # the entry point: its lines are not counted
+
     sys.argv = ["retently", *args]
     sys.settrace(trace)
-    from retently_cli.launch import main as retently
-
     try:
         retently()
     finally:

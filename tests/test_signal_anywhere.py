@@ -105,3 +105,36 @@ def test_a_signal_at_any_line_stops_the_run_truthfully_and_a_rerun_sends_the_res
     unsure = {(r["campaign"], r["email"]) for r in records(out) if r["reason"] == "earlier_run"}
     expected = {(c, f"u{i}@example.com") for i in range(EVENTS) for c in (NPS, CSAT)}
     assert expected - unsure <= set(surveyed), "a survey neither sent nor reported uncertain"
+
+
+@pytest.fixture(scope="module")
+def imports_seen(tmp_path_factory):
+    """How many lines of that callback a dry-run of the example runs, without a signal."""
+    done = subprocess.run(
+        [sys.executable, DRIVER, "SIGINT", str(10**9), IMPORTS, "--", *DRY_RUN],
+        capture_output=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    seen = re.search(r"never signalled \((\d+) lines seen\)", done.stderr.decode())
+    assert done.returncode == 0 and seen, done.stderr.decode()
+    return int(seen[1])
+
+
+# The callback of importlib's module locks: what is raised in it is printed and dropped.
+IMPORTS = "importlib._bootstrap>:cb"  # in "<frozen importlib._bootstrap>"
+DRY_RUN = ("send", "-n", "-c", "config.example.yaml", "examples/events.ndjson")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", range(POINTS))
+def test_ctrl_c_during_an_import_exits_130_without_a_traceback(imports_seen, point):
+    """importlib drops an exception raised in its module locks' callback ("Exception ignored
+    in ... KeyboardInterrupt"): the Ctrl-C was lost and the run went on to exit 0."""
+    nth = imports_seen * (point + 1) // (POINTS + 1)
+    done = subprocess.run(
+        [sys.executable, DRIVER, "SIGINT", str(nth), IMPORTS, "--", *DRY_RUN],
+        capture_output=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    err = done.stderr.decode()
+    assert "signalled at" in err, err
+    assert done.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
