@@ -579,22 +579,28 @@ class Dispatcher:
         for worker in self._workers:
             worker.start()
 
-    def submit(self, batch: Batch, while_waiting: Callable[[], None] = lambda: None) -> None:
-        """Queues ``batch``, waiting for room; ``while_waiting`` is called at every tick of the
-        wait, and what it raises ends it."""
+    def submit(self, batch: Batch, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Queues ``batch``, waiting for room, unless ``give_up`` says so at a tick of the wait:
+        then its surveys are not sent (their outcomes say so). Whether it was queued."""
         with self._lock:
             self._in_flight += len(batch.surveys)
         try:
             while True:
                 try:
                     self._todo.put(batch, timeout=0.1)
-                    return
+                    return True
                 except queue.Full:
-                    while_waiting()
-        except BaseException:  # interrupted while waiting for room: the batch still gets outcomes
-            for survey in batch.surveys:
-                self._done.put(Outcome.not_sent(survey))
+                    if give_up():
+                        break
+        except BaseException:  # an error while waiting for room: the batch still gets outcomes
+            self._not_sent(batch)
             raise
+        self._not_sent(batch)
+        return False
+
+    def _not_sent(self, batch: Batch) -> None:
+        for survey in batch.surveys:
+            self._done.put(Outcome.not_sent(survey))
 
     def outcomes(self) -> list[Outcome]:
         """Whatever outcomes are ready now, without waiting."""

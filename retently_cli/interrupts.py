@@ -62,4 +62,6 @@ class Interrupts:
     def _heed(self, upto: int | None = None) -> None:
         self._heeded = self._heeded + 1 if upto is None else upto
         self.pending = self._heeded < self.count
+        if self.count > self._heeded:  # one came while ``pending`` was being written
+            self.pending = True
         self._unheeded_since = self._clock() if self.pending else None

@@ -301,14 +301,25 @@ class LiveDelivery:
         for index, batch in enumerate(batches):
             for survey in batch.surveys:
                 self._unreported[id(survey)] = survey
+            # A signal while it waits for room: not sent, and the event's other surveys are
+            # recorded too before the reading stops (at the next event).
             try:
-                self.dispatcher.submit(batch, self.interrupts.check)
-            except BaseException:  # interrupted: the batches after this one never left
-                for rest in batches[index + 1 :]:
-                    for survey in rest.surveys:
-                        self._record(Outcome.not_sent(survey))
+                queued = self.dispatcher.submit(batch, self._interrupted)
+            except BaseException:
+                self._not_sent(batches[index + 1 :])
                 raise
+            if not queued:
+                self._not_sent(batches[index + 1 :])
+                break
         self._collect()
+
+    def _interrupted(self) -> bool:
+        return self.interrupts.pending
+
+    def _not_sent(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            for survey in batch.surveys:
+                self._record(Outcome.not_sent(survey))
 
     def _collect(self) -> None:
         for outcome in self.dispatcher.outcomes():
@@ -383,6 +394,7 @@ class SendJob:
         report, decide, check = self.report, self.matcher.decide, self.planner.check
         skipped = self.matcher.skipped if self.fast_path else lambda item: None
         for source, entries in self._sources(sources):
+            self.interrupts.check()  # a walk of empty files yields no entry to check after
             on_source(source)
             name = source.name
             watched = self.replaced_path is not None and same_file(name, self.replaced_path)

@@ -631,6 +631,7 @@ def _run(
             job.read(sources, on_source)
             if job.halted_by is None:
                 job.finish()
+                job.interrupts.check()  # one that came as the last answers did
             else:
                 ended = _Ended(clean=job.stop(o.grace))
         except KeyboardInterrupt:
@@ -701,9 +702,11 @@ def _make_plan(
     counting = Report(None, table=False, quiet=True)
     interrupts = Interrupts()
     with interrupts.noted():
-        return make_plan(
+        plan = make_plan(
             matcher, planner, inputs, config.delivery.batch_size, counting, fanout, interrupts
         )
+        interrupts.check()  # one that came after the last event
+    return plan
 
 
 def _requests_line(requests: int, config: Config) -> str:
