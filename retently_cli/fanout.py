@@ -547,8 +547,9 @@ class FanOut:
         loads = orjson.loads
         why = "the worker reading it stopped"
         while True:
-            if not worker.frames.ready():
+            while not worker.frames.ready():  # a worker held up (a slow disk): at ticks
                 before_wait()
+                select.select([worker.frames.fd], [], [], IDLE_TICK)
             frame = worker.frames.take()
             if frame is None or frame[1] != turn.task:  # frames come in the order of tasks
                 break

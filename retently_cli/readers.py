@@ -167,6 +167,22 @@ class _FdReader:
         return b"".join(parts)
 
 
+class _PipeReader(_FdReader):
+    """A pipe or FIFO opened by its path: read as stdin is (no lock held while a read waits),
+    and closed by whoever reads it."""
+
+    def __init__(self, file):
+        super().__init__(file.fileno())
+        self._file = file
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_pipe(path) -> _PipeReader:
+    return _PipeReader(open(path, "rb", buffering=0))
+
+
 def _ready(fd: int) -> bool:
     try:
         return bool(select.select([fd], [], [], 0)[0])

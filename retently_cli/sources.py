@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 from retently_cli.pruning import Window, prunable
-from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, Source, _unlocked
+from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, Source, _unlocked, open_pipe
 from retently_cli.remote import Entry, Location, is_url, local_path
 
 
@@ -222,11 +223,14 @@ def _file_source(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Source:
         info = path.stat()
     except OSError:
         info = None
-    size = info.st_size if info is not None else None
-    return Source(
-        _name_of(path), lambda: open(path, "rb"), size, max_line_bytes,
-        path=_shared_path(path, info),
-    )  # fmt: skip
+    opener: Callable[[], Any]
+    if info is not None and stat.S_ISFIFO(info.st_mode):
+        # A pipe or FIFO (`<(...)`, /dev/stdin) has no size: it is read ahead in a thread,
+        # and the run waits for it at ticks (a Ctrl-C is acted on), as for stdin.
+        opener, size = (lambda: open_pipe(path)), None
+    else:
+        opener, size = (lambda: open(path, "rb")), (info.st_size if info is not None else None)
+    return Source(_name_of(path), opener, size, max_line_bytes, path=_shared_path(path, info))
 
 
 def _name_of(path: Path) -> str:

@@ -1,6 +1,7 @@
 """Worker processes reading files (``--jobs``) change nothing a user sees but the time taken:
 the same records in the same order, the same summary, and nothing lost when a worker dies."""
 
+import contextlib
 import gzip
 import io
 import os
@@ -332,6 +333,31 @@ def test_ctrl_c_ends_the_workers_with_the_run_and_no_traceback(tmp_path):
     assert proc.returncode == 130
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
     assert all(_gone(pid) for pid in workers)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_workers_are_held_up_stops_the_run_at_once(tmp_path):
+    """The main process waits for a worker's next frame at ticks, so a signal noted meanwhile
+    is acted on: a worker held up (here stopped; a hung disk read alike) kept it waiting."""
+    proc = subprocess.Popen(
+        _dry_run_with_workers(_big(tmp_path)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    workers = _wait_for_workers(proc)
+    try:
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.0)  # what they had written is taken: the main process now waits
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        assert proc.wait(timeout=20) == 130
+        assert time.monotonic() - started < 3
+    finally:
+        proc.kill()
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert b"interrupted" in proc.stderr.read()
 
 
 def _input_position(pid: int, tmp_path) -> tuple[int, int] | None:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -189,3 +190,31 @@ def test_a_signal_during_a_walk_of_empty_files_is_acted_on_before_anything_is_se
     assert "signalled at" in err and "planning" in err, err
     assert done.returncode == 130 and "interrupted" in err, err
     assert sent == 0 and done.stdout == b"", err  # stopped in the plan: nothing sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_a_fifo_given_as_a_path_is_quiet_stops_the_run_at_once(
+    tmp_path, signal_name
+):
+    """A FIFO (or `<(...)`) has a size of 0: it was read in the main thread, which a noted
+    signal never reached while the writer was quiet."""
+    fifo = tmp_path / "events"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "retently_cli", "send", "-n", "-o", "ndjson", "-c",
+               str(ROOT / "config.example.yaml"), str(fifo)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        with open(fifo, "wb") as writer:  # waits for the run to open it
+            writer.write(ndjson(*(_event(i) for i in range(5))))
+            writer.flush()
+            time.sleep(1.0)  # read, and then the FIFO is quiet
+            proc.send_signal(getattr(signal, signal_name))
+            started = time.monotonic()
+            assert proc.wait(timeout=20) == 130  # the writer still open: the FIFO is quiet
+            assert time.monotonic() - started < 3
+        err = proc.stderr.read().decode()
+        assert "interrupted" in err and "5 lines read" in err, err
+    finally:
+        proc.kill()
