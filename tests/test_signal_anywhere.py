@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from helpers import CSAT, NPS, ROOT, TEST_KEY, ndjson, records, track
@@ -218,3 +219,27 @@ def test_a_signal_while_a_fifo_given_as_a_path_is_quiet_stops_the_run_at_once(
         assert "interrupted" in err and "5 lines read" in err, err
     finally:
         proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nth", range(2, 25, 2))
+@pytest.mark.parametrize("command", ["diff", "coverage"])
+def test_ctrl_c_in_diff_or_coverage_as_a_reader_thread_starts_exits_130(tmp_path, command, nth):
+    """Raised inside Thread.start() of the thread reading stdin ahead, it ended diff with a
+    traceback, 'RuntimeError: release unlocked lock' and exit 1 (for diff: 'changes')."""
+    config = str(ROOT / "config.example.yaml")
+    new = tmp_path / "new.yaml"
+    new.write_text(Path(config).read_text().replace('"Onboarding Finished"', '"Product Viewed"'))
+    if command == "diff":
+        args = ["diff", "--jobs", "1", config, str(new), "-"]
+    else:
+        args = ["coverage", "-c", config, "-"]
+    done = subprocess.run(
+        [sys.executable, DRIVER, "SIGINT", str(nth), "threading.py:start", "threading.py:wait",
+         "--", *args],
+        input=(ROOT / "examples" / "events.ndjson").read_bytes(), capture_output=True, cwd=ROOT,
+        timeout=60,
+    )  # fmt: skip
+    err = done.stderr.decode()
+    assert "signalled at" in err, err
+    assert done.returncode == 130 and "Traceback" not in err, err

@@ -43,6 +43,7 @@ from retently_cli.diffing import Differ
 from retently_cli.errors import UsageFailure
 from retently_cli.fanout import FanOut, Settled
 from retently_cli.identities import identities_for_run
+from retently_cli.interrupts import Interrupts
 from retently_cli.keys_on_disk import KeysOnDisk
 from retently_cli.matching import is_track
 from retently_cli.outputs import check_output_paths
@@ -141,13 +142,23 @@ def diff(
     fanout = FanOut.for_run(
         jobs, mapped, records=False, hidden=key_variables(old, new), warn=input_warning(console)
     )
-    stats, bad, messages = _read(paths, flush, max_line_bytes, selection, quiet, fanout)
+    interrupts = Interrupts()  # acted on between events and while waiting, never in a lock
+
+    def before_wait():
+        flush()
+        interrupts.check()
+
+    stats, bad, messages = _read(paths, before_wait, max_line_bytes, selection, quiet, fanout)
     try:
-        for source, line, message in messages:
-            for change in differ.compare(message):
-                if ndjson:
-                    record = _change_record(source, line, change)
-                    out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        with interrupts.noted():
+            for source, line, message in messages:
+                if interrupts.pending:
+                    interrupts.check()
+                for change in differ.compare(message):
+                    if ndjson:
+                        record = _change_record(source, line, change)
+                        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            interrupts.check()
         out.flush()
     except BrokenPipeError:
         quiet_broken_pipe()
@@ -211,12 +222,17 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     selection = Selection(includes, excludes)
     identities = identities_for_run([config], paths, max_line_bytes, selection)
     result = Coverage(config, identities=identities, keys=KeysOnDisk)
+    interrupts = Interrupts()  # acted on between events and while waiting, never in a lock
     stats, bad, messages = _read(
-        paths, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
+        paths, interrupts.check, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
     )
     try:
-        for _, _, message in messages:
-            result.add(message)
+        with interrupts.noted():
+            for _, _, message in messages:
+                if interrupts.pending:
+                    interrupts.check()
+                result.add(message)
+            interrupts.check()
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
     summary = result.summary()
