@@ -61,7 +61,7 @@ class Interrupts:
 
     def _heed(self, upto: int | None = None) -> None:
         self._heeded = self._heeded + 1 if upto is None else upto
-        self.pending = self._heeded < self.count
-        if self.count > self._heeded:  # one came while ``pending`` was being written
+        self.pending = False
+        if self._heeded < self.count:  # after the clearing: one arriving meanwhile sets it
             self.pending = True
         self._unheeded_since = self._clock() if self.pending else None

@@ -8,10 +8,10 @@ import io
 import os
 import tempfile
 
-_LENGTH = 4  # bytes: each key is written after its length
+from retently_cli.matching import KeysInMemory
 
 
-class KeysOnDisk:
+class KeysOnDisk(KeysInMemory):
     """Appended keys, written to an unnamed temporary file a megabyte at a time (gone with the
     process, however it ends). Where no file can be made or written (a full disk), the rest
     is kept in memory."""
@@ -19,8 +19,7 @@ class KeysOnDisk:
     _WRITE_ABOVE = 1 << 20
 
     def __init__(self):
-        self._pending = bytearray()  # appended, not yet in the file
-        self._written = 0  # bytes in the file
+        super().__init__()  # the keys not written yet; ``_base``: the bytes in the file
         self._file: io.FileIO | None = None
         try:
             self._file = tempfile.TemporaryFile(prefix="retently-keys-", buffering=0)
@@ -29,26 +28,22 @@ class KeysOnDisk:
         self._spilling = self._file is not None
 
     def append(self, key: bytes) -> int:
-        where = self._written + len(self._pending)
-        self._pending += len(key).to_bytes(_LENGTH, "little")
-        self._pending += key
-        if self._spilling and len(self._pending) >= self._WRITE_ABOVE:
+        where = super().append(key)
+        if self._spilling and len(self._data) >= self._WRITE_ABOVE:
             self._write()
         return where
 
     def read(self, where: int) -> bytes:
-        if where >= self._written:
-            at = where - self._written
-            size = int.from_bytes(self._pending[at : at + _LENGTH], "little")
-            return bytes(self._pending[at + _LENGTH : at + _LENGTH + size])
+        if where >= self._base:
+            return super().read(where)
         assert self._file is not None
         fd = self._file.fileno()
-        size = int.from_bytes(_pread(fd, _LENGTH, where), "little")
-        return _pread(fd, size, where + _LENGTH)
+        size = int.from_bytes(_pread(fd, self._LENGTH, where), "little")
+        return _pread(fd, size, where + self._LENGTH)
 
     def _write(self) -> None:
         assert self._file is not None
-        data = memoryview(self._pending)
+        data = memoryview(self._data)
         try:
             done = 0
             while done < len(data):
@@ -58,8 +53,8 @@ class KeysOnDisk:
             return
         finally:
             data.release()
-        self._written += len(self._pending)
-        self._pending = bytearray()
+        self._base += len(self._data)
+        self._data = bytearray()
 
 
 def _pread(fd: int, size: int, where: int) -> bytes:

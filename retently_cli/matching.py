@@ -247,8 +247,9 @@ class SeenKeys:
     def add(self, key: str) -> bool:
         """Remembers ``key``; whether it was new."""
         hashed = _hash(key)
+        index = hashed & 0xFFFF
         tail = (hashed >> 16 & 0xFFFF_FFFF_FFFF).to_bytes(self._TAIL, "little")
-        bucket = self._buckets[hashed & 0xFFFF]
+        bucket = self._buckets[index]
         data = None
         if bucket is not None:
             at = bucket.find(tail)
@@ -263,7 +264,7 @@ class SeenKeys:
             data = key.encode("utf-8", "surrogatepass")
         entry = tail + self._keys.append(data).to_bytes(6, "little")
         if bucket is None:
-            self._buckets[hashed & 0xFFFF] = bytearray(entry)
+            self._buckets[index] = bytearray(entry)
         else:
             bucket += entry
         self.count += 1
@@ -281,20 +282,25 @@ class KeyLog(Protocol):
 
 
 class KeysInMemory:
-    """The keys in one bytearray (tests, and where no temporary file can be made)."""
+    """The keys in one bytearray, each after its length (tests; ``KeysOnDisk`` keeps here
+    what it has not written yet)."""
+
+    _LENGTH = 4  # bytes
 
     def __init__(self):
         self._data = bytearray()
+        self._base = 0  # the place of ``_data``'s first byte (what came before is elsewhere)
 
     def append(self, key: bytes) -> int:
-        where = len(self._data)
-        self._data += len(key).to_bytes(4, "little")
+        where = self._base + len(self._data)
+        self._data += len(key).to_bytes(self._LENGTH, "little")
         self._data += key
         return where
 
     def read(self, where: int) -> bytes:
-        size = int.from_bytes(self._data[where : where + 4], "little")
-        return bytes(self._data[where + 4 : where + 4 + size])
+        at = where - self._base
+        size = int.from_bytes(self._data[at : at + self._LENGTH], "little")
+        return bytes(self._data[at + self._LENGTH : at + self._LENGTH + size])
 
 
 def event_key(message: dict) -> str:
