@@ -5,8 +5,9 @@ Inside a lock or a queue (the delivery's, the reader's) that leaves the lock hel
 run hangs for ever instead of stopping within its grace. So the handler here only counts the
 signal, and the main thread calls ``check`` where it holds nothing: between events, and at
 every tick of every wait. If the main thread is blocked where no check is (a write to a
-stalled pipe), a signal that finds an earlier one unheeded for ``STUCK`` seconds is raised
-where it lands: a hang would be worse.
+stalled pipe), a signal left unheeded for ``STUCK`` seconds is raised where it lands: a hang
+would be worse. A second signal does that, and so does a timer (SIGALRM) the first one sets,
+as a container stopping sends one SIGTERM and then, seconds later, SIGKILL.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class Interrupts:
     def noted(self) -> Iterator[Interrupts]:
         """Meanwhile, the signals are noted here instead of raised where they land."""
         previous = {signum: signal.signal(signum, self._note) for signum in SIGNALS}
+        if _TIMER:
+            previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._stuck)
         try:
             yield self
         finally:
+            _set_timer(0)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -55,8 +59,20 @@ class Interrupts:
         now = self._clock()
         if not self.pending:
             self.pending, self._unheeded_since = True, now
+            _set_timer(STUCK)
         elif self._unheeded_since is not None and now - self._unheeded_since >= STUCK:
             self._heed(self.count)  # the signals so far, each a try to get through
+            raise KeyboardInterrupt
+
+    def _stuck(self, signum, frame) -> None:
+        """The timer the first signal set: raised here, as a second signal would be, if the
+        main thread has not reached a check since."""
+        if self.pending and self._unheeded_since is not None:
+            left = STUCK - (self._clock() - self._unheeded_since)
+            if left > 0:  # a check heeded one signal, and another came since
+                _set_timer(left)
+                return
+            self._heed(self.count)
             raise KeyboardInterrupt
 
     def _heed(self, upto: int | None = None) -> None:
@@ -65,3 +81,12 @@ class Interrupts:
         if self._heeded < self.count:  # after the clearing: one arriving meanwhile sets it
             self.pending = True
         self._unheeded_since = self._clock() if self.pending else None
+        _set_timer(STUCK if self.pending else 0)
+
+
+_TIMER = hasattr(signal, "setitimer")  # not on Windows
+
+
+def _set_timer(seconds: float) -> None:
+    if _TIMER:
+        signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -10,6 +10,7 @@ is opened for writing, so no run destroys what it is about to read.
 from __future__ import annotations
 
 import os
+import select
 import sys
 import tempfile
 import time
@@ -31,12 +32,16 @@ class Output:
 
     BATCH_BYTES = 1 << 16
     BATCH_SECONDS = 0.2
+    STALLED_AFTER = 1.0  # seconds a write may wait once the run is stopping
 
     def __init__(self, name: str, stream, on_failure: Callable[[Output], None] = lambda o: None):
         self.name = name
         self.stream = stream
         self.error: OSError | None = None
         self.on_failure = on_failure
+        # True once the run is stopping (a signal): a write that then waits ``STALLED_AFTER``
+        # seconds (nothing reads the pipe) is given up, so that the run still ends.
+        self.stopping: Callable[[], bool] = lambda: False
         self._pending: list[bytes] = []
         self._size = 0
         self._since = time.monotonic()
@@ -60,10 +65,16 @@ class Output:
         self._pending.clear()
         self._size = 0
         try:
-            _write_all(self.stream, data)
+            if self.stopping():
+                write_in_time(self.stream, data, self.STALLED_AFTER)
+            else:
+                _write_all(self.stream, data)
             self.stream.flush()
         except (OSError, ValueError) as exc:
             self._failed(exc)
+        except KeyboardInterrupt:  # raised in a write that waited too long (see Interrupts)
+            self._failed(Stalled())
+            raise
 
     def close(self) -> None:
         self.flush()
@@ -79,6 +90,11 @@ class Output:
         exc = self.error
         if isinstance(exc, BrokenPipeError) and self.name == "stdout":
             return "stdout was closed by the program reading it"
+        if isinstance(exc, Stalled):
+            return (
+                f"{self.name} was not being read when the run was stopped: what came after "
+                "is not written there, and its last record may be cut short"
+            )
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"cannot write {self.name}: {reason}"
 
@@ -169,6 +185,26 @@ def check_output_paths(
                 )
                 break
     return check
+
+
+class Stalled(OSError):
+    """A write that could not go on while the run was stopping (nothing read the pipe)."""
+
+
+def write_in_time(stream, data: bytes, seconds: float) -> None:
+    """``data`` written whole to ``stream`` (binary, or text: then as its encoding says), in
+    pieces a pipe takes at once, each within ``seconds`` of the last; else ``Stalled``."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's): it does not wait
+        _write_all(stream, data)
+        return
+    stream.flush()
+    view = memoryview(data)
+    while view:
+        if not select.select([], [fd], [], seconds)[1]:
+            raise Stalled()
+        view = view[os.write(fd, view[: select.PIPE_BUF]) :]
 
 
 def _write_all(stream, data: bytes) -> None:

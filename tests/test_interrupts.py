@@ -1,11 +1,14 @@
 """Signals during a run are noted where they land and acted on by ``check``: real signals,
 raised in this process."""
 
+import os
 import signal
+import time
 
 import pytest
 
 from retently_cli.interrupts import STUCK, Interrupts
+from retently_cli.outputs import Output, Stalled
 
 
 class Clock:
@@ -57,10 +60,56 @@ def test_a_signal_finding_an_earlier_one_unheeded_for_a_while_is_raised_where_it
             interrupts.check()
 
 
+def test_one_signal_left_unheeded_is_raised_where_the_main_thread_waits_after_a_while():
+    """One SIGTERM (a container stopping: SIGKILL follows), the main thread blocked where no
+    check is: no second signal comes, the timer the first one set raises it."""
+    interrupts = Interrupts()
+    with interrupts.noted():
+        signal.raise_signal(signal.SIGTERM)
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(STUCK * 5)  # blocked, as in a write to a pipe nobody reads
+        assert STUCK * 0.9 <= time.monotonic() - start < STUCK * 3
+        interrupts.check()  # acted on
+        time.sleep(STUCK * 1.5)  # and nothing more is raised
+
+
+def test_a_signal_heeded_in_time_leaves_no_timer_behind():
+    interrupts = Interrupts()
+    with interrupts.noted():
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+        time.sleep(STUCK * 1.5)  # nothing raised here
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # none left running after
+
+
 def test_the_handlers_before_are_back_afterwards():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
+    before = {s: signal.getsignal(s) for s in watched}
     with Interrupts().noted():
         assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
     assert {s: signal.getsignal(s) for s in before} == before
     with pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)
+
+
+def test_once_stopping_a_write_to_a_pipe_nobody_reads_is_given_up_not_waited_on():
+    read_end, write_end = os.pipe()
+    failures = []
+    with open(write_end, "wb") as stream:
+        output = Output("stdout", stream, failures.append)
+        output.stopping = lambda: True
+        start = time.monotonic()
+        output.write(b"x" * (4 << 20))  # far more than a pipe holds
+        output.flush()
+        waited = time.monotonic() - start
+        assert failures == [output] and isinstance(output.error, Stalled)
+        assert Output.STALLED_AFTER <= waited < Output.STALLED_AFTER * 3
+        assert "was not being read when the run was stopped" in output.describe_error()
+        output.write(b"more")  # dropped, not waited on
+        output.flush()
+        held = os.read(read_end, 1 << 20)
+        assert held and set(held) == {ord("x")}  # what it took is whole pieces
+    os.close(read_end)

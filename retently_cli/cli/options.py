@@ -7,6 +7,7 @@ import difflib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,6 +30,7 @@ from retently_cli.config import (
 from retently_cli.errors import AuthError, ConfigError, UsageFailure
 from retently_cli.ledger import LEDGER_ENV
 from retently_cli.logs import get_logger, logging_to
+from retently_cli.outputs import Output, write_in_time
 from retently_cli.pruning import DEFAULT_MAX_LATENESS_DAYS
 from retently_cli.readers import MAX_LINE_BYTES, STDIN_NAME, ReadStats
 from retently_cli.remote import RemoteError, is_url, local_path
@@ -63,13 +65,21 @@ class TolerantStream:
         self._stream = stream
         self.broken = False
         self.on_failure = lambda: None
+        self.stopping: Callable[[], bool] = lambda: False  # as ``outputs.Output``'s
 
     def write(self, text: str) -> int:
         if not self.broken:
             try:
-                return self._stream.write(text)
+                if not self.stopping():
+                    return self._stream.write(text)
+                encoding = getattr(self._stream, "encoding", None) or "utf-8"
+                data = text.encode(encoding, getattr(self._stream, "errors", None) or "strict")
+                write_in_time(self._stream, data, Output.STALLED_AFTER)
             except (OSError, ValueError):
                 self._failed()
+            except KeyboardInterrupt:  # raised in a write that waited too long (Interrupts)
+                self._failed()
+                raise
         return len(text)
 
     def flush(self) -> None:

@@ -364,16 +364,19 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
         if client is not None:
             ending.plan = _plan_and_ask(console, o, checked, identities, ledger)
         job: SendJob  # made last; an output that cannot be written halts it
+        interrupts = Interrupts()
         outputs = opened.enter_context(
             _Outputs.open(console, o, checked, lambda out: job.halt(out.describe_error()))
         )
+        for output in (outputs.stdout, outputs.report_file, outputs.failed_file):
+            if output is not None:  # stopping, a write may wait only so long
+                output.stopping = lambda: interrupts.count > 0
         report = _report(console, o, outputs)
         _warn_after_rows(checked.sources, report)
         records = Records(report, outputs.dead_letters, outputs.replaced_path)
         planner = Planner(o.filters(), ledger, o.retry_uncertain)
         stats = ReadStats()
         progress = _progress(console, o, stats, report, checked.sources)
-        interrupts = Interrupts()
         delivery = opened.enter_context(
             _delivery(console, o, config, client, ledger, records, planner, progress, interrupts)
         )
@@ -382,7 +385,9 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
             opened.callback(fanout.close)
         matcher = Matcher(config, identities, KeysOnDisk())
         job = SendJob(matcher, records, delivery, planner, stats, fanout, interrupts)
-        cast(TolerantStream, console.file).on_failure = lambda: job.halt("stderr was closed")
+        stderr = cast(TolerantStream, console.file)
+        stderr.on_failure = lambda: job.halt("stderr was closed")
+        stderr.stopping = lambda: interrupts.count > 0
         ending.report, ending.job = report, job
         ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
         code = _conclude(console, o, checked, job, ledger, outputs, ended)

@@ -1,0 +1,178 @@
+"""One SIGTERM (a container stopping) while the main thread is blocked where no check is: a
+write to stdout that nobody reads. The signal is noted, the write goes on waiting, and no
+second signal comes: the run must still stop within a few seconds, not wait for SIGKILL."""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import termios
+import time
+from collections import Counter
+
+import pytest
+from helpers import CSAT, NPS, ROOT, TEST_KEY, ended_within, ndjson, records, track
+
+from retently_cli.fake_server import FakeRetently
+
+CONFIG = f'campaigns:\n  "{NPS}": "Order Completed"\n  "{CSAT}": "Order Completed"\n' \
+         "batch_size: 50\nrate_limit: 60000\n"  # fmt: skip
+EVENTS = 3000  # records of over 1 MB: far more than a pipe holds
+
+
+def _stalled_run(tmp_path, *args, env=None):
+    """The run, its stdout a pipe nobody reads, once that pipe is full and the run waits on
+    it; and the pipe's read end, to read what was written."""
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(EVENTS))
+    (tmp_path / "e.ndjson").write_bytes(ndjson(*events))
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
+         "-o", "ndjson", *args, str(tmp_path / "e.ndjson")],
+        stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )  # fmt: skip
+    os.close(write_end)
+    _until_full(proc, read_end)
+    return proc, read_end
+
+
+def _until_full(proc: subprocess.Popen, read_end: int) -> None:
+    """Until the run has written nothing more into the pipe for a second: it waits on it."""
+    held, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.0:
+        now = _held(read_end)
+        if now != held:
+            held, since = now, time.monotonic()
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    assert held > 0
+
+
+def _held(fd: int) -> int:
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def _drain(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    data = b""
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+    except BlockingIOError:
+        pass
+    os.close(fd)
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_one_sigterm_while_stdout_is_not_read_stops_a_dry_run_with_its_summary(tmp_path, jobs):
+    summary = tmp_path / "summary.json"
+    proc, read_end = _stalled_run(tmp_path, "-n", "--jobs", jobs, "--summary-json", str(summary))
+    proc.send_signal(signal.SIGTERM)
+    _, err = ended_within(proc, 10)
+    written = _drain(read_end)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "interrupted" in text and "Summary:" in text, text
+    assert "stdout" in text and "Traceback" not in text, text  # says why records stop short
+    assert json.loads(summary.read_text())["exit_code"] == 130
+    # what did get out is whole records, up to the last newline
+    assert records(written[: written.rfind(b"\n") + 1])
+
+
+@pytest.mark.slow
+def test_one_sigterm_while_stdout_is_not_read_stops_a_live_send_and_a_rerun_surveys_once(
+    tmp_path,
+):
+    with FakeRetently(api_key=TEST_KEY) as fake:
+        env = {"RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY}
+        ledger = ["--ledger", str(tmp_path / "l.sqlite3"), "-y", "--grace", "2"]
+        proc, read_end = _stalled_run(tmp_path, *ledger, env=env)
+        proc.send_signal(signal.SIGTERM)
+        _, err = ended_within(proc, 15)
+        _drain(read_end)
+        text = err.decode()
+        assert proc.returncode == 130, text
+        assert "interrupted" in text and "Summary:" in text and "stdout" in text, text
+        rerun = subprocess.run(
+            [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
+             "-o", "ndjson", *ledger, str(tmp_path / "e.ndjson")],
+            capture_output=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "NO_COLOR": "1", **env},
+        )  # fmt: skip
+        surveyed = Counter((s["campaign"], s["subscriber"]["email"]) for s in fake.surveys)
+    assert rerun.returncode in (0, 1), rerun.stderr.decode()  # 1: some in flight, uncertain
+    assert [key for key, n in surveyed.items() if n > 1] == []
+    unsure = {
+        (r["campaign"], r["email"]) for r in records(rerun.stdout) if r["reason"] == "earlier_run"
+    }
+    everyone = {(c, f"u{i}@example.com") for i in range(EVENTS) for c in (NPS, CSAT)}
+    assert everyone - unsure <= set(surveyed), "a survey neither sent nor reported uncertain"
+
+
+DRIVER = str(ROOT / "tests" / "signal_at_a_line.py")
+F_SETPIPE_SZ = 1031  # Linux
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sets a pipe's size")
+def test_stdout_that_stalls_only_after_the_signal_was_heeded_does_not_hold_the_run(tmp_path):
+    """The signal is acted on between events, as usual; then the records gathered so far
+    are written on the way out, into a pipe too small for them that nobody reads."""
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(EVENTS))
+    (tmp_path / "e.ndjson").write_bytes(ndjson(*events))
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    summary = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [sys.executable, DRIVER, "SIGTERM", "20", "retently_cli/run.py:_until_stopped", "--",
+         "send", "-n", "--jobs", "1", "-c", str(tmp_path / "c.yaml"), "-o", "ndjson",
+         "--summary-json", str(summary), str(tmp_path / "e.ndjson")],
+        stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    os.close(write_end)
+    _, err = ended_within(proc, 10)
+    written = _drain(read_end)
+    text = err.decode()
+    assert "signalled at" in text and proc.returncode == 130, text
+    assert "was not being read when the run was stopped" in text, text
+    assert json.loads(summary.read_text())["exit_code"] == 130
+    assert 0 < len(written) <= 4096
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("output", [["-o", "ndjson"], ["--all-rows"]])
+def test_one_sigterm_when_stdout_and_stderr_go_to_a_pipe_nobody_reads(tmp_path, output):
+    """``2>&1 | reader`` with a reader that stopped: the summary cannot be written either,
+    and must not hold the run; --summary-json still tells how it ended."""
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(EVENTS))
+    (tmp_path / "e.ndjson").write_bytes(ndjson(*events))
+    summary = tmp_path / "summary.json"
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retently_cli", "send", "-n", "-c", str(tmp_path / "c.yaml"),
+         *output, "--summary-json", str(summary), str(tmp_path / "e.ndjson")],
+        stdout=write_end, stderr=write_end, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    os.close(write_end)
+    _until_full(proc, read_end)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("still running 10 s after the signal")
+    finally:
+        _drain(read_end)
+    assert proc.returncode == 130
+    assert json.loads(summary.read_text())["exit_code"] == 130
