@@ -264,25 +264,33 @@ def identity_window(window: Window | None) -> Window | None:
     return replace(window, since=None)
 
 
-def learn_identities(inputs, store: IdentityStore | None = None) -> tuple[IdentityStore, ReadStats]:
+def learn_identities(
+    inputs, store: IdentityStore | None = None, check: Callable[[], None] = lambda: None
+) -> tuple[IdentityStore, ReadStats]:
     """Feed every message of ``inputs`` to ``store``. Malformed lines are passed over: the
-    main pass reports them."""
+    main pass reports them. ``check`` is called at each source, each line and each wait (an
+    interrupt raises there)."""
     store = IdentityStore() if store is None else store
     stats = ReadStats()
     learn = store.learn
-    for _, _, item in iter_messages(inputs, stats):
+    for _, _, item in iter_messages(inputs, stats, check, lambda source: check()):
+        check()
         if type(item) is not BadInput:
             learn(item)
     return store, stats
 
 
 def identities_for_run(
-    configs, paths, max_line_bytes: int, selection: Selection | None
+    configs,
+    paths,
+    max_line_bytes: int,
+    selection: Selection | None,
+    check: Callable[[], None] = lambda: None,
 ) -> Callable[[dict], Identity | None] | None:
     """The identity lookup for a run whose configs ask for it (else None), learned from ``paths``
     as the run will read them (``selection``, with ``identity_window``). Inputs that cannot be
     read twice are refused here, exit 2, before anything is read or sent. The store is closed
-    when the command ends."""
+    when the command ends. ``check``: as ``learn_identities``'."""
     if not any(config.from_identify for config in configs):
         return None
     selection = selection or Selection()
@@ -295,7 +303,7 @@ def identities_for_run(
     if problem is not None:
         raise UsageFailure([problem])
     log.info("identities: reading the inputs for identify calls first")
-    store, stats = learn_identities(inputs)
+    store, stats = learn_identities(inputs, check=check)
     context = click.get_current_context(silent=True)
     if context is not None:
         context.call_on_close(store.close)

@@ -34,6 +34,7 @@ class Interrupts:
         self._heeded = 0
         self._unheeded_since: float | None = None
         self._clock = clock
+        self._noting = 0  # ``noted`` blocks entered and not left
 
     def check(self) -> None:
         """Raises ``KeyboardInterrupt`` for the next signal not acted on yet."""
@@ -43,16 +44,43 @@ class Interrupts:
 
     @contextlib.contextmanager
     def noted(self) -> Iterator[Interrupts]:
-        """Meanwhile, the signals are noted here instead of raised where they land."""
+        """Meanwhile, the signals are noted here instead of raised where they land (a block
+        inside another is part of it: the outer one ends the noting)."""
+        if self._noting:
+            self._noting += 1
+            try:
+                yield self
+            finally:
+                self._noting -= 1
+            return
         previous = {signum: signal.signal(signum, self._note) for signum in SIGNALS}
         if _TIMER:
             previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._stuck)
+        self._noting = 1
         try:
             yield self
         finally:
+            self._noting = 0
             _set_timer(0)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def at_once(self) -> Iterator[None]:
+        """Meanwhile (a wait for an answer, where nothing is held), a signal is raised where
+        it lands, as soon as it comes; one noted before is raised first."""
+        previous = {signum: signal.signal(signum, self._raise) for signum in SIGNALS}
+        try:
+            self.check()  # after the handlers: one just before them is not left waiting
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _raise(self, signum, frame) -> None:
+        self.count += 1
+        self._heeded = self.count
+        raise KeyboardInterrupt
 
     def _note(self, signum, frame) -> None:
         self.count += 1

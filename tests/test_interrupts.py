@@ -113,3 +113,26 @@ def test_once_stopping_a_write_to_a_pipe_nobody_reads_is_given_up_not_waited_on(
         held = os.read(read_end, 1 << 20)
         assert held and set(held) == {ord("x")}  # what it took is whole pieces
     os.close(read_end)
+
+
+def test_a_block_noted_inside_another_leaves_the_noting_to_the_outer_one():
+    interrupts = Interrupts()
+    with interrupts.noted():
+        with interrupts.noted():
+            pass
+        signal.raise_signal(signal.SIGTERM)  # still noted, not raised, after the inner block
+        assert interrupts.pending and signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_while_waiting_for_an_answer_a_signal_is_raised_at_once(signum):
+    interrupts = Interrupts()
+    with interrupts.noted():
+        with pytest.raises(KeyboardInterrupt), interrupts.at_once():
+            signal.raise_signal(signum)
+        signal.raise_signal(signum)  # noted again after
+        with pytest.raises(KeyboardInterrupt), interrupts.at_once():
+            pass  # one noted before the wait is raised as it begins
+        interrupts.check()

@@ -132,7 +132,8 @@ def diff(
     console = stderr_console()
     old, new = _config(console, old_config, quiet), _config(console, new_config, quiet)
     selection = Selection(includes, excludes)
-    identities = identities_for_run([old, new], paths, max_line_bytes, selection)
+    interrupts = Interrupts()  # acted on between events and while waiting, never in a lock
+    identities = _identities([old, new], paths, max_line_bytes, selection, interrupts)
     differ = Differ(old, new, identities, KeysOnDisk)
     ndjson = output == "ndjson"
     out = sys.stdout.buffer
@@ -142,7 +143,6 @@ def diff(
     fanout = FanOut.for_run(
         jobs, mapped, records=False, hidden=key_variables(old, new), warn=input_warning(console)
     )
-    interrupts = Interrupts()  # acted on between events and while waiting, never in a lock
 
     def before_wait():
         flush()
@@ -168,6 +168,15 @@ def diff(
         render.diff(stderr_console() if ndjson else stdout_console(), differ, old, new)
         render.input_note(console, stats, bad)
     sys.exit(ExitCode.PROBLEMS if differ.changed else ExitCode.OK)
+
+
+def _identities(configs, paths, max_line_bytes, selection, interrupts: Interrupts):
+    """``identities_for_run``; a signal meanwhile ends the command as one in the main read."""
+    try:
+        with interrupts.noted():
+            return identities_for_run(configs, paths, max_line_bytes, selection, interrupts.check)
+    except KeyboardInterrupt:
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 def _config(console: Console, path: str, quiet: bool) -> Config:
@@ -220,9 +229,9 @@ def coverage(config_path, output, includes, excludes, max_line_bytes, verbose, q
     console = stderr_console()
     config = load_or_exit(console, config_path, quiet)
     selection = Selection(includes, excludes)
-    identities = identities_for_run([config], paths, max_line_bytes, selection)
-    result = Coverage(config, identities=identities, keys=KeysOnDisk)
     interrupts = Interrupts()  # acted on between events and while waiting, never in a lock
+    identities = _identities([config], paths, max_line_bytes, selection, interrupts)
+    result = Coverage(config, identities=identities, keys=KeysOnDisk)
     stats, bad, messages = _read(
         paths, interrupts.check, max_line_bytes=max_line_bytes, selection=selection, quiet=quiet
     )

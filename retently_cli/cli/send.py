@@ -348,11 +348,14 @@ def send(**params):
     """
     options = SendOptions(**params)
     ending = _Ending(options.summary_json)
-    with _written_at_exit(ending):
-        _send(options, ending)
+    # From here on, Ctrl-C, SIGTERM and SIGHUP are noted and acted on where nothing is held
+    # (see Interrupts); a signal left unheeded a second is raised where it lands.
+    interrupts = Interrupts()
+    with _written_at_exit(ending), interrupts.noted():
+        _send(options, ending, interrupts)
 
 
-def _send(o: SendOptions, ending: _Ending) -> NoReturn:
+def _send(o: SendOptions, ending: _Ending, interrupts: Interrupts) -> NoReturn:
     console = stderr_console()
     ending.dry_run = o.dry_run
     checked = _check(console, o, ending)
@@ -360,11 +363,12 @@ def _send(o: SendOptions, ending: _Ending) -> NoReturn:
     with contextlib.ExitStack() as opened:
         client = None if o.dry_run else _client(console, o, checked)
         ledger = _open_ledger(opened, console, o, checked)
-        identities = identities_for_run([config], o.paths, o.max_line_bytes, checked.selection)
+        identities = identities_for_run(
+            [config], o.paths, o.max_line_bytes, checked.selection, interrupts.check
+        )
         if client is not None:
-            ending.plan = _plan_and_ask(console, o, checked, identities, ledger)
+            ending.plan = _plan_and_ask(console, o, checked, identities, ledger, interrupts)
         job: SendJob  # made last; an output that cannot be written halts it
-        interrupts = Interrupts()
         outputs = opened.enter_context(
             _Outputs.open(console, o, checked, lambda out: job.halt(out.describe_error()))
         )
@@ -478,7 +482,12 @@ def _open_ledger(
 
 
 def _plan_and_ask(
-    console: Console, o: SendOptions, checked: _Checked, identities, ledger: Ledger | None
+    console: Console,
+    o: SendOptions,
+    checked: _Checked,
+    identities,
+    ledger: Ledger | None,
+    interrupts: Interrupts,
 ) -> Plan | None:
     """The plan of a live send from files, shown; on a terminal, the question whether to send
     it (anything but yes ends the run)."""
@@ -503,10 +512,11 @@ def _plan_and_ask(
     fanout = FanOut.for_run(
         o.jobs, config.campaigns_by_event(), records=False, hidden=key_variables(config)
     )
-    plan = _make_plan(console, checked.config, matcher, plan_inputs, planner, fanout)
+    plan = _make_plan(console, checked.config, matcher, plan_inputs, planner, fanout, interrupts)
     where = (checked.base_url, ledger, checked.ledger_where, checked.ledger_new)
     _show_plan(console, plan, checked.config, *where)
-    if asking and plan.total and not _confirm(plan):
+    interrupts.check()  # one that came while the plan was shown
+    if asking and plan.total and not _confirm(plan, interrupts):
         console.print(Text("retently: nothing was sent"))
         sys.exit(EXIT_PROBLEMS)
     return plan
@@ -701,16 +711,20 @@ def _conclude(
 
 
 def _make_plan(
-    console, config, matcher: Matcher, inputs: Inputs, planner: Planner, fanout: FanOut | None
+    console,
+    config,
+    matcher: Matcher,
+    inputs: Inputs,
+    planner: Planner,
+    fanout: FanOut | None,
+    interrupts: Interrupts,
 ) -> Plan:
     console.print(Text("planning: reading the input once before sending anything", style="dim"))
     counting = Report(None, table=False, quiet=True)
-    interrupts = Interrupts()
-    with interrupts.noted():
-        plan = make_plan(
-            matcher, planner, inputs, config.delivery.batch_size, counting, fanout, interrupts
-        )
-        interrupts.check()  # one that came after the last event
+    plan = make_plan(
+        matcher, planner, inputs, config.delivery.batch_size, counting, fanout, interrupts
+    )
+    interrupts.check()  # one that came after the last event
     return plan
 
 
@@ -728,10 +742,12 @@ def _show_plan(console, plan: Plan, config, base_url, ledger, ledger_where, ledg
     render.plan(console, plan, config.delivery, base_url, where, held)
 
 
-def _confirm(plan: Plan) -> bool:
-    """Anything but yes sends nothing; Ctrl-C at the question is an interrupt (exit 130)."""
+def _confirm(plan: Plan, interrupts: Interrupts) -> bool:
+    """Anything but yes sends nothing; Ctrl-C (or SIGTERM, SIGHUP) at the question is an
+    interrupt (exit 130), at once."""
     click.echo(f"Send {plan.total:,} surveys? [y/N] ", err=True, nl=False)
-    answer = sys.stdin.readline()
+    with interrupts.at_once():
+        answer = sys.stdin.readline()
     if not answer:  # Ctrl-D
         click.echo(err=True)
     return answer.strip().lower() in ("y", "yes")
