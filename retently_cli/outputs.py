@@ -197,12 +197,16 @@ def write_in_time(stream, data: bytes, seconds: float) -> None:
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # not a file (a test's): it does not wait
+        fd = None
+    if fd is None or not hasattr(select, "poll"):  # (Windows has no poll)
         _write_all(stream, data)
         return
     stream.flush()
+    ready = select.poll()  # not select(): it refuses a descriptor past 1023
+    ready.register(fd, select.POLLOUT)
     view = memoryview(data)
     while view:
-        if not select.select([], [fd], [], seconds)[1]:
+        if not ready.poll(seconds * 1000):
             raise Stalled()
         view = view[os.write(fd, view[: select.PIPE_BUF]) :]
 
