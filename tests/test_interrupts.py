@@ -136,3 +136,23 @@ def test_while_waiting_for_an_answer_a_signal_is_raised_at_once(signum):
         with pytest.raises(KeyboardInterrupt), interrupts.at_once():
             pass  # one noted before the wait is raised as it begins
         interrupts.check()
+
+
+def test_once_stopping_a_file_past_descriptor_1023_is_written_as_any():
+    """select() refuses such a descriptor: a healthy --report file would be given up."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1100:
+        pytest.skip("too few file descriptors allowed")
+    read_end, write_end = os.pipe()
+    high = os.dup2(write_end, 1100)
+    os.close(write_end)
+    failures = []
+    with open(high, "wb") as stream:
+        output = Output("--report", stream, failures.append)
+        output.stopping = lambda: True
+        output.write(b"record\n")
+        output.flush()
+    assert failures == [] and os.read(read_end, 100) == b"record\n"
+    os.close(read_end)
