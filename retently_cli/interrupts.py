@@ -77,6 +77,13 @@ class Interrupts:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def again(self) -> None:
+        """A ``KeyboardInterrupt`` raised where it landed (in a write that waited too long)
+        was caught there: the next check raises it, where nothing is cut short."""
+        self._heeded -= 1
+        self.pending, self._unheeded_since = True, self._clock()
+        _set_timer(STUCK)
+
     def _raise(self, signum, frame) -> None:
         self.count += 1
         self._heeded = self.count

@@ -17,6 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from retently_cli.interrupts import Interrupts
 
 
 class Output:
@@ -39,9 +43,9 @@ class Output:
         self.stream = stream
         self.error: OSError | None = None
         self.on_failure = on_failure
-        # True once the run is stopping (a signal): a write that then waits ``STALLED_AFTER``
-        # seconds (nothing reads the pipe) is given up, so that the run still ends.
-        self.stopping: Callable[[], bool] = lambda: False
+        # The run's: once a signal came, a write that waits ``STALLED_AFTER`` seconds
+        # (nothing reads the pipe) is given up, so that the run still ends.
+        self.interrupts: Interrupts | None = None
         self._pending: list[bytes] = []
         self._size = 0
         self._since = time.monotonic()
@@ -64,8 +68,9 @@ class Output:
         data = b"".join(self._pending)
         self._pending.clear()
         self._size = 0
+        interrupts = self.interrupts
         try:
-            if self.stopping():
+            if interrupts is not None and interrupts.count:
                 write_in_time(self.stream, data, self.STALLED_AFTER)
             else:
                 _write_all(self.stream, data)
@@ -74,7 +79,9 @@ class Output:
             self._failed(exc)
         except KeyboardInterrupt:  # raised in a write that waited too long (see Interrupts)
             self._failed(Stalled())
-            raise
+            if interrupts is None:
+                raise
+            interrupts.again()  # raised at the next check: this event's records are all made
 
     def close(self) -> None:
         self.flush()

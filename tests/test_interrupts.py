@@ -100,7 +100,7 @@ def test_once_stopping_a_write_to_a_pipe_nobody_reads_is_given_up_not_waited_on(
     failures = []
     with open(write_end, "wb") as stream:
         output = Output("stdout", stream, failures.append)
-        output.stopping = lambda: True
+        output.interrupts = _after_a_signal()
         start = time.monotonic()
         output.write(b"x" * (4 << 20))  # far more than a pipe holds
         output.flush()
@@ -151,8 +151,38 @@ def test_once_stopping_a_file_past_descriptor_1023_is_written_as_any():
     failures = []
     with open(high, "wb") as stream:
         output = Output("--report", stream, failures.append)
-        output.stopping = lambda: True
+        output.interrupts = _after_a_signal()
         output.write(b"record\n")
         output.flush()
     assert failures == [] and os.read(read_end, 100) == b"record\n"
     os.close(read_end)
+
+
+def _after_a_signal() -> Interrupts:
+    interrupts = Interrupts()
+    interrupts.count = 1  # one came and was acted on: the run is stopping
+    return interrupts
+
+
+def test_an_interrupt_raised_in_a_stuck_write_is_raised_again_at_the_next_check():
+    """Raised in the write, it would cut the event's other records short (a survey in no
+    count): the output gives up and the next check, between events, raises it."""
+
+    class Stuck:
+        def write(self, data):
+            raise KeyboardInterrupt  # what the timer raises in a write that waits
+
+        def flush(self):
+            pass
+
+    interrupts = Interrupts()
+    failures = []
+    output = Output("stdout", Stuck(), failures.append)
+    output.interrupts = interrupts
+    with interrupts.noted():
+        output.write(b"record\n")
+        output.flush()  # no raise here
+        assert failures == [output] and isinstance(output.error, Stalled)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+        interrupts.check()  # once

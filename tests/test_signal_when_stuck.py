@@ -5,6 +5,7 @@ second signal comes: the run must still stop within a few seconds, not wait for 
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,7 +101,10 @@ def test_one_sigterm_while_stdout_is_not_read_stops_a_live_send_and_a_rerun_surv
         _drain(read_end)
         text = err.decode()
         assert proc.returncode == 130, text
-        assert "interrupted" in text and "Summary:" in text and "stdout" in text, text
+        assert "interrupted" in text and "stdout" in text, text
+        # every line read has both its surveys in the summary, the stdout records aside
+        summary = re.search(r"Summary: (\d+) lines? read from 1 source, (\d+) records", text)
+        assert summary and int(summary[2]) == 2 * int(summary[1]), text
         rerun = subprocess.run(
             [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
              "-o", "ndjson", *ledger, str(tmp_path / "e.ndjson")],

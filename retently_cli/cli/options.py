@@ -7,7 +7,6 @@ import difflib
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +27,7 @@ from retently_cli.config import (
     load_config,
 )
 from retently_cli.errors import AuthError, ConfigError, UsageFailure
+from retently_cli.interrupts import Interrupts
 from retently_cli.ledger import LEDGER_ENV
 from retently_cli.logs import get_logger, logging_to
 from retently_cli.outputs import Output, write_in_time
@@ -65,12 +65,13 @@ class TolerantStream:
         self._stream = stream
         self.broken = False
         self.on_failure = lambda: None
-        self.stopping: Callable[[], bool] = lambda: False  # as ``outputs.Output``'s
+        self.interrupts: Interrupts | None = None  # as ``outputs.Output``'s
 
     def write(self, text: str) -> int:
         if not self.broken:
+            interrupts = self.interrupts
             try:
-                if not self.stopping():
+                if interrupts is None or not interrupts.count:
                     return self._stream.write(text)
                 encoding = getattr(self._stream, "encoding", None) or "utf-8"
                 data = text.encode(encoding, getattr(self._stream, "errors", None) or "strict")
@@ -79,7 +80,9 @@ class TolerantStream:
                 self._failed()
             except KeyboardInterrupt:  # raised in a write that waited too long (Interrupts)
                 self._failed()
-                raise
+                if interrupts is None:
+                    raise
+                interrupts.again()
         return len(text)
 
     def flush(self) -> None:

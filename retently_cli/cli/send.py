@@ -374,7 +374,7 @@ def _send(o: SendOptions, ending: _Ending, interrupts: Interrupts) -> NoReturn:
         )
         for output in (outputs.stdout, outputs.report_file, outputs.failed_file):
             if output is not None:  # stopping, a write may wait only so long
-                output.stopping = lambda: interrupts.count > 0
+                output.interrupts = interrupts
         report = _report(console, o, outputs)
         _warn_after_rows(checked.sources, report)
         records = Records(report, outputs.dead_letters, outputs.replaced_path)
@@ -391,7 +391,7 @@ def _send(o: SendOptions, ending: _Ending, interrupts: Interrupts) -> NoReturn:
         job = SendJob(matcher, records, delivery, planner, stats, fanout, interrupts)
         stderr = cast(TolerantStream, console.file)
         stderr.on_failure = lambda: job.halt("stderr was closed")
-        stderr.stopping = lambda: interrupts.count > 0
+        stderr.interrupts = interrupts
         ending.report, ending.job = report, job
         ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
         code = _conclude(console, o, checked, job, ledger, outputs, ended)
