@@ -10,9 +10,13 @@ FIELD = "_retently"
 
 
 class DeadLetters:
+    """``stream``: an ``outputs.Output`` (or any writer). ``count`` says how many lines it
+    took; ``lost``, how many came once it had failed (a full disk, a pipe nobody reads)."""
+
     def __init__(self, stream):
         self._stream = stream
         self.count = 0
+        self.lost = 0
 
     def write(self, message: dict, campaign: str, reason: str, status=None, attempts=0) -> None:
         entry = dict(message)
@@ -30,7 +34,10 @@ class DeadLetters:
             line = orjson.dumps(keep, option=orjson.OPT_APPEND_NEWLINE)
         self._stream.write(line)
         self._stream.flush()  # a crash later must not lose the lines already written
-        self.count += 1
+        if getattr(self._stream, "error", None) is None:
+            self.count += 1
+        else:
+            self.lost += 1
 
     def close(self) -> None:
         self._stream.close()

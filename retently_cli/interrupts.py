@@ -82,7 +82,8 @@ class Interrupts:
         was caught there: the next check raises it, where nothing is cut short."""
         self._heeded -= 1
         self.pending, self._unheeded_since = True, self._clock()
-        _set_timer(STUCK)
+        if self._noting:
+            _set_timer(STUCK)
 
     def _raise(self, signum, frame) -> None:
         self.count += 1
@@ -116,7 +117,8 @@ class Interrupts:
         if self._heeded < self.count:  # after the clearing: one arriving meanwhile sets it
             self.pending = True
         self._unheeded_since = self._clock() if self.pending else None
-        _set_timer(STUCK if self.pending else 0)
+        if self._noting:  # outside, SIGALRM would kill the process
+            _set_timer(STUCK if self.pending else 0)
 
 
 _TIMER = hasattr(signal, "setitimer")  # not on Windows

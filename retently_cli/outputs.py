@@ -31,7 +31,10 @@ class Output:
     ``BATCH_SECONDS``), and on ``flush``: one system call per record cost a fifth of a dry
     run where stdout is unbuffered (``PYTHONUNBUFFERED``, common in containers), and a reader
     at the end of a pipe still sees records as they come. So a failed write shows at the next
-    batch, not at the very record; the run then stops reading as before.
+    batch, not at the very record; the run then stops reading as before. The files a run
+    opens itself are unbuffered (``buffering=0``): a write given up leaves nothing behind that
+    closing the file would try to write again (into a pipe nobody reads: ``--report
+    /dev/stdout``).
     """
 
     BATCH_BYTES = 1 << 16
@@ -117,7 +120,7 @@ class ReplacingOutput(Output):
 
     def __init__(self, path: Path, on_failure: Callable[[Output], None] = lambda o: None):
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-        super().__init__(str(path), os.fdopen(fd, "wb"), on_failure)
+        super().__init__(str(path), os.fdopen(fd, "wb", buffering=0), on_failure)
         self.path, self.temp = path, Path(temp)
 
     def finish(self, input_read: bool) -> str | None:

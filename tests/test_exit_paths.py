@@ -11,7 +11,9 @@ import sys
 import pytest
 from helpers import EXAMPLE_CONFIG, RETENTLY, ROOT, TEST_KEY, ndjson, records, run, send, track
 
+from retently_cli.deadletters import DeadLetters
 from retently_cli.fake_server import FakeRetently
+from retently_cli.outputs import Output
 
 
 def events(n):
@@ -218,3 +220,26 @@ def test_a_closed_stderr_does_not_abandon_requests_in_flight(slow_server, tmp_pa
     states = ledger_states(ledger)
     assert "pending" not in states, states
     assert states.get("sent", 0) == slow_server.survey_count() < 4000
+
+
+def test_dead_letters_count_only_the_lines_their_file_took():
+    """'N events written to F' counted the lines that came after F failed too."""
+
+    class Full:
+        def __init__(self):
+            self.taken = 0
+
+        def write(self, data):
+            if self.taken >= 2:
+                raise OSError(28, "No space left on device")
+            self.taken += 1
+            return len(data)
+
+        def flush(self):
+            pass
+
+    failures = []
+    letters = DeadLetters(Output("failed.ndjson", Full(), failures.append))
+    for n in range(5):
+        letters.write({"messageId": f"m{n}"}, "c1", "rejected")
+    assert (letters.count, letters.lost) == (2, 3) and len(failures) == 1

@@ -186,3 +186,27 @@ def test_an_interrupt_raised_in_a_stuck_write_is_raised_again_at_the_next_check(
         with pytest.raises(KeyboardInterrupt):
             interrupts.check()
         interrupts.check()  # once
+
+
+def test_once_stopping_a_stderr_without_a_descriptor_is_written_as_before():
+    """An embedding caller's or a test's stderr (StringIO): no TypeError from bytes."""
+    import io
+
+    from retently_cli.cli.options import TolerantStream
+
+    text = io.StringIO()
+    stderr = TolerantStream(text)
+    stderr.interrupts = _after_a_signal()
+    stderr.write("Summary: 1 line read\n")
+    assert text.getvalue() == "Summary: 1 line read\n" and not stderr.broken
+
+
+def test_a_check_outside_the_noted_block_sets_no_timer():
+    """Outside, SIGALRM has its default action: it would kill the process."""
+    interrupts = Interrupts()
+    with interrupts.noted():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()  # one left for after: a second still pending
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

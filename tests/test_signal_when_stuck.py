@@ -23,7 +23,7 @@ CONFIG = f'campaigns:\n  "{NPS}": "Order Completed"\n  "{CSAT}": "Order Complete
 EVENTS = 3000  # records of over 1 MB: far more than a pipe holds
 
 
-def _stalled_run(tmp_path, *args, env=None):
+def _stalled_run(tmp_path, *args, env=None, output=("-o", "ndjson")):
     """The run, its stdout a pipe nobody reads, once that pipe is full and the run waits on
     it; and the pipe's read end, to read what was written."""
     (tmp_path / "c.yaml").write_text(CONFIG)
@@ -32,7 +32,7 @@ def _stalled_run(tmp_path, *args, env=None):
     read_end, write_end = os.pipe()
     proc = subprocess.Popen(
         [sys.executable, "-m", "retently_cli", "send", "-c", str(tmp_path / "c.yaml"),
-         "-o", "ndjson", *args, str(tmp_path / "e.ndjson")],
+         *output, *args, str(tmp_path / "e.ndjson")],
         stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT,
         env={**os.environ, "NO_COLOR": "1", **(env or {})},
     )  # fmt: skip
@@ -86,6 +86,23 @@ def test_one_sigterm_while_stdout_is_not_read_stops_a_dry_run_with_its_summary(t
     assert json.loads(summary.read_text())["exit_code"] == 130
     # what did get out is whole records, up to the last newline
     assert records(written[: written.rfind(b"\n") + 1])
+
+
+@pytest.mark.slow
+def test_one_sigterm_while_a_report_file_on_a_pipe_is_not_read_stops_the_run(tmp_path):
+    """--report /dev/stdout (or a FIFO): a file the run opens itself. Closing it flushed what
+    its buffer still held into the pipe nobody reads, and the run hung there."""
+    summary = tmp_path / "summary.json"
+    proc, read_end = _stalled_run(
+        tmp_path, "-n", "--report", "/dev/stdout", "--summary-json", str(summary), output=()
+    )
+    proc.send_signal(signal.SIGTERM)
+    _, err = ended_within(proc, 10)
+    _drain(read_end)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "/dev/stdout was not being read when the run was stopped" in text, text
+    assert json.loads(summary.read_text())["exit_code"] == 130
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ class TolerantStream:
         if not self.broken:
             interrupts = self.interrupts
             try:
-                if interrupts is None or not interrupts.count:
+                if interrupts is None or not interrupts.count or not _has_fd(self._stream):
                     return self._stream.write(text)
                 encoding = getattr(self._stream, "encoding", None) or "utf-8"
                 data = text.encode(encoding, getattr(self._stream, "errors", None) or "strict")
@@ -98,6 +98,14 @@ class TolerantStream:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
+
+
+def _has_fd(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a test's StringIO, an embedding caller's
+        return False
+    return True
 
 
 # How wide a console draws when its stream is not a terminal (a terminal says its own width).

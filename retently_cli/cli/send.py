@@ -690,6 +690,13 @@ def _conclude(
         dead_letters = outputs.dead_letters
         if dead_letters is not None and dead_letters.count and not o.quiet:
             console.print(Text(f"{dead_letters.count:,} events written to {o.failed_path}"))
+        if dead_letters is not None and dead_letters.lost and outputs.failed_file is not None:
+            why = outputs.failed_file.describe_error()
+            console.print(
+                Text(visible(f"warning: {dead_letters.lost:,} more failed events could not be "
+                             f"written to {o.failed_path} ({why})"), style="yellow"),
+                soft_wrap=True,
+            )  # fmt: skip
         if isinstance(outputs.failed_file, ReplacingOutput):
             kept = outputs.failed_file.finish(input_read=job.replaced_input_settled)
             if kept:
@@ -797,7 +804,7 @@ def _open_output(console, path, stdout: Output, on_failure) -> Output | None:
     if path == "-":
         return stdout
     try:
-        return Output(path, open(path, "wb"), on_failure)
+        return Output(path, open(path, "wb", buffering=0), on_failure)  # see Output
     except OSError as exc:
         raise UsageFailure([f"{path}: cannot write it ({exc.strerror})"]) from None
 
