@@ -7,7 +7,9 @@ signal, and the main thread calls ``check`` where it holds nothing: between even
 every tick of every wait. If the main thread is blocked where no check is (a write to a
 stalled pipe), a signal left unheeded for ``STUCK`` seconds is raised where it lands: a hang
 would be worse. A second signal does that, and so does a timer (SIGALRM) the first one sets,
-as a container stopping sends one SIGTERM and then, seconds later, SIGKILL.
+as a container stopping sends one SIGTERM and then, seconds later, SIGKILL. A write that is
+moving on (a slow reader) is not stuck: the outputs say when their last piece went out
+(``writing``), and the timer waits ``STUCK`` from then.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Interrupts:
         self._unheeded_since: float | None = None
         self._clock = clock
         self._noting = 0  # ``noted`` blocks entered and not left
+        # While the main thread writes an output: when its last piece went out (else None).
+        self.writing: float | None = None
+        self._late = False  # see ``too_late``
 
     def check(self) -> None:
         """Raises ``KeyboardInterrupt`` for the next signal not acted on yet."""
@@ -77,9 +82,20 @@ class Interrupts:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def too_late(self) -> None:
+        """The work is done and settled, only its summary is left: a signal from now on is
+        counted (outputs then wait only so long) but never raised, except to break a write
+        that has stopped moving."""
+        self._late = True
+        self.pending, self._unheeded_since = False, None
+        if self._noting:
+            _set_timer(STUCK if self.writing is not None and self.count else 0)
+
     def again(self) -> None:
         """A ``KeyboardInterrupt`` raised where it landed (in a write that waited too long)
         was caught there: the next check raises it, where nothing is cut short."""
+        if self._late:
+            return
         self._heeded -= 1
         self.pending, self._unheeded_since = True, self._clock()
         if self._noting:
@@ -93,6 +109,9 @@ class Interrupts:
     def _note(self, signum, frame) -> None:
         self.count += 1
         now = self._clock()
+        if self._late:
+            _set_timer(STUCK)  # only a write that stops moving is broken
+            return
         if not self.pending:
             self.pending, self._unheeded_since = True, now
             _set_timer(STUCK)
@@ -102,14 +121,22 @@ class Interrupts:
 
     def _stuck(self, signum, frame) -> None:
         """The timer the first signal set: raised here, as a second signal would be, if the
-        main thread has not reached a check since."""
-        if self.pending and self._unheeded_since is not None:
-            left = STUCK - (self._clock() - self._unheeded_since)
-            if left > 0:  # a check heeded one signal, and another came since
-                _set_timer(left)
-                return
+        main thread has not reached a check since, nor moved a write on."""
+        if self._late:
+            since = self.writing
+        elif self.pending and self._unheeded_since is not None:
+            since = max(self._unheeded_since, self.writing or 0.0)
+        else:
+            return
+        if since is None:  # late, and not writing: a write from now on waits only so long
+            return
+        left = STUCK - (self._clock() - since)
+        if left > 0:  # a check heeded one signal and another came since, or a write moved on
+            _set_timer(left)
+            return
+        if not self._late:
             self._heed(self.count)
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt
 
     def _heed(self, upto: int | None = None) -> None:
         self._heeded = self._heeded + 1 if upto is None else upto

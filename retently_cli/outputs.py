@@ -73,18 +73,23 @@ class Output:
         self._size = 0
         interrupts = self.interrupts
         try:
-            if interrupts is not None and interrupts.count:
-                write_in_time(self.stream, data, self.STALLED_AFTER)
-            else:
+            if interrupts is None:
                 _write_all(self.stream, data)
+            elif interrupts.count:
+                write_in_time(self.stream, data, self.STALLED_AFTER, interrupts)
+            else:
+                _write_all(self.stream, data, interrupts)
             self.stream.flush()
         except (OSError, ValueError) as exc:
             self._failed(exc)
-        except KeyboardInterrupt:  # raised in a write that waited too long (see Interrupts)
+        except KeyboardInterrupt:  # raised in a write that stopped moving (see Interrupts)
             self._failed(Stalled())
             if interrupts is None:
                 raise
             interrupts.again()  # raised at the next check: this event's records are all made
+        finally:
+            if interrupts is not None:
+                interrupts.writing = None
 
     def close(self) -> None:
         self.flush()
@@ -201,16 +206,18 @@ class Stalled(OSError):
     """A write that could not go on while the run was stopping (nothing read the pipe)."""
 
 
-def write_in_time(stream, data: bytes, seconds: float) -> None:
+def write_in_time(stream, data: bytes, seconds: float, interrupts: Interrupts | None = None):
     """``data`` written whole to ``stream`` (binary, or text: then as its encoding says), in
-    pieces a pipe takes at once, each within ``seconds`` of the last; else ``Stalled``."""
+    pieces a pipe takes at once, each within ``seconds`` of the last; else ``Stalled``.
+    ``interrupts.writing`` says when each piece went out."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # not a file (a test's): it does not wait
         fd = None
     if fd is None or not hasattr(select, "poll"):  # (Windows has no poll)
-        _write_all(stream, data)
+        _write_all(stream, data, interrupts)
         return
+    _moving(interrupts)
     stream.flush()
     ready = select.poll()  # not select(): it refuses a descriptor past 1023
     ready.register(fd, select.POLLOUT)
@@ -219,16 +226,29 @@ def write_in_time(stream, data: bytes, seconds: float) -> None:
         if not ready.poll(seconds * 1000):
             raise Stalled()
         view = view[os.write(fd, view[: select.PIPE_BUF]) :]
+        _moving(interrupts)
 
 
-def _write_all(stream, data: bytes) -> None:
-    """``data`` written whole: a raw (unbuffered) stream may take only part of it."""
+_PIECE = 16 * 1024  # bytes: a write watched by the run's Interrupts shows it moves this often
+
+
+def _write_all(stream, data: bytes, interrupts: Interrupts | None = None) -> None:
+    """``data`` written whole: a raw (unbuffered) stream may take only part of it. With
+    ``interrupts``, in pieces, each noted there as it goes out: a slow reader is not taken
+    for one that stopped."""
     view = memoryview(data)
+    piece = len(view) if interrupts is None else _PIECE
     while view:
-        written = stream.write(view)
+        _moving(interrupts)
+        written = stream.write(view[:piece])
         if written is None:  # a stream that takes everything (or tells nothing)
-            return
+            written = min(piece, len(view))
         view = view[written:]
+
+
+def _moving(interrupts: Interrupts | None) -> None:
+    if interrupts is not None:
+        interrupts.writing = time.monotonic()
 
 
 def same_file(name: str, path: str) -> bool:

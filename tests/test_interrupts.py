@@ -210,3 +210,33 @@ def test_a_check_outside_the_noted_block_sets_no_timer():
     with pytest.raises(KeyboardInterrupt):
         interrupts.check()  # one left for after: a second still pending
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_write_that_moves_on_is_not_taken_for_a_stuck_one():
+    """The timer counts from the write's last progress, not from the signal: a slow reader
+    is not a stopped one."""
+    interrupts = Interrupts()
+    with interrupts.noted():
+        signal.raise_signal(signal.SIGTERM)
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            while True:  # a write whose pieces go out every 0.3 s, for 3 s, then none
+                interrupts.writing = time.monotonic()
+                time.sleep(0.3 if time.monotonic() - start < STUCK * 3 else STUCK * 5)
+        assert STUCK * 3.5 <= time.monotonic() - start < STUCK * 5
+
+
+def test_once_too_late_a_signal_is_never_raised_but_a_stopped_write_is_broken():
+    interrupts = Interrupts()
+    with interrupts.noted():
+        interrupts.too_late()
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(STUCK * 1.5)  # not writing: nothing raised
+        assert interrupts.count == 1 and not interrupts.pending
+        interrupts.check()  # nothing to raise either
+        signal.raise_signal(signal.SIGTERM)
+        interrupts.writing = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(STUCK * 5)  # a write that does not move
+        interrupts.again()  # caught in the write: nothing left for a check
+        interrupts.check()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections import Counter
 
@@ -197,3 +198,86 @@ def test_one_sigterm_when_stdout_and_stderr_go_to_a_pipe_nobody_reads(tmp_path, 
         _drain(read_end)
     assert proc.returncode == 130
     assert json.loads(summary.read_text())["exit_code"] == 130
+
+
+def _slow_reader(fd: int, gap: float) -> tuple[bytearray, threading.Thread]:
+    """Takes 4 KiB every ``gap`` seconds until the end: a reader that is slow, not stopped."""
+    got = bytearray()
+
+    def read():
+        while True:
+            time.sleep(gap)
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return got, thread
+
+
+@pytest.mark.slow
+def test_one_sigterm_with_a_slow_reader_of_stdout_keeps_every_record_whole(tmp_path):
+    """40 KB/s: no write ever waits a second. The timer counted from the signal, not from the
+    write's last progress, and gave stdout up in the middle of a record."""
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(EVENTS))
+    (tmp_path / "e.ndjson").write_bytes(ndjson(*events))
+    read_end, write_end = os.pipe()
+    got, reader = _slow_reader(read_end, 0.1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retently_cli", "send", "-n", "--jobs", "1", "-o", "ndjson",
+         "-c", str(tmp_path / "c.yaml"), str(tmp_path / "e.ndjson")],
+        stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    os.close(write_end)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = ended_within(proc, 30)
+    reader.join(30)
+    text = err.decode()
+    assert proc.returncode == 130 and "not being read" not in text, text
+    summary = re.search(r"Summary: (\d+) lines? read from 1 source, (\d+) records", text)
+    assert summary and got.endswith(b"\n"), text
+    assert len(records(bytes(got))) == int(summary[2])
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_summary_on_a_slowly_read_stderr_lets_it_finish(tmp_path):
+    """Everything was sent; the signal is too late to change anything. It used to be raised a
+    second later wherever the summary was: exit 130, stderr given up as closed while it was
+    read, and the --failed file fed back as an input not replaced (the new failed events left
+    in a hidden temporary file)."""
+    refused = [f"u{i}@example.com" for i in range(0, 200, 10)]
+    (tmp_path / "c.yaml").write_text(f'campaigns:\n  "{NPS}": "Order Completed"\n')
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(200))
+    (tmp_path / "e.ndjson").write_bytes(ndjson(*events))
+    failed = tmp_path / "failed.ndjson"
+    failed.write_bytes(
+        ndjson(*(track(message_id=f"old{i}", email=f"o{i}@x.com") for i in range(5)))
+    )
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    got, reader = _slow_reader(read_end, 0.2)
+    with FakeRetently(api_key=TEST_KEY, per_email_failures=True, refused_emails=refused) as fake:
+        env = {"RETENTLY_BASE_URL": fake.url, "RETENTLY_API_KEY": TEST_KEY, "NO_COLOR": "1"}
+        done = subprocess.run(
+            [sys.executable, DRIVER, "SIGTERM", "3", "retently_cli/cli/send.py:_conclude", "--",
+             "send", "-y", "--all-rows", "-c", str(tmp_path / "c.yaml"),
+             "--ledger", str(tmp_path / "l.sqlite3"), "--failed", str(failed),
+             "--summary-json", str(tmp_path / "s.json"), str(tmp_path / "e.ndjson"), str(failed)],
+            stdout=subprocess.DEVNULL, stderr=write_end, cwd=ROOT, timeout=120,
+            env={**os.environ, **env},
+        )  # fmt: skip
+        os.close(write_end)
+        reader.join(60)
+    text = got.decode()
+    assert "signalled at" in text, text
+    assert done.returncode == 1, text  # 20 refused: the run's own code, not 130
+    assert "Summary: 205 lines read from 2 sources" in text and "20 events written" in text
+    assert json.loads((tmp_path / "s.json").read_text())["exit_code"] == 1
+    assert len(failed.read_text().splitlines()) == 20  # replaced by this run's failed events

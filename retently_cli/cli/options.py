@@ -7,6 +7,7 @@ import difflib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,21 +69,29 @@ class TolerantStream:
         self.interrupts: Interrupts | None = None  # as ``outputs.Output``'s
 
     def write(self, text: str) -> int:
-        if not self.broken:
-            interrupts = self.interrupts
+        if self.broken:
+            return len(text)
+        interrupts = self.interrupts
+        if interrupts is None:
             try:
-                if interrupts is None or not interrupts.count or not _has_fd(self._stream):
-                    return self._stream.write(text)
-                encoding = getattr(self._stream, "encoding", None) or "utf-8"
-                data = text.encode(encoding, getattr(self._stream, "errors", None) or "strict")
-                write_in_time(self._stream, data, Output.STALLED_AFTER)
+                return self._stream.write(text)
             except (OSError, ValueError):
                 self._failed()
-            except KeyboardInterrupt:  # raised in a write that waited too long (Interrupts)
-                self._failed()
-                if interrupts is None:
-                    raise
-                interrupts.again()
+                return len(text)
+        try:
+            interrupts.writing = time.monotonic()  # (see Interrupts)
+            if not interrupts.count or not _has_fd(self._stream):
+                return self._stream.write(text)
+            encoding = getattr(self._stream, "encoding", None) or "utf-8"
+            data = text.encode(encoding, getattr(self._stream, "errors", None) or "strict")
+            write_in_time(self._stream, data, Output.STALLED_AFTER, interrupts)
+        except (OSError, ValueError):
+            self._failed()
+        except KeyboardInterrupt:  # raised in a write that stopped moving (Interrupts)
+            self._failed()
+            interrupts.again()
+        finally:
+            interrupts.writing = None
         return len(text)
 
     def flush(self) -> None:

@@ -394,6 +394,7 @@ def _send(o: SendOptions, ending: _Ending, interrupts: Interrupts) -> NoReturn:
         stderr.interrupts = interrupts
         ending.report, ending.job = report, job
         ended = _run(console, o, job, checked.sources, progress, outputs.streams, ending)
+        interrupts.too_late()  # a signal now leaves the summary to finish
         code = _conclude(console, o, checked, job, ledger, outputs, ended)
         if not ended.clean:  # a worker is still waiting for an answer: do not wait for it
             _flush_all(outputs.streams)
