@@ -125,3 +125,41 @@ def test_a_signal_in_the_identify_pre_pass_of_diff_and_coverage_exits_130(setup,
     err = done.stderr.decode()
     assert "signalled at" in err, err
     assert done.returncode == 130 and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_quitting_at_once_keeps_this_runs_failed_events_where_the_user_sees_them(tmp_path):
+    """--failed F with F also an input (the retry workflow), then Ctrl-C twice: this run's
+    failed events were left in a hidden temporary file beside F, and nothing said so."""
+    (tmp_path / "c.yaml").write_text(
+        f'campaigns:\n  "{NPS}": "Order Completed"\nbatch_size: 1\nconcurrency: 2\n'
+    )
+    failed = tmp_path / "failed.ndjson"
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(40))
+    failed.write_bytes(ndjson(*events))
+    refused = [f"u{i}@example.com" for i in range(10)]
+    with FakeRetently(
+        api_key=TEST_KEY, per_email_failures=True, refused_emails=refused, slow_seconds=20
+    ) as fake:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retently_cli", "send", "-y", "-c", str(tmp_path / "c.yaml"),
+             "--ledger", str(tmp_path / "l.sqlite3"), "--failed", str(failed), str(failed)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "NO_COLOR": "1", "RETENTLY_BASE_URL": fake.url,
+                 "RETENTLY_API_KEY": TEST_KEY},
+        )  # fmt: skip
+        while fake.survey_count() < 12 and proc.poll() is None:
+            time.sleep(0.05)
+        fake.inject("slow", times=100)  # the next requests hang: the stop waits on them
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = ended_within(proc, 30)
+    text = err.decode()
+    assert proc.returncode == 130 and "quitting now" in text, text
+    kept = tmp_path / "failed.ndjson.new"
+    assert f"this run's entries are in {kept}" in text, text
+    assert len(kept.read_text().splitlines()) == 10  # the refused ones
+    assert len(failed.read_text().splitlines()) == 40  # the input, as it was
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".failed")]

@@ -116,6 +116,7 @@ class _Ending:
         self.plan: Plan | None = None
         self.report: Report | None = None
         self.job: SendJob | None = None
+        self.failed_file: Output | None = None  # --failed, finished even on a quick quit
         self.written = False
 
     def write(self, code: int) -> None:
@@ -375,6 +376,7 @@ def _send(o: SendOptions, ending: _Ending, interrupts: Interrupts) -> NoReturn:
         for output in (outputs.stdout, outputs.report_file, outputs.failed_file):
             if output is not None:  # stopping, a write may wait only so long
                 output.interrupts = interrupts
+        ending.failed_file = outputs.failed_file
         report = _report(console, o, outputs)
         _warn_after_rows(checked.sources, report)
         records = Records(report, outputs.dead_letters, outputs.replaced_path)
@@ -698,10 +700,7 @@ def _conclude(
                              f"written to {o.failed_path} ({why})"), style="yellow"),
                 soft_wrap=True,
             )  # fmt: skip
-        if isinstance(outputs.failed_file, ReplacingOutput):
-            kept = outputs.failed_file.finish(input_read=job.replaced_input_settled)
-            if kept:
-                console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
+        _finish_replaced(console, outputs.failed_file, job.replaced_input_settled)
     except OSError:  # stderr itself is gone: the exit code still tells
         pass
     code = _exit_code(report, job, interrupted, failure)
@@ -824,11 +823,22 @@ def _stop_within_grace(
     except KeyboardInterrupt:
         console.print(Text(on_ctrl_c))
         _flush_all(streams)
+        with contextlib.suppress(OSError):  # (a full disk: it leaves at once all the same)
+            _finish_replaced(console, ending.failed_file, input_read=False)
         ending.interrupted = True
         ending.write(EXIT_INTERRUPTED)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         return False
+
+
+def _finish_replaced(console: Console, failed_file: Output | None, input_read: bool) -> None:
+    """A --failed file that is also an input: moved over it, or kept beside it, and said so
+    (otherwise this run's failed events stay in a hidden temporary file)."""
+    if isinstance(failed_file, ReplacingOutput):
+        kept = failed_file.finish(input_read=input_read)
+        if kept:
+            console.print(Text(f"warning: {kept}", style="yellow"), soft_wrap=True)
 
 
 _LEDGER_ERRORS = (sqlite3.Error, LedgerLost, LedgerInvalid)
