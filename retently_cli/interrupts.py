@@ -4,18 +4,23 @@ Python's own Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread happen
 Inside a lock or a queue (the delivery's, the reader's) that leaves the lock held, and the
 run hangs for ever instead of stopping within its grace. So the handler here only counts the
 signal, and the main thread calls ``check`` where it holds nothing: between events, and at
-every tick of every wait. If the main thread is blocked where no check is (a write to a
-stalled pipe), a signal left unheeded for ``STUCK`` seconds is raised where it lands: a hang
-would be worse. A second signal does that, and so does a timer (SIGALRM) the first one sets,
-as a container stopping sends one SIGTERM and then, seconds later, SIGKILL. A write that is
-moving on (a slow reader) is not stuck: the outputs say when their last piece went out
-(``writing``), and the timer waits ``STUCK`` from then.
+every tick of every wait.
+
+If the main thread is blocked where no check is (a write to a stalled pipe), a hang would be
+worse: a signal left unheeded for ``STUCK`` seconds is raised where it lands. A second signal
+does that, and so does a timer (SIGALRM) that ticks from the first signal on: a container
+stopping sends one SIGTERM and then, seconds later, SIGKILL. The same ticks break a write of
+the main thread that has stopped moving for ``STUCK`` seconds once a signal came, even after
+the signal was acted on (``Stalled``, which the outputs take as their end). A write that is
+moving on (a slow reader) is not stuck: the outputs say when each piece went out
+(``moved``), and the ticks count from then.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -24,6 +29,11 @@ SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 STUCK = 1.0  # seconds
+_TICK = STUCK / 4
+
+
+class Stalled(OSError):
+    """A write that could not go on while the run was stopping (nothing read the pipe)."""
 
 
 class Interrupts:
@@ -37,6 +47,7 @@ class Interrupts:
         self._unheeded_since: float | None = None
         self._clock = clock
         self._noting = 0  # ``noted`` blocks entered and not left
+        self._ticking = False
         # While the main thread writes an output: when its last piece went out (else None).
         self.writing: float | None = None
         self._late = False  # see ``too_late``
@@ -60,13 +71,15 @@ class Interrupts:
             return
         previous = {signum: signal.signal(signum, self._note) for signum in SIGNALS}
         if _TIMER:
-            previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._stuck)
+            previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._tick)
         self._noting = 1
         try:
             yield self
         finally:
             self._noting = 0
-            _set_timer(0)
+            if self._ticking:
+                self._ticking = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -84,12 +97,9 @@ class Interrupts:
 
     def too_late(self) -> None:
         """The work is done and settled, only its summary is left: a signal from now on is
-        counted (outputs then wait only so long) but never raised, except to break a write
-        that has stopped moving."""
+        counted (outputs then wait only so long) but never raised."""
         self._late = True
         self.pending, self._unheeded_since = False, None
-        if self._noting:
-            _set_timer(STUCK if self.writing is not None and self.count else 0)
 
     def again(self) -> None:
         """A ``KeyboardInterrupt`` raised where it landed (in a write that waited too long)
@@ -98,8 +108,16 @@ class Interrupts:
             return
         self._heeded -= 1
         self.pending, self._unheeded_since = True, self._clock()
-        if self._noting:
-            _set_timer(STUCK)
+
+    def moved(self) -> None:
+        """An output of the main thread put a piece out (or is about to write)."""
+        if threading.get_ident() == _MAIN:  # another thread's writes say nothing of it
+            self.writing = self._clock()
+
+    def still(self) -> None:
+        """That output is done writing."""
+        if threading.get_ident() == _MAIN:
+            self.writing = None
 
     def _raise(self, signum, frame) -> None:
         self.count += 1
@@ -109,34 +127,28 @@ class Interrupts:
     def _note(self, signum, frame) -> None:
         self.count += 1
         now = self._clock()
+        if self._noting and _TIMER and not self._ticking:
+            self._ticking = True
+            signal.setitimer(signal.ITIMER_REAL, _TICK, _TICK)
         if self._late:
-            _set_timer(STUCK)  # only a write that stops moving is broken
             return
         if not self.pending:
             self.pending, self._unheeded_since = True, now
-            _set_timer(STUCK)
         elif self._unheeded_since is not None and now - self._unheeded_since >= STUCK:
             self._heed(self.count)  # the signals so far, each a try to get through
             raise KeyboardInterrupt
 
-    def _stuck(self, signum, frame) -> None:
-        """The timer the first signal set: raised here, as a second signal would be, if the
-        main thread has not reached a check since, nor moved a write on."""
-        if self._late:
-            since = self.writing
-        elif self.pending and self._unheeded_since is not None:
-            since = max(self._unheeded_since, self.writing or 0.0)
-        else:
-            return
-        if since is None:  # late, and not writing: a write from now on waits only so long
-            return
-        left = STUCK - (self._clock() - since)
-        if left > 0:  # a check heeded one signal and another came since, or a write moved on
-            _set_timer(left)
-            return
-        if not self._late:
-            self._heed(self.count)
-        raise KeyboardInterrupt
+    def _tick(self, signum, frame) -> None:
+        """From the first signal on: raises it where the main thread is, if that thread has
+        reached no check for ``STUCK`` seconds, nor moved a write on; breaks a write that has
+        stopped moving for as long."""
+        now, writing = self._clock(), self.writing
+        if self.pending and self._unheeded_since is not None:
+            if now - max(self._unheeded_since, writing or 0.0) >= STUCK:
+                self._heed(self.count)
+                raise KeyboardInterrupt
+        elif writing is not None and now - writing >= STUCK:
+            raise Stalled()
 
     def _heed(self, upto: int | None = None) -> None:
         self._heeded = self._heeded + 1 if upto is None else upto
@@ -144,13 +156,7 @@ class Interrupts:
         if self._heeded < self.count:  # after the clearing: one arriving meanwhile sets it
             self.pending = True
         self._unheeded_since = self._clock() if self.pending else None
-        if self._noting:  # outside, SIGALRM would kill the process
-            _set_timer(STUCK if self.pending else 0)
 
 
 _TIMER = hasattr(signal, "setitimer")  # not on Windows
-
-
-def _set_timer(seconds: float) -> None:
-    if _TIMER:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+_MAIN = threading.main_thread().ident

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from retently_cli.interrupts import Stalled
+
 if TYPE_CHECKING:
     from retently_cli.interrupts import Interrupts
 
@@ -89,7 +91,7 @@ class Output:
             interrupts.again()  # raised at the next check: this event's records are all made
         finally:
             if interrupts is not None:
-                interrupts.writing = None
+                interrupts.still()
 
     def close(self) -> None:
         self.flush()
@@ -202,14 +204,10 @@ def check_output_paths(
     return check
 
 
-class Stalled(OSError):
-    """A write that could not go on while the run was stopping (nothing read the pipe)."""
-
-
 def write_in_time(stream, data: bytes, seconds: float, interrupts: Interrupts | None = None):
     """``data`` written whole to ``stream`` (binary, or text: then as its encoding says), in
     pieces a pipe takes at once, each within ``seconds`` of the last; else ``Stalled``.
-    ``interrupts.writing`` says when each piece went out."""
+    ``interrupts`` hears when each piece went out (``Interrupts.moved``)."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # not a file (a test's): it does not wait
@@ -248,7 +246,7 @@ def _write_all(stream, data: bytes, interrupts: Interrupts | None = None) -> Non
 
 def _moving(interrupts: Interrupts | None) -> None:
     if interrupts is not None:
-        interrupts.writing = time.monotonic()
+        interrupts.moved()
 
 
 def same_file(name: str, path: str) -> bool:

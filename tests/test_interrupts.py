@@ -3,6 +3,7 @@ raised in this process."""
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -221,12 +222,12 @@ def test_a_write_that_moves_on_is_not_taken_for_a_stuck_one():
         start = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             while True:  # a write whose pieces go out every 0.3 s, for 3 s, then none
-                interrupts.writing = time.monotonic()
+                interrupts.moved()
                 time.sleep(0.3 if time.monotonic() - start < STUCK * 3 else STUCK * 5)
         assert STUCK * 3.5 <= time.monotonic() - start < STUCK * 5
 
 
-def test_once_too_late_a_signal_is_never_raised_but_a_stopped_write_is_broken():
+def test_once_too_late_a_signal_is_never_raised_but_a_write_that_stopped_is_broken():
     interrupts = Interrupts()
     with interrupts.noted():
         interrupts.too_late()
@@ -235,8 +236,38 @@ def test_once_too_late_a_signal_is_never_raised_but_a_stopped_write_is_broken():
         assert interrupts.count == 1 and not interrupts.pending
         interrupts.check()  # nothing to raise either
         signal.raise_signal(signal.SIGTERM)
-        interrupts.writing = time.monotonic()
+        interrupts.moved()
+        with pytest.raises(Stalled):
+            time.sleep(STUCK * 5)  # a write that does not move: broken, the signal not raised
+        interrupts.still()
+        interrupts.check()  # nothing for a check either
+
+
+def test_after_the_signal_was_acted_on_a_write_that_stops_moving_is_still_broken():
+    """A terminal nobody reads takes part of a piece and then nothing: the write in the
+    grace or in the summary must not wait for ever."""
+    interrupts = Interrupts()
+    with interrupts.noted():
+        signal.raise_signal(signal.SIGTERM)
         with pytest.raises(KeyboardInterrupt):
-            time.sleep(STUCK * 5)  # a write that does not move
-        interrupts.again()  # caught in the write: nothing left for a check
-        interrupts.check()
+            interrupts.check()  # acted on: the run is stopping
+        interrupts.moved()
+        start = time.monotonic()
+        with pytest.raises(Stalled):
+            time.sleep(STUCK * 5)
+        assert STUCK * 0.9 <= time.monotonic() - start < STUCK * 2
+        interrupts.still()
+
+
+def test_another_threads_writes_say_nothing_of_the_main_threads_write():
+    """Rich's progress thread writes stderr ten times a second: it cleared the main thread's
+    mark, and a moving stdout was given up as stopped."""
+    interrupts = Interrupts()
+    interrupts.moved()
+    mark = interrupts.writing
+    other = threading.Thread(target=lambda: (interrupts.moved(), interrupts.still()))
+    other.start()
+    other.join()
+    assert mark is not None and interrupts.writing == mark
+    interrupts.still()
+    assert interrupts.writing is None

@@ -5,6 +5,7 @@ second signal comes: the run must still stop within a few seconds, not wait for 
 import fcntl
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -12,12 +13,15 @@ import sys
 import termios
 import threading
 import time
+import tty
 from collections import Counter
 
 import pytest
 from helpers import CSAT, NPS, ROOT, TEST_KEY, ended_within, ndjson, records, track
 
 from retently_cli.fake_server import FakeRetently
+from retently_cli.interrupts import Interrupts, Stalled
+from retently_cli.outputs import Output
 
 CONFIG = f'campaigns:\n  "{NPS}": "Order Completed"\n  "{CSAT}": "Order Completed"\n' \
          "batch_size: 50\nrate_limit: 60000\n"  # fmt: skip
@@ -281,3 +285,62 @@ def test_a_signal_during_the_summary_on_a_slowly_read_stderr_lets_it_finish(tmp_
     assert "Summary: 205 lines read from 2 sources" in text and "20 events written" in text
     assert json.loads((tmp_path / "s.json").read_text())["exit_code"] == 1
     assert len(failed.read_text().splitlines()) == 20  # replaced by this run's failed events
+
+
+@pytest.mark.slow
+def test_a_slow_stdout_reader_is_kept_while_the_progress_bar_redraws_on_a_terminal(tmp_path):
+    """Rich's progress thread writes stderr ten times a second; its writes cleared the mark
+    the main thread's moving stdout write had set, and stdout was given up mid-record."""
+    (tmp_path / "c.yaml").write_text(
+        f'campaigns:\n  "{NPS}": "Order Completed"\nbatch_size: 100\nrate_limit: 60000\n'
+    )
+    events = (track(message_id=f"m{i}", email=f"u{i}@example.com") for i in range(20_000))
+    (tmp_path / "e.ndjson").write_bytes(ndjson(*events))
+    leader, follower = pty.openpty()
+    _, terminal = _slow_reader(leader, 0.0)  # the terminal is read as fast as it writes
+    read_end, write_end = os.pipe()
+    got, reader = _slow_reader(read_end, 0.1)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    with FakeRetently(api_key=TEST_KEY) as fake:
+        env.update(TERM="xterm-256color", RETENTLY_BASE_URL=fake.url, RETENTLY_API_KEY=TEST_KEY)
+        summary = tmp_path / "s.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retently_cli", "send", "-y", "-o", "ndjson",
+             "-c", str(tmp_path / "c.yaml"), "--ledger", str(tmp_path / "l.sqlite3"),
+             "--summary-json", str(summary), str(tmp_path / "e.ndjson")],
+            stdout=write_end, stderr=follower, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+        )  # fmt: skip
+        os.close(follower)
+        os.close(write_end)
+        time.sleep(4)
+        assert proc.poll() is None, "ended before the signal"
+        proc.send_signal(signal.SIGTERM)
+        ended_within(proc, 60)
+        reader.join(60)
+    assert proc.returncode == 130
+    assert got.endswith(b"\n")
+    assert len(records(bytes(got))) == json.loads(summary.read_text())["records"]
+
+
+@pytest.mark.slow
+def test_once_stopping_a_terminal_nobody_reads_is_given_up_not_waited_on():
+    """poll() says a terminal takes more while it has any room; the write of a piece then
+    blocked for ever once the signal had been acted on (no timer left to break it)."""
+    leader, follower = pty.openpty()
+    tty.setraw(follower)
+    output = Output("stdout", os.fdopen(follower, "wb", buffering=0))
+    interrupts = Interrupts()
+    output.interrupts = interrupts
+    with interrupts.noted():
+        signal.raise_signal(signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()  # acted on: the run is stopping
+        interrupts.too_late()  # and now its summary
+        start = time.monotonic()
+        while output.error is None and time.monotonic() - start < 10:
+            for _ in range(200):  # 60 KB, then flushed: more than a terminal takes
+                output.write(b"y" * 299 + b"\n")
+            output.flush()
+    assert isinstance(output.error, Stalled)
+    assert time.monotonic() - start < 5
+    os.close(leader)

@@ -7,7 +7,6 @@ import difflib
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -79,7 +78,7 @@ class TolerantStream:
                 self._failed()
                 return len(text)
         try:
-            interrupts.writing = time.monotonic()  # (see Interrupts)
+            interrupts.moved()  # (see Interrupts)
             if not interrupts.count or not _has_fd(self._stream):
                 return self._stream.write(text)
             encoding = getattr(self._stream, "encoding", None) or "utf-8"
@@ -91,7 +90,7 @@ class TolerantStream:
             self._failed()
             interrupts.again()
         finally:
-            interrupts.writing = None
+            interrupts.still()
         return len(text)
 
     def flush(self) -> None:
