@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retently_cli.interrupts import Stalled
+from retently_cli.interrupts import STUCK, Stalled
 
 if TYPE_CHECKING:
     from retently_cli.interrupts import Interrupts
@@ -41,7 +41,7 @@ class Output:
 
     BATCH_BYTES = 1 << 16
     BATCH_SECONDS = 0.2
-    STALLED_AFTER = 1.0  # seconds a write may wait once the run is stopping
+    STALLED_AFTER = STUCK  # seconds a write may wait once the run is stopping
 
     def __init__(self, name: str, stream, on_failure: Callable[[Output], None] = lambda o: None):
         self.name = name
